@@ -1,0 +1,3 @@
+from qmtl.cli import main
+
+raise SystemExit(main())

@@ -1,0 +1,1 @@
+"""Foundation: configuration, circuit breakers, tracing and the shared metrics helpers."""

@@ -1,0 +1,205 @@
+"""The one loader for ``qmtl.yml``.
+
+Every process reads the same file so that, for example, the tracing endpoint is
+configured once for SDK, Gateway and DAG Manager alike.  Values come from three
+layers, later ones winning: model defaults, the YAML file, then environment
+variables named ``QMTL_<SECTION>__<KEY>`` (``QMTL_GATEWAY__PORT=9000``; nested keys
+use further ``__`` separators).
+
+Anything wrong -- a missing file, a key we do not know, a value of the wrong type --
+raises :class:`ConfigError` whose message names the file, the dotted key and the fix.
+The CLI turns it into exit code 2; nobody should ever see a traceback for a typo.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any, Literal
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+
+__all__ = [
+    "ConfigError",
+    "ControlBusConfig",
+    "DagManagerConfig",
+    "GatewayConfig",
+    "QmtlConfig",
+    "TelemetryConfig",
+    "WorldServiceConfig",
+    "load_config",
+]
+
+ENV_PREFIX = "QMTL_"
+ENV_SEPARATOR = "__"
+
+
+class ConfigError(Exception):
+    """Raised when configuration cannot be loaded; the message is meant for humans."""
+
+
+class _Section(BaseModel):
+    model_config = ConfigDict(extra="forbid", validate_assignment=True)
+
+
+class TelemetryConfig(_Section):
+    #: OTLP/HTTP traces URL (``http://localhost:4318/v1/traces``), ``console``, or unset.
+    otel_exporter_endpoint: str | None = None
+    #: Fraction of root traces sampled; per-node spans are only created when sampled.
+    sample_ratio: float = Field(default=1.0, ge=0.0, le=1.0)
+
+    @field_validator("otel_exporter_endpoint")
+    @classmethod
+    def _endpoint_shape(cls, value: str | None) -> str | None:
+        if value is None or value == "":
+            return None
+        if value == "console" or value.startswith(("http://", "https://")):
+            return value
+        raise ValueError(
+            "must be an http(s) URL such as http://localhost:4318/v1/traces, or 'console'"
+        )
+
+
+class ControlBusConfig(_Section):
+    backend: Literal["inprocess", "kafka"] = "inprocess"
+    brokers: str = "127.0.0.1:9092"
+    topic: str = "qmtl.controlbus"
+
+
+class DagManagerConfig(_Section):
+    host: str = "127.0.0.1"
+    http_port: int = Field(default=8010, ge=0, le=65535)
+    grpc_port: int = Field(default=50051, ge=0, le=65535)
+    #: ``sqlite:PATH`` (embedded default) or a ``postgresql://`` DSN.
+    graph_store: str = "sqlite:qmtl-dagmanager.db"
+    queue_backend: Literal["inprocess", "kafka"] = "inprocess"
+    kafka_brokers: str = "127.0.0.1:9092"
+    #: Prefix queues as ``{world}.{domain}.`` so tenants cannot collide.
+    namespace_queues: bool = False
+    max_dag_bytes: int = Field(default=16 * 1024 * 1024, gt=0)
+    gc_interval_seconds: float = Field(default=60.0, gt=0)
+    orphan_ttl_seconds: float = Field(default=3600.0, ge=0)
+    orphan_grace_seconds: float = Field(default=600.0, ge=0)
+    gc_policy: Literal["drop", "archive"] = "drop"
+    lag_interval_seconds: float = Field(default=15.0, gt=0)
+    lag_consumer_group: str = "qmtl-runtime"
+    lag_threshold_seconds: float = Field(default=60.0, ge=0)
+    #: Per-topic overrides of :attr:`lag_threshold_seconds`.
+    lag_thresholds: dict[str, float] = Field(default_factory=dict)
+    breaker_probe_seconds: float = Field(default=5.0, gt=0)
+    admin_token: str | None = None
+
+
+class GatewayConfig(_Section):
+    host: str = "127.0.0.1"
+    port: int = Field(default=8000, ge=0, le=65535)
+    dagmanager_grpc: str = "127.0.0.1:50051"
+    #: ``sqlite:PATH`` (embedded default) or a ``postgresql://`` DSN.
+    submission_log: str = "sqlite:qmtl-gateway.db"
+    max_request_bytes: int = Field(default=16 * 1024 * 1024, gt=0)
+    retry_interval_seconds: float = Field(default=2.0, gt=0)
+    breaker_probe_seconds: float = Field(default=2.0, gt=0)
+    admin_token: str | None = None
+
+
+class WorldServiceConfig(_Section):
+    host: str = "127.0.0.1"
+    port: int = Field(default=8020, ge=0, le=65535)
+    store: str = "sqlite:qmtl-worldservice.db"
+    ack_timeout_seconds: float = Field(default=10.0, gt=0)
+    stale_after_seconds: float = Field(default=300.0, gt=0)
+    stale_interval_seconds: float = Field(default=15.0, gt=0)
+    runs_kept_per_world: int = Field(default=20, gt=0)
+    #: When set, the promotion guard also asks this Prometheus for cross-context hits.
+    prometheus_url: str | None = None
+    admin_token: str | None = None
+
+
+class QmtlConfig(_Section):
+    telemetry: TelemetryConfig = Field(default_factory=TelemetryConfig)
+    controlbus: ControlBusConfig = Field(default_factory=ControlBusConfig)
+    dagmanager: DagManagerConfig = Field(default_factory=DagManagerConfig)
+    gateway: GatewayConfig = Field(default_factory=GatewayConfig)
+    worldservice: WorldServiceConfig = Field(default_factory=WorldServiceConfig)
+
+
+def _read_yaml(path: Path) -> dict[str, Any]:
+    try:
+        text = path.read_text(encoding="utf-8")
+    except FileNotFoundError:
+        raise ConfigError(
+            f"{path}: config file not found; create it or pass --config with an existing file"
+        ) from None
+    except OSError as exc:
+        raise ConfigError(f"{path}: cannot read config file: {exc.strerror}") from None
+    try:
+        data = yaml.safe_load(text)
+    except yaml.YAMLError as exc:
+        mark = getattr(exc, "problem_mark", None)
+        where = f" (line {mark.line + 1}, column {mark.column + 1})" if mark else ""
+        raise ConfigError(
+            f"{path}: not valid YAML{where}: {getattr(exc, 'problem', exc)}"
+        ) from None
+    if data is None:
+        return {}
+    if not isinstance(data, dict):
+        raise ConfigError(
+            f"{path}: top level must be a mapping of sections, got {type(data).__name__}"
+        )
+    return data
+
+
+def _apply_env(data: dict[str, Any], env: Mapping[str, str]) -> list[str]:
+    """Merge ``QMTL_SECTION__KEY`` variables into ``data``; return their names."""
+    applied = []
+    for name, raw in sorted(env.items()):
+        if not name.startswith(ENV_PREFIX) or ENV_SEPARATOR not in name:
+            continue
+        path = [part.lower() for part in name[len(ENV_PREFIX) :].split(ENV_SEPARATOR)]
+        if any(not part for part in path):
+            raise ConfigError(
+                f"environment variable {name}: empty key segment; use QMTL_SECTION__KEY"
+            )
+        try:
+            value = yaml.safe_load(raw) if raw != "" else None
+        except yaml.YAMLError:
+            value = raw
+        node = data
+        for part in path[:-1]:
+            child = node.setdefault(part, {})
+            if not isinstance(child, dict):
+                raise ConfigError(f"environment variable {name}: {part} is not a section")
+            node = child
+        node[path[-1]] = value
+        applied.append(name)
+    return applied
+
+
+def _describe(error: Any) -> str:
+    key = ".".join(str(p) for p in error["loc"])
+    if error["type"] == "extra_forbidden":
+        parent = ".".join(str(p) for p in error["loc"][:-1]) or "top level"
+        return f"{key}: unknown key in {parent}; check the spelling or remove it"
+    got = error.get("input")
+    shown = "" if isinstance(got, dict) else f" (got {got!r})"
+    return f"{key}: {error['msg']}{shown}"
+
+
+def load_config(
+    path: str | os.PathLike[str] | None = None,
+    *,
+    env: Mapping[str, str] | None = None,
+) -> QmtlConfig:
+    """Load ``qmtl.yml`` (or only defaults when ``path`` is None) plus env overrides."""
+    env = os.environ if env is None else env
+    source = str(path) if path is not None else "defaults"
+    data = _read_yaml(Path(path)) if path is not None else {}
+    applied = _apply_env(data, env)
+    try:
+        return QmtlConfig.model_validate(data)
+    except ValidationError as exc:
+        problems = "; ".join(_describe(e) for e in exc.errors())
+        via = f" (environment overrides: {', '.join(applied)})" if applied else ""
+        raise ConfigError(f"{source}: invalid configuration{via}: {problems}") from None

