@@ -1,0 +1,69 @@
+local alert = import '../lib/alert.libsonnet';
+
+{
+  prometheusAlerts+:: {
+    local c = $._config,
+    local a(name, expr, severity, summary, description) =
+      alert.new(c, name, expr, severity, summary, description, 'dagmanager'),
+    groups+: [{
+      name: 'qmtl-dagmanager',
+      rules: [
+        a('DiffDurationHigh',
+          'diff_duration_ms_p95 > %(diffDurationP95Ms)s' % c,
+          'warning', 'DAG diffs are slow.',
+          'p95 diff duration on {{ $labels.instance }} is {{ $value | printf "%%.0f" }} ms (threshold %(diffDurationP95Ms)s ms).' % c),
+        // 0/0 is NaN and NaN > x is false, so no traffic never fires; the `and` makes it explicit.
+        a('DiffFailureRateHigh', |||
+          (
+            sum by (job) (rate(diff_failures_total[%(rateWindow)s]))
+          /
+            sum by (job) (rate(diff_requests_total[%(rateWindow)s]))
+          ) > %(diffFailureRatio)s
+          and on (job) sum by (job) (rate(diff_requests_total[%(rateWindow)s])) > 0
+        ||| % c,
+          'critical', 'Too many DAG diff requests fail.',
+          '{{ $value | humanizePercentage }} of diff requests failed over the last %(rateWindow)s in {{ $labels.job }} (threshold %(diffFailureRatio)s).' % c),
+        // Fires only for a DAG Manager that has served diffs since it started: a fresh
+        // install with no strategies is quiet by design.
+        a('DiffThroughputLow', |||
+          sum by (job) (rate(diff_requests_total[%(rateWindow)s])) * 60 < %(diffThroughputMinPerMinute)s
+          and on (job) sum by (job) (diff_requests_total) > 0
+        ||| % c,
+          'warning', 'DAG diff throughput dropped.',
+          '{{ $labels.job }} processes {{ $value | humanize }} diffs/min (minimum %(diffThroughputMinPerMinute)s/min) after having served traffic.' % c),
+        a('QueueCreateErrors',
+          'increase(queue_create_error_total[%(eventWindow)s]) > 0' % c,
+          'warning', 'Queue (topic) creation is failing.',
+          'Queue creation failed on {{ $labels.instance }} within the last %(eventWindow)s; diffs needing new queues fail.' % c),
+        a('SentinelGap',
+          'sentinel_gap_count > 0',
+          'warning', 'A strategy version has no diff sentinel.',
+          '{{ $value | humanize }} strategy versions on {{ $labels.instance }} finished a diff without a sentinel.'),
+        a('OrphanQueuesGrowing',
+          'delta(orphan_queue_total[%(orphanGrowthWindow)s]) > 0' % c,
+          'warning', 'Orphan queues keep accumulating.',
+          'orphan_queue_total on {{ $labels.instance }} grew over the last %(orphanGrowthWindow)s; GC is not keeping up.' % c),
+        a('QueueLagHigh',
+          'queue_lag_seconds > queue_lag_threshold_seconds',
+          'warning', 'A queue consumer is lagging.',
+          'Topic {{ $labels.topic }} is {{ $value | printf "%.0f" }} s behind, above its configured threshold.'),
+        // Before the first GC run the process start time stands in, so a scheduler that
+        // never completes a run is caught too.
+        a('GCSchedulerStall', |||
+          time() - ((gc_last_run_timestamp > 0) or on (job, instance) process_start_time_seconds) > %(gcStallSeconds)s
+          and on (job, instance) gc_last_run_timestamp
+        ||| % c,
+          'warning', 'The orphan-queue GC scheduler stalled.',
+          'No GC run completed on {{ $labels.instance }} for {{ $value | humanizeDuration }} (limit %(gcStallSeconds)ss).' % c),
+        a('KafkaAdminBreakerOpen',
+          'kafka_breaker_state > 0',
+          'critical', 'The DAG Manager Kafka admin circuit breaker is open.',
+          'Kafka admin calls from {{ $labels.instance }} are refused after 3 consecutive failures; queues cannot be created.'),
+        a('GraphStoreBreakerOpen',
+          'graphstore_breaker_state > 0',
+          'critical', 'The DAG Manager graph store circuit breaker is open.',
+          'Graph store calls from {{ $labels.instance }} are refused after 3 consecutive failures; diffs fail.'),
+      ],
+    }],
+  },
+}

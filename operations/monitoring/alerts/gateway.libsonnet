@@ -1,0 +1,34 @@
+local alert = import '../lib/alert.libsonnet';
+
+{
+  prometheusAlerts+:: {
+    local c = $._config,
+    local a(name, expr, severity, summary, description) =
+      alert.new(c, name, expr, severity, summary, description, 'gateway'),
+    groups+: [{
+      name: 'qmtl-gateway',
+      rules: [
+        a('GatewayLatencyHigh',
+          'gateway_e2e_latency_p95 > %(gatewayLatencyP95Ms)s' % c,
+          'warning', 'Gateway submissions are slow.',
+          'p95 submission latency on {{ $labels.instance }} is {{ $value | printf "%%.0f" }} ms (threshold %(gatewayLatencyP95Ms)s ms).' % c),
+        a('LostRequests',
+          'increase(lost_requests_total[%(eventWindow)s]) > 0' % c,
+          'critical', 'The Gateway lost diff submissions.',
+          'Submissions accepted by {{ $labels.instance }} could neither complete nor be durably handed off within the last %(eventWindow)s.' % c),
+        a('DagClientBreakerOpen',
+          'dagclient_breaker_state > 0',
+          'critical', 'The Gateway circuit breaker to the DAG Manager is open.',
+          'gRPC calls from {{ $labels.instance }} to the DAG Manager are refused; submissions wait in the durable log.'),
+        a('ControlBusApplyAckLatencyHigh',
+          'controlbus_apply_ack_latency_ms{phase="freeze"} > %(freezeAckLatencyMs)s' % c,
+          'warning', 'Freeze acknowledgements on the ControlBus are slow.',
+          'The last freeze ACK for world {{ $labels.world_id }} took {{ $value | printf "%%.0f" }} ms (threshold %(freezeAckLatencyMs)s ms).' % c),
+        a('QmtlServiceDown',
+          'up{%(qmtlJobSelector)s} == 0' % c,
+          'critical', 'A QMTL process is not being scraped.',
+          '{{ $labels.job }} at {{ $labels.instance }} is down or its /metrics does not answer.'),
+      ],
+    }],
+  },
+}

@@ -1,0 +1,30 @@
+module "content" {
+  source = "./modules/content"
+
+  name_prefix               = var.name_prefix
+  namespace                 = var.namespace
+  labels                    = var.labels
+  dashboard_label_key       = var.dashboard_label_key
+  dashboard_label_value     = var.dashboard_label_value
+  extra_dashboards          = var.extra_dashboards
+  prometheus_rule_namespace = var.prometheus_rule_namespace
+  prometheus_rule_labels    = var.prometheus_rule_labels
+}
+
+resource "kubernetes_config_map_v1" "dashboards" {
+  for_each = var.enable_dashboards ? module.content.config_maps : {}
+
+  metadata {
+    name      = each.value.name
+    namespace = each.value.namespace
+    labels    = each.value.labels
+  }
+
+  data = each.value.data
+}
+
+resource "kubernetes_manifest" "prometheus_rule" {
+  count = var.enable_prometheus_rule ? 1 : 0
+
+  manifest = module.content.prometheus_rule
+}

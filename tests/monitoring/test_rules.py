@@ -1,0 +1,184 @@
+"""alert_rules.yml / recording_rules.yml: valid for Prometheus, unit-tested, documented."""
+
+from __future__ import annotations
+
+import re
+
+import pytest
+import yaml
+
+from qmtl.monitoring import alert_names, render
+from qmtl.monitoring.catalogue import PROMETHEUS_BUILTINS, metric_names
+from qmtl.monitoring.render import MONITORING_DIR, REPO_ROOT
+
+from .conftest import run_tool
+
+SEED_ALERTS = {
+    "DiffDurationHigh", "DiffFailureRateHigh", "DiffThroughputLow", "NodeCacheMemoryHigh",
+    "QueueCreateErrors", "SentinelGap", "OrphanQueuesGrowing", "QueueLagHigh",
+    "GatewayLatencyHigh", "LostRequests", "GCSchedulerStall", "NodeSlowProcessing",
+    "NodeFailures", "CrossContextCacheHit", "WorldApplyFailureDetected",
+    "WorldApplyFailureRateHigh", "WorldAllocationSnapshotStale", "ControlBusApplyAckLatencyHigh",
+}  # fmt: skip
+BREAKER_ALERTS = {"KafkaAdminBreakerOpen", "DagClientBreakerOpen", "GraphStoreBreakerOpen"}
+TESTS_DIR = MONITORING_DIR / "tests"
+
+
+def load_alerts() -> list[dict]:
+    data = yaml.safe_load((REPO_ROOT / "alert_rules.yml").read_text())
+    return [rule for group in data["groups"] for rule in group["rules"]]
+
+
+def test_promtool_accepts_generated_rule_files(promtool: str) -> None:
+    result = run_tool(
+        [promtool, "check", "rules", "alert_rules.yml", "recording_rules.yml"], cwd=REPO_ROOT
+    )
+    assert result.returncode == 0, result.stdout + result.stderr
+    assert "SUCCESS: 22 rules found" in result.stdout
+
+
+def test_promtool_unit_tests_pass(promtool: str) -> None:
+    files = sorted(str(p) for p in TESTS_DIR.glob("*_test.yml"))
+    result = run_tool([promtool, "test", "rules", *files])
+    assert result.returncode == 0, result.stdout + result.stderr
+    assert result.stdout.count("SUCCESS") == len(files)
+
+
+def test_promtool_unit_tests_can_fail(promtool: str, tmp_path) -> None:  # type: ignore[no-untyped-def]
+    """A wrong expectation makes promtool fail, so the suite above is not vacuous."""
+    text = (
+        (TESTS_DIR / "alerts_test.yml")
+        .read_text()
+        .replace("(threshold 200 ms)", "(threshold 201 ms)")
+    )
+    text = text.replace("../../../alert_rules.yml", str(REPO_ROOT / "alert_rules.yml"))
+    broken = tmp_path / "broken_test.yml"
+    broken.write_text(text)
+    result = run_tool([promtool, "test", "rules", str(broken)])
+    assert result.returncode != 0
+    assert "DiffDurationHigh" in result.stdout + result.stderr
+
+
+def test_every_seed_and_breaker_alert_exists() -> None:
+    names = set(alert_names(render()))
+    assert names >= SEED_ALERTS | BREAKER_ALERTS
+    assert len(names) == len(alert_names(render())), "duplicate alert names"
+
+
+def test_every_alert_has_firing_and_quiet_unit_cases() -> None:
+    """The set of alerts equals the set covered by promtool tests, both ways."""
+    tests = yaml.safe_load((TESTS_DIR / "alerts_test.yml").read_text())["tests"]
+    firing: set[str] = set()
+    quiet: set[str] = set()
+    for case in tests:
+        for check in case.get("alert_rule_test", []):
+            (firing if check.get("exp_alerts") else quiet).add(check["alertname"])
+    for check_firing in tests:
+        for check in check_firing.get("alert_rule_test", []):
+            for alert in check.get("exp_alerts") or []:
+                assert set(alert["exp_annotations"]) == {"summary", "description", "runbook_url"}
+    names = {rule["alert"] for rule in load_alerts()}
+    assert firing == names, f"alerts without a firing case: {names - firing}"
+    assert quiet == names, f"alerts without a quiet case: {names - quiet}"
+
+
+def test_every_recording_rule_has_a_value_test() -> None:
+    rules = yaml.safe_load((REPO_ROOT / "recording_rules.yml").read_text())
+    records = {r["record"] for g in rules["groups"] for r in g["rules"]}
+    tests = yaml.safe_load((TESTS_DIR / "recording_rules_test.yml").read_text())["tests"]
+    tested = {t["expr"] for case in tests for t in case.get("promql_expr_test", [])}
+    assert records == tested
+    for record in records:
+        assert re.fullmatch(r"[a-z_]+:[a-z0-9_]+:[a-z0-9_]+", record), record
+
+
+@pytest.mark.parametrize("rule", load_alerts(), ids=lambda r: r["alert"])
+def test_alert_conventions(rule: dict) -> None:
+    """CamelCase name, severity, static summary, templated description, runbook section."""
+    assert re.fullmatch(r"(?:[A-Z][a-z0-9]*|GC)+[A-Za-z0-9]*", rule["alert"])
+    assert rule["labels"]["severity"] in {"critical", "warning", "info"}
+    annotations = rule["annotations"]
+    assert "{{" not in annotations["summary"] and annotations["summary"].endswith(".")
+    assert "{{ $labels." in annotations["description"] or "{{ $value" in annotations["description"]
+    anchor = rule["alert"].lower()
+    assert annotations["runbook_url"].endswith(f"runbooks.md#{anchor}")
+    assert "for" in rule
+    runbooks = (REPO_ROOT / "docs" / "runbooks.md").read_text()
+    assert f"\n## {rule['alert']}\n" in runbooks, (
+        f"docs/runbooks.md lacks a section for {rule['alert']}"
+    )
+
+
+def test_cross_context_is_critical_with_five_step_runbook() -> None:
+    rule = next(r for r in load_alerts() if r["alert"] == "CrossContextCacheHit")
+    assert rule["labels"]["severity"] == "critical"
+    section = (REPO_ROOT / "docs" / "runbooks.md").read_text().split("## CrossContextCacheHit")[1]
+    section = section.split("\n## ")[0]
+    for step in range(1, 6):
+        assert f"\n{step}. **" in section
+    for command in (
+        "qmtl ops cross-context show",
+        "qmtl ops cache purge --node",
+        "qmtl ops cross-context reset",
+    ):
+        assert command in section
+
+
+METRIC_TOKEN = re.compile(r"[a-zA-Z_:][a-zA-Z0-9_:]*")
+PROMQL_WORDS = {
+    "by", "without", "on", "ignoring", "group_left", "group_right", "and", "or", "unless",
+    "offset", "bool", "inf", "nan", "vector",
+}  # fmt: skip
+
+
+def referenced_metrics(expr: str) -> set[str]:
+    """Series names in a PromQL expression (functions, labels, durations removed)."""
+    text = re.sub(r'"[^"]*"', "", expr)
+    text = re.sub(r"\{[^}]*\}", "", text)
+    text = re.sub(r"\[[^\]]*\]", "", text)
+    text = re.sub(r"\b(by|without|on|ignoring|group_left|group_right)\s*\([^)]*\)", "", text)
+    text = re.sub(r"\boffset\s+\w+", "", text)
+    names = set()
+    for match in METRIC_TOKEN.finditer(text):
+        token = match.group()
+        rest = text[match.end() :].lstrip()
+        if rest.startswith("(") or token.lower() in PROMQL_WORDS or re.fullmatch(r"\d.*", token):
+            continue
+        if re.fullmatch(r"[0-9.e+-]+", token):
+            continue
+        names.add(token)
+    return names
+
+
+def recording_rule_names() -> set[str]:
+    rules = yaml.safe_load((REPO_ROOT / "recording_rules.yml").read_text())
+    return {r["record"] for g in rules["groups"] for r in g["rules"]}
+
+
+def test_alerts_and_rules_use_only_catalogue_metrics() -> None:
+    allowed = metric_names() | PROMETHEUS_BUILTINS | recording_rule_names()
+    rules = yaml.safe_load((REPO_ROOT / "recording_rules.yml").read_text())
+    exprs = [r["expr"] for r in load_alerts()] + [
+        r["expr"] for g in rules["groups"] for r in g["rules"]
+    ]
+    for expr in exprs:
+        unknown = referenced_metrics(expr) - allowed
+        assert not unknown, f"{expr!r} uses metrics outside the catalogue: {unknown}"
+
+
+def test_metric_extraction_sees_names() -> None:
+    """Guard for the check above: it finds names and ignores syntax."""
+    found = referenced_metrics(
+        'sum by (job) (rate(a_total{x="y"}[5m])) / on (job) b > 0 and c offset 10m unless d'
+    )
+    assert found == {"a_total", "b", "c", "d"}
+
+
+def test_short_windows_render_from_same_source() -> None:
+    """The e2e suite gets short windows by overriding _config, not by copying rules."""
+    fast = render({"rateWindow": "30s", "for": {"DiffDurationHigh": "10s"}})
+    rule = next(
+        r for g in fast.alerts["groups"] for r in g["rules"] if r["alert"] == "DiffDurationHigh"
+    )
+    assert rule["for"] == "10s"
+    assert set(alert_names(fast)) == set(alert_names(render()))
