@@ -25,3 +25,8 @@ format: setup
 
 bench: setup
 	$(PY) benchmarks/run_all.py
+
+.PHONY: monitoring
+# Regenerate alert_rules.yml, recording_rules.yml, dashboards/ and the packaged bundle.
+monitoring: setup
+	$(PY) -m qmtl.monitoring

