@@ -1,0 +1,1 @@
+"""DAG Manager: diffs strategy DAGs, binds nodes to queues, collects orphan queues."""

@@ -1,0 +1,278 @@
+"""Queue backends: where node outputs live.
+
+* :class:`InProcessQueues` -- embedded default; topics are names in memory.
+* :class:`KafkaQueues` -- confluent-kafka admin against a real broker.
+
+Both answer the same small interface (create, delete, list, probe, lag).  Calls are
+synchronous; the DAG Manager runs them in worker threads behind the ``kafka``
+circuit breaker.  Topic names come from :func:`queue_name`.
+"""
+
+from __future__ import annotations
+
+import re
+import threading
+import time
+import uuid
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Protocol
+
+from qmtl.foundation.dag import DagNode
+
+__all__ = [
+    "InProcessQueues",
+    "KafkaQueues",
+    "LagReading",
+    "QueueBackend",
+    "QueueBackendError",
+    "is_internal_topic",
+    "open_queue_backend",
+    "queue_name",
+]
+
+_UNSAFE = re.compile(r"[^a-zA-Z0-9._-]+")
+
+
+class QueueBackendError(RuntimeError):
+    """The queue backend refused or could not be reached."""
+
+
+def _clean(text: str) -> str:
+    return _UNSAFE.sub("-", text).strip("-").lower() or "x"
+
+
+def queue_name(
+    node: DagNode, *, world_id: str = "", domain: str = "", namespace: bool = False
+) -> str:
+    """``[{world}.{domain}.]{asset}_{type}_{hash8}_{version}``, safe for Kafka (<= 249 chars)."""
+    base = (
+        f"{_clean(node.asset)}_{_clean(node.node_type)}_{node.node_id[1:9]}_{_clean(node.version)}"
+    )
+    if namespace:
+        base = f"{_clean(world_id or 'default')}.{_clean(domain or 'backtest')}.{base}"
+    return base[:249]
+
+
+def is_internal_topic(name: str) -> bool:
+    """Broker-internal topics (``__consumer_offsets``, ``_schemas``, the ControlBus) are never GC'd."""
+    return name.startswith("_") or name.startswith("qmtl.controlbus")
+
+
+@dataclass(frozen=True)
+class LagReading:
+    topic: str
+    messages: int
+    seconds: float
+
+
+class QueueBackend(Protocol):
+    kind: str
+
+    def create(self, topics: Sequence[str]) -> dict[str, str | None]:
+        """Create topics idempotently; map each topic to an error message or ``None``."""
+
+    def delete(self, topics: Sequence[str]) -> dict[str, str | None]: ...
+
+    def list(self) -> set[str]: ...
+
+    def probe(self) -> bool:
+        """Cheap health check that never raises."""
+
+    def lag(self, group: str, topics: Sequence[str]) -> list[LagReading]: ...
+
+    def close(self) -> None: ...
+
+
+class InProcessQueues:
+    """Topics as names in memory; ``down`` simulates an unreachable backend for drills."""
+
+    kind = "inprocess"
+
+    def __init__(self) -> None:
+        self._topics: dict[str, float] = {}
+        self._lock = threading.Lock()
+        self.down = False
+        self.fail_create = False
+
+    def _check(self) -> None:
+        if self.down:
+            raise QueueBackendError("in-process queue backend is marked down (fault injection)")
+
+    def create(self, topics: Sequence[str]) -> dict[str, str | None]:
+        self._check()
+        if self.fail_create:
+            return dict.fromkeys(topics, "topic creation refused (fault injection)")
+        with self._lock:
+            now = time.time()
+            for topic in topics:
+                self._topics.setdefault(topic, now)
+        return dict.fromkeys(topics)
+
+    def delete(self, topics: Sequence[str]) -> dict[str, str | None]:
+        self._check()
+        with self._lock:
+            for topic in topics:
+                self._topics.pop(topic, None)
+        return dict.fromkeys(topics)
+
+    def list(self) -> set[str]:
+        self._check()
+        with self._lock:
+            return set(self._topics)
+
+    def probe(self) -> bool:
+        return not self.down
+
+    def lag(self, group: str, topics: Sequence[str]) -> list[LagReading]:
+        return []
+
+    def close(self) -> None:
+        pass
+
+
+class KafkaQueues:
+    """Kafka topics through confluent-kafka's AdminClient (tested against tansu)."""
+
+    kind = "kafka"
+
+    def __init__(self, bootstrap: str, *, timeout: float = 5.0) -> None:
+        from confluent_kafka.admin import AdminClient
+
+        self.bootstrap = bootstrap
+        self.timeout = timeout
+        self._admin = AdminClient(
+            {"bootstrap.servers": bootstrap, "socket.timeout.ms": int(timeout * 1000)}
+        )
+        self._lock = threading.Lock()
+        self.fail_create = False
+
+    def create(self, topics: Sequence[str]) -> dict[str, str | None]:
+        from confluent_kafka import KafkaError, KafkaException
+        from confluent_kafka.admin import NewTopic
+
+        if self.fail_create:
+            return dict.fromkeys(topics, "topic creation refused (fault injection)")
+        results: dict[str, str | None] = {}
+        futures = self._admin.create_topics(
+            [NewTopic(t, num_partitions=1, replication_factor=1) for t in topics],
+            request_timeout=self.timeout,
+            operation_timeout=self.timeout,
+        )
+        transport_errors = 0
+        for topic, future in futures.items():
+            try:
+                future.result(timeout=self.timeout + 1)
+                results[topic] = None
+            except KafkaException as exc:
+                error = exc.args[0]
+                if (
+                    isinstance(error, KafkaError)
+                    and error.code() == KafkaError.TOPIC_ALREADY_EXISTS
+                ):
+                    results[topic] = None
+                    continue
+                results[topic] = str(error)
+                if isinstance(error, KafkaError) and error.code() in (
+                    KafkaError._TRANSPORT, KafkaError._TIMED_OUT, KafkaError._ALL_BROKERS_DOWN,
+                ):  # fmt: skip
+                    transport_errors += 1
+            except Exception as exc:  # concurrent.futures.TimeoutError and friends
+                results[topic] = f"{type(exc).__name__}: {exc}"
+                transport_errors += 1
+        if topics and transport_errors == len(topics):
+            raise QueueBackendError(
+                f"Kafka broker {self.bootstrap} unreachable: {next(iter(results.values()))}"
+            )
+        return results
+
+    def delete(self, topics: Sequence[str]) -> dict[str, str | None]:
+        from confluent_kafka import KafkaException
+
+        results: dict[str, str | None] = {}
+        for topic, future in self._admin.delete_topics(
+            list(topics), operation_timeout=self.timeout
+        ).items():
+            try:
+                future.result(timeout=self.timeout + 1)
+                results[topic] = None
+            except KafkaException as exc:
+                results[topic] = str(exc.args[0])
+        return results
+
+    def list(self) -> set[str]:
+        from confluent_kafka import KafkaException
+
+        try:
+            metadata = self._admin.list_topics(timeout=self.timeout)
+        except KafkaException as exc:
+            raise QueueBackendError(
+                f"Kafka broker {self.bootstrap} unreachable: {exc.args[0]}"
+            ) from None
+        return set(metadata.topics)
+
+    def probe(self) -> bool:
+        try:
+            self._admin.list_topics(timeout=min(self.timeout, 2.0))
+        except Exception:
+            return False
+        return True
+
+    def lag(self, group: str, topics: Sequence[str]) -> list[LagReading]:
+        """Offset lag and age of the oldest unconsumed message, per topic with commits."""
+        from confluent_kafka import Consumer, TopicPartition
+
+        if not topics:
+            return []
+        base = {
+            "bootstrap.servers": self.bootstrap,
+            "enable.auto.commit": False,
+            "session.timeout.ms": 6000,
+        }
+        readings: list[LagReading] = []
+        watcher = Consumer({**base, "group.id": group})
+        peeker = Consumer({**base, "group.id": f"qmtl-lag-peek-{uuid.uuid4().hex[:8]}"})
+        try:
+            metadata = watcher.list_topics(timeout=self.timeout)
+            partitions = [
+                TopicPartition(t, p)
+                for t in topics
+                if t in metadata.topics
+                for p in metadata.topics[t].partitions
+            ]
+            if not partitions:
+                return []
+            committed = watcher.committed(partitions, timeout=self.timeout)
+            now = time.time()
+            per_topic: dict[str, tuple[int, float]] = {}
+            for tp in committed:
+                if tp.offset < 0:  # the group never committed here: lag is undefined
+                    continue
+                _low, high = watcher.get_watermark_offsets(
+                    TopicPartition(tp.topic, tp.partition), timeout=self.timeout
+                )
+                behind = max(0, high - tp.offset)
+                age = 0.0
+                if behind:
+                    peeker.assign([TopicPartition(tp.topic, tp.partition, tp.offset)])
+                    message = peeker.poll(self.timeout)
+                    if message is not None and message.error() is None:
+                        _kind, ts_ms = message.timestamp()
+                        if ts_ms > 0:
+                            age = max(0.0, now - ts_ms / 1000.0)
+                messages, seconds = per_topic.get(tp.topic, (0, 0.0))
+                per_topic[tp.topic] = (messages + behind, max(seconds, age))
+            readings = [LagReading(t, m, s) for t, (m, s) in sorted(per_topic.items())]
+        finally:
+            watcher.close()
+            peeker.close()
+        return readings
+
+    def close(self) -> None:
+        pass
+
+
+def open_queue_backend(kind: str, brokers: str) -> QueueBackend:
+    if kind == "kafka":
+        return KafkaQueues(brokers)
+    return InProcessQueues()

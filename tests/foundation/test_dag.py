@@ -1,0 +1,79 @@
+"""DAG wire format: content-hash ids, validation errors, deterministic topological order."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+
+from qmtl.foundation.dag import SCHEMA, DagError, compute_key, dag_crc32, node_id_for, parse_dag
+from qmtl.testing.dags import chain_dag, node
+
+
+def dag(*nodes: dict) -> str:
+    return json.dumps({"schema": SCHEMA, "nodes": list(nodes)})
+
+
+def test_node_id_is_content_hash_ignoring_name() -> None:
+    a = node("ProcessingNode", interval=60, name="fast")
+    b = node("ProcessingNode", interval=60, name="renamed")
+    c = node("ProcessingNode", interval=120)
+    assert a["node_id"] == b["node_id"] != c["node_id"]
+
+
+def test_upstream_change_changes_downstream_id() -> None:
+    src1, src2 = node("StreamInput", tags=["btc"]), node("StreamInput", tags=["eth"])
+    assert node("P", [src1["node_id"]])["node_id"] != node("P", [src2["node_id"]])["node_id"]
+
+
+def test_order_is_topological_and_independent_of_listing_order() -> None:
+    parsed = parse_dag(chain_dag(50))
+    data = json.loads(chain_dag(50))
+    data["nodes"].reverse()
+    assert parse_dag(json.dumps(data)).order == parsed.order
+    position = {n: i for i, n in enumerate(parsed.order)}
+    for n in parsed.nodes.values():
+        assert all(position[i] < position[n.node_id] for i in n.inputs)
+    assert parsed.crc32 == dag_crc32(parsed.order)
+
+
+@pytest.mark.parametrize(
+    ("text", "message"),
+    [
+        ("{not json", "not valid JSON"),
+        ("[]", '"nodes" list'),
+        (json.dumps({"nodes": []}), "no nodes"),
+        (json.dumps({"schema": "other", "nodes": [{}]}), "unsupported DAG schema"),
+        (dag({"inputs": []}), "node_type is required"),
+        (dag(node("P", ["Nmissing"])), "unknown input Nmissing"),
+        (dag({**node("P"), "node_id": "Nforged"}), "does not match its definition"),
+        (dag(node("P", interval=-1)), "interval must be a non-negative integer"),
+    ],
+)
+def test_invalid_dags_are_named(text: str, message: str) -> None:
+    with pytest.raises(DagError, match=message):
+        parse_dag(text)
+
+
+def test_duplicate_node() -> None:
+    n = node("P")
+    with pytest.raises(DagError, match="duplicate node"):
+        parse_dag(dag(n, n))
+
+
+def test_cycle_is_reported_with_nodes() -> None:
+    a = {"node_id": "Na", "node_type": "P", "inputs": ["Nb"], "name": "a"}
+    b = {"node_id": "Nb", "node_type": "P", "inputs": ["Na"], "name": "b"}
+    with pytest.raises(DagError, match=r"cycle through 2 node\(s\): Na \(a\), Nb \(b\)"):
+        parse_dag(dag(a, b), verify_ids=False)
+
+
+def test_oversized_payload() -> None:
+    with pytest.raises(DagError, match="over the 100-byte limit"):
+        parse_dag(chain_dag(5), max_bytes=100)
+
+
+def test_compute_key_missing_domain_is_backtest() -> None:
+    assert compute_key("N1", "w", None, None, None) == compute_key("N1", "w", "backtest", "", "")
+    assert compute_key("N1", "w", "live", None, None) != compute_key("N1", "w", None, None, None)
+    assert node_id_for({"node_type": "P"}).startswith("N")

@@ -1,0 +1,46 @@
+"""Graph stores for the shared DAG Manager suite: every test runs on SQLite and PostgreSQL."""
+
+from __future__ import annotations
+
+import uuid
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from qmtl.foundation.config import DagManagerConfig
+from qmtl.services.dagmanager.queues import InProcessQueues
+from qmtl.services.dagmanager.service import DagManagerService
+from qmtl.services.dagmanager.store import GraphStore, open_graph_store
+
+
+def fresh_postgres_db(dsn: str) -> str:
+    import psycopg
+
+    name = f"qmtl_{uuid.uuid4().hex[:12]}"
+    with psycopg.connect(dsn, autocommit=True) as conn:
+        conn.execute(f"CREATE DATABASE {name}")
+    return dsn.rsplit("/", 1)[0] + f"/{name}"
+
+
+@pytest.fixture(params=["sqlite", "postgresql"])
+def graph_store_spec(request: pytest.FixtureRequest, tmp_path: Path) -> str:
+    if request.param == "sqlite":
+        return f"sqlite:{tmp_path / 'graph.db'}"
+    server = request.getfixturevalue("postgres")
+    return fresh_postgres_db(server.dsn)
+
+
+@pytest.fixture
+def store(graph_store_spec: str) -> Iterator[GraphStore]:
+    s = open_graph_store(graph_store_spec)
+    yield s
+    s.close()
+
+
+def make_service(
+    store: GraphStore, **overrides: object
+) -> tuple[DagManagerService, InProcessQueues]:
+    queues = InProcessQueues()
+    config = DagManagerConfig(**overrides)  # type: ignore[arg-type]
+    return DagManagerService(config, store=store, queues=queues), queues
