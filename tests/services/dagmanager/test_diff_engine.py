@@ -107,11 +107,11 @@ def test_queue_creation_failure_counts_and_stores_nothing(store: GraphStore) -> 
 
 
 def test_queue_backend_down_opens_kafka_breaker_and_probe_resets(store: GraphStore) -> None:
-    service, queues = make_service(store)
+    service, _queues = make_service(store)
     snap = Snapshot(*COUNTERS)
     service.set_faults({"queue_backend_down": True})
     for i in range(3):
-        with pytest.raises(BackendUnavailable, match="unreachable|down"):
+        with pytest.raises(BackendUnavailable, match=r"unreachable|down"):
             service.engine.diff(req(chain_dag(2, salt=f"down{i}")))
     assert service.kafka_breaker.is_open
     assert snap.delta("kafka_breaker_open_total") == 1 and value("kafka_breaker_state") == 1
