@@ -31,3 +31,40 @@ def postgres() -> Iterator[testing.Postgres]:
 @pytest.fixture
 def workdir(tmp_path: Path) -> Path:
     return tmp_path
+
+
+def write_config(workdir: Path, sections: dict) -> Path:
+    """Write a qmtl.yml for a service under test."""
+    import yaml
+
+    path = workdir / "qmtl.yml"
+    path.write_text(yaml.safe_dump(sections))
+    return path
+
+
+@pytest.fixture
+def start_dagmanager(tmp_path: Path):  # type: ignore[no-untyped-def]
+    """Factory: run `qmtl service dagmanager server` with config overrides; stopped after the test."""
+    started: list[testing.Service] = []
+
+    def start(**overrides: object) -> tuple[testing.Service, str]:
+        workdir = tmp_path / f"dagmanager{len(started)}"
+        workdir.mkdir()
+        http_port, grpc_port = testing.free_port(), testing.free_port()
+        section = {
+            "http_port": http_port,
+            "grpc_port": grpc_port,
+            "graph_store": f"sqlite:{workdir / 'graph.db'}",
+            "breaker_probe_seconds": 0.5,
+            **overrides,
+        }
+        config = write_config(workdir, {"dagmanager": section})
+        service = testing.start_service(
+            "dagmanager", config, health_url=f"http://127.0.0.1:{http_port}/health", workdir=workdir
+        )
+        started.append(service)
+        return service, f"127.0.0.1:{grpc_port}"
+
+    yield start
+    for service in started:
+        service.stop()

@@ -80,9 +80,12 @@ def tansu_binary() -> str:
     )
 
 
-def start_kafka(workdir: Path) -> Kafka:
-    """A tansu broker speaking the Kafka protocol, with in-memory storage."""
-    port = free_port()
+def start_kafka(workdir: Path, *, port: int | None = None) -> Kafka:
+    """A tansu broker speaking the Kafka protocol, with in-memory storage.
+
+    Pass ``port`` to bring a broker back on the address clients already use.
+    """
+    port = port or free_port()
     url = f"tcp://127.0.0.1:{port}"
     proc = ManagedProcess(
         "tansu",

@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+import httpx
 from prometheus_client import REGISTRY
+from prometheus_client.parser import text_string_to_metric_families
 
-__all__ = ["Snapshot", "value"]
+__all__ = ["Scrape", "Snapshot", "scrape", "value"]
 
 
 def value(name: str, **labels: str) -> float:
@@ -22,3 +24,24 @@ class Snapshot:
     def delta(self, name: str, **labels: str) -> float:
         before = self._before.get(name, 0.0) if not labels else 0.0
         return value(name, **labels) - before
+
+
+class Scrape(dict[tuple[str, frozenset[tuple[str, str]]], float]):
+    """Samples of one ``/metrics`` scrape, keyed by (name, labels)."""
+
+    def get_value(self, name: str, **labels: str) -> float | None:
+        return self.get((name, frozenset(labels.items())))
+
+    def series(self, name: str) -> dict[frozenset[tuple[str, str]], float]:
+        return {labels: v for (n, labels), v in self.items() if n == name}
+
+
+def scrape(url: str) -> Scrape:
+    """GET a Prometheus text exposition over HTTP and parse it with prometheus_client."""
+    response = httpx.get(url, timeout=10)
+    response.raise_for_status()
+    result = Scrape()
+    for family in text_string_to_metric_families(response.text):
+        for sample in family.samples:
+            result[(sample.name, frozenset(sample.labels.items()))] = sample.value
+    return result
