@@ -76,6 +76,8 @@ class DagManagerConfig(_Section):
     graph_store: str = "sqlite:qmtl-dagmanager.db"
     queue_backend: Literal["inprocess", "kafka"] = "inprocess"
     kafka_brokers: str = "127.0.0.1:9092"
+    #: Timeout of each Kafka admin call; a dead broker fails a diff after about this long.
+    kafka_timeout_seconds: float = Field(default=5.0, gt=0)
     #: Prefix queues as ``{world}.{domain}.`` so tenants cannot collide.
     namespace_queues: bool = False
     max_dag_bytes: int = Field(default=16 * 1024 * 1024, gt=0)

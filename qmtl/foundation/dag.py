@@ -59,18 +59,23 @@ def _canonical(value: Any) -> bytes:
 
 
 def node_id_for(definition: Mapping[str, Any]) -> str:
-    """Content hash of a node definition (``name`` and ``node_id`` are not part of it)."""
-    payload = {
-        "node_type": str(definition.get("node_type", "")),
-        "interval": definition.get("interval"),
-        "period": definition.get("period"),
-        "tags": sorted(str(t) for t in definition.get("tags") or ()),
-        "inputs": [str(i) for i in definition.get("inputs") or ()],
-        "code_hash": str(definition.get("code_hash") or ""),
-        "config": definition.get("config") or {},
-        "version": str(definition.get("version") or "v1"),
-    }
-    return "N" + hashlib.sha256(_canonical(payload)).hexdigest()[:40]
+    """Content hash of a node definition (``name`` and ``node_id`` are not part of it).
+
+    Fields are joined with a unit separator in a fixed order; only ``config`` (free-form)
+    goes through canonical JSON.  This runs once per node per diff, so it stays cheap.
+    """
+    config = definition.get("config")
+    parts = (
+        str(definition.get("node_type", "")),
+        str(definition.get("interval")),
+        str(definition.get("period")),
+        "\x1e".join(sorted(str(t) for t in definition.get("tags") or ())),
+        "\x1e".join(str(i) for i in definition.get("inputs") or ()),
+        str(definition.get("code_hash") or ""),
+        _canonical(config).decode() if config else "",
+        str(definition.get("version") or "v1"),
+    )
+    return "N" + hashlib.sha256("\x1f".join(parts).encode()).hexdigest()[:40]
 
 
 def compute_key(
@@ -88,7 +93,7 @@ def compute_key(
     return hashlib.sha256("\x1f".join(parts).encode()).hexdigest()[:32]
 
 
-@dataclass(frozen=True)
+@dataclass(slots=True)
 class DagNode:
     node_id: str
     node_type: str

@@ -14,15 +14,19 @@ Failure modes, each with its own exception (and gRPC status in the handler):
 
 from __future__ import annotations
 
+import hashlib
 import logging
+import threading
 import time
+from collections import OrderedDict
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from functools import partial
 from typing import Any, TypeVar
 
 from qmtl.foundation.common import AsyncCircuitBreaker, CircuitOpenError
 from qmtl.foundation.config import DagManagerConfig
-from qmtl.foundation.dag import DagError, compute_key, parse_dag
+from qmtl.foundation.dag import Dag, DagError, compute_key, parse_dag
 from qmtl.foundation.metrics import normalize_label
 from qmtl.services.dagmanager import metrics
 from qmtl.services.dagmanager.faults import Faults
@@ -105,6 +109,18 @@ def _guarded(breaker: AsyncCircuitBreaker, what: str, fn: Callable[..., T], *arg
     return result
 
 
+#: Parsed plans kept for re-submissions, bounded by their total node count.
+PLAN_CACHE_NODES = 200_000
+
+
+@dataclass(frozen=True)
+class _Plan:
+    dag: Dag
+    queue_map: dict[str, str]  # node id -> queue
+    planned: dict[str, tuple[str, str]]  # queue -> (node id, compute key)
+    queues: list[str]
+
+
 class DiffEngine:
     def __init__(
         self,
@@ -122,6 +138,50 @@ class DiffEngine:
         self.faults = faults or Faults()
         self.store_breaker = store_breaker
         self.queue_breaker = queue_breaker
+        self._plans: OrderedDict[tuple[Any, ...], _Plan] = OrderedDict()
+        self._plan_nodes = 0
+        self._plans_lock = threading.Lock()
+
+    def _plan(self, req: DiffRequestData) -> _Plan:
+        """Parse, hash and name queues -- cached, since identical re-submissions are common."""
+        digest = hashlib.blake2b(req.dag_json.encode(), digest_size=16).digest()
+        key = (
+            digest,
+            req.world_id,
+            req.execution_domain,
+            req.as_of,
+            req.partition,
+            self.config.namespace_queues,
+        )
+        with self._plans_lock:
+            cached = self._plans.get(key)
+            if cached is not None:
+                self._plans.move_to_end(key)
+                return cached
+        try:
+            dag = parse_dag(req.dag_json, max_bytes=self.config.max_dag_bytes)
+        except DagError as exc:
+            raise InvalidDag(str(exc)) from None
+        queue_map: dict[str, str] = {}
+        planned: dict[str, tuple[str, str]] = {}
+        for node_id in dag.order:
+            queue = queue_name(
+                dag.nodes[node_id], world_id=req.world_id, domain=req.execution_domain,
+                namespace=self.config.namespace_queues,
+            )  # fmt: skip
+            queue_map[node_id] = queue
+            planned[queue] = (
+                node_id,
+                compute_key(node_id, req.world_id, req.execution_domain, req.as_of, req.partition),
+            )
+        plan = _Plan(dag, queue_map, planned, list(planned))
+        with self._plans_lock:
+            self._plans[key] = plan
+            self._plan_nodes += len(dag.order)
+            while self._plan_nodes > PLAN_CACHE_NODES and len(self._plans) > 1:
+                _, old = self._plans.popitem(last=False)
+                self._plan_nodes -= len(old.dag.order)
+        return plan
 
     def diff(self, request: DiffRequestData) -> DiffResult:
         """Run one diff and record its metrics, whatever the outcome."""
@@ -141,36 +201,29 @@ class DiffEngine:
             raise BackendUnavailable("diff failed by fault injection (qmtl ops fault diff-fail)")
         if not req.strategy_id:
             raise InvalidDag("strategy_id is required")
-        try:
-            dag = parse_dag(req.dag_json, max_bytes=self.config.max_dag_bytes)
-        except DagError as exc:
-            raise InvalidDag(str(exc)) from None
-
+        if len(req.dag_json) > self.config.max_dag_bytes:
+            raise InvalidDag(
+                f"DAG payload is {len(req.dag_json)} bytes, over the {self.config.max_dag_bytes}-byte "
+                "limit; split the strategy or raise dagmanager.max_dag_bytes"
+            )
+        plan = self._plan(req)
+        dag, queue_map, planned, queues = plan.dag, plan.queue_map, plan.planned, plan.queues
         context = {
             "world_id": req.world_id,
             "execution_domain": req.execution_domain or "backtest",
             "as_of": req.as_of,
             "partition": req.partition,
         }
-        planned: dict[str, tuple[str, str]] = {}  # queue -> (node_id, compute key)
-        queue_map: dict[str, str] = {}
-        for node_id in dag.order:
-            node = dag.nodes[node_id]
-            queue = queue_name(
-                node,
-                world_id=req.world_id,
-                domain=req.execution_domain,
-                namespace=self.config.namespace_queues,
+        existing = _guarded(
+            self.store_breaker, "graph store lookup", self.store.binding_keys, queues
+        )
+        collisions = [q for q in queues if q in existing and existing[q][1] != planned[q][0]]
+        if collisions:
+            raise DiffError(
+                f"queue name {collisions[0]} is already bound to node {existing[collisions[0]][1]}, "
+                f"not {planned[collisions[0]][0]}; rename the node's asset or bump its version"
             )
-            key = compute_key(node_id, req.world_id, req.execution_domain, req.as_of, req.partition)
-            queue_map[node_id] = queue
-            planned[queue] = (node_id, key)
-
-        queues = list(planned)
-        existing = _guarded(self.store_breaker, "graph store lookup", self.store.bindings, queues)
-        conflicts = [
-            q for q in queues if q in existing and existing[q].compute_key != planned[q][1]
-        ]
+        conflicts = [q for q in queues if q in existing and existing[q][0] != planned[q][1]]
         if conflicts:
             for queue in conflicts:
                 metrics.cross_context_cache_hit_total.labels(
@@ -180,10 +233,11 @@ class DiffEngine:
                     normalize_label(req.as_of),
                     normalize_label(req.partition),
                 ).inc()
-            first = existing[conflicts[0]]
+            first = self.store.binding(conflicts[0])
+            owner = first.context if first else "another context"
             raise CrossContextViolation(
                 f"{len(conflicts)} node(s) would reuse a queue bound to another compute context: "
-                f"queue {conflicts[0]} belongs to {first.context}, this diff runs under {context}. "
+                f"queue {conflicts[0]} belongs to {owner}, this diff runs under {context}. "
                 "Enable dagmanager.namespace_queues or submit with the original context; "
                 "see the CrossContextCacheHit runbook"
             )
@@ -208,30 +262,27 @@ class DiffEngine:
             req.strategy_id,
             dag.version,
         )
+        sentinel_id = f"{req.strategy_id}:{dag.version}:sentinel"
+        warnings = []
+        if self.faults.sentinel_skip:
+            # The queue map stays valid; the gap is visible in sentinel_gap_count.
+            warnings.append("sentinel not recorded: skipped by fault injection")
+            log.warning(
+                "diff %s/%s: sentinel not recorded (fault injection)", req.strategy_id, dag.version
+            )
         _guarded(
             self.store_breaker,
             "graph store commit",
-            self.store.commit_diff,
-            req.strategy_id,
-            dag.version,
-            new_bindings,
-            None if version_known else queues,
-            now,
+            partial(
+                self.store.commit_diff,
+                req.strategy_id,
+                dag.version,
+                new_bindings,
+                None if version_known else queues,
+                now,
+                sentinel_id=None if self.faults.sentinel_skip else sentinel_id,
+            ),
         )
-
-        sentinel_id = f"{req.strategy_id}:{dag.version}:sentinel"
-        warnings = []
-        try:
-            if self.faults.sentinel_skip:
-                raise RuntimeError("sentinel write skipped by fault injection")
-            _guarded(
-                self.store_breaker, "sentinel write", self.store.record_sentinel,
-                req.strategy_id, dag.version, sentinel_id, now,
-            )  # fmt: skip
-        except (DiffError, RuntimeError) as exc:
-            # The queue map is valid; the gap is visible in sentinel_gap_count.
-            warnings.append(f"sentinel not recorded: {exc}")
-            log.warning("diff %s/%s: sentinel not recorded: %s", req.strategy_id, dag.version, exc)
 
         new_set = set(new)
         buffering = [

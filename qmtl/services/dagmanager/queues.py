@@ -45,10 +45,13 @@ def _clean(text: str) -> str:
 def queue_name(
     node: DagNode, *, world_id: str = "", domain: str = "", namespace: bool = False
 ) -> str:
-    """``[{world}.{domain}.]{asset}_{type}_{hash8}_{version}``, safe for Kafka (<= 249 chars)."""
-    base = (
-        f"{_clean(node.asset)}_{_clean(node.node_type)}_{node.node_id[1:9]}_{_clean(node.version)}"
-    )
+    """``[{world}.{domain}.]{asset}_{type}_{hash16}_{version}``, safe for Kafka (<= 249 chars).
+
+    16 hex digits (64 bits) of the node id: with 8, different nodes shared a name once a
+    store held ~100k nodes (birthday bound), which the diff benchmark ran into.
+    """
+    node_hash = node.node_id[1:17]
+    base = f"{_clean(node.asset)}_{_clean(node.node_type)}_{node_hash}_{_clean(node.version)}"
     if namespace:
         base = f"{_clean(world_id or 'default')}.{_clean(domain or 'backtest')}.{base}"
     return base[:249]
@@ -272,7 +275,7 @@ class KafkaQueues:
         pass
 
 
-def open_queue_backend(kind: str, brokers: str) -> QueueBackend:
+def open_queue_backend(kind: str, brokers: str, *, timeout: float = 5.0) -> QueueBackend:
     if kind == "kafka":
-        return KafkaQueues(brokers)
+        return KafkaQueues(brokers, timeout=timeout)
     return InProcessQueues()

@@ -15,7 +15,7 @@ from qmtl.foundation.config import QmtlConfig
 from qmtl.services.dagmanager.grpc_service import DagManagerServicer
 from qmtl.services.dagmanager.http import create_app
 from qmtl.services.dagmanager.proto import dagmanager_pb2_grpc as pb_grpc
-from qmtl.services.dagmanager.service import DagManagerService
+from qmtl.services.dagmanager.service import DagManagerService, tune_gc
 
 __all__ = ["main", "serve"]
 
@@ -25,6 +25,7 @@ log = logging.getLogger("qmtl.dagmanager")
 async def serve(config: QmtlConfig) -> int:
     cfg = config.dagmanager
     setup_tracing("dagmanager", config)
+    tune_gc()
     try:
         service = DagManagerService(cfg)
     except Exception as exc:

@@ -66,14 +66,14 @@ class GraphStore:
     def _q(self, sql: str) -> str:
         return sql if self.placeholder == "?" else sql.replace("?", self.placeholder)
 
-    def _lookup(self, cur: Any, queues: Sequence[str]) -> list[tuple[str, str, str, str, float]]:
-        rows: list[tuple[str, str, str, str, float]] = []
+    def _lookup(self, cur: Any, queues: Sequence[str]) -> list[tuple[str, str, str]]:
+        rows: list[tuple[str, str, str]] = []
         for start in range(0, len(queues), 900):
             chunk = queues[start : start + 900]
             marks = ",".join("?" * len(chunk))
             cur.execute(
                 self._q(
-                    "SELECT queue, node_id, compute_key, context, created_at FROM queue_bindings "
+                    "SELECT queue, compute_key, node_id FROM queue_bindings "
                     f"WHERE status = 'active' AND queue IN ({marks})"
                 ),
                 list(chunk),
@@ -106,10 +106,20 @@ class GraphStore:
             cur.execute("SELECT 1")
             return bool(cur.fetchone()[0] == 1)
 
-    def bindings(self, queues: Sequence[str]) -> dict[str, Binding]:
+    def binding_keys(self, queues: Sequence[str]) -> dict[str, tuple[str, str]]:
+        """(compute key, node id) of every given queue that is bound: the hot lookup of a diff."""
         with self._txn() as cur:
-            rows = self._lookup(cur, queues)
-        return {r[0]: Binding(r[0], r[1], r[2], json.loads(r[3]), float(r[4])) for r in rows}
+            return {queue: (key, node) for queue, key, node in self._lookup(cur, queues)}
+
+    def binding(self, queue: str) -> Binding | None:
+        rows = self._select(
+            "SELECT queue, node_id, compute_key, context, created_at FROM queue_bindings WHERE queue = ?",
+            (queue,),
+        )
+        if not rows:
+            return None
+        r = rows[0]
+        return Binding(r[0], r[1], r[2], json.loads(r[3]), float(r[4]))
 
     def version_exists(self, strategy_id: str, version: str) -> bool:
         rows = self._select(
@@ -125,10 +135,16 @@ class GraphStore:
         new_bindings: Sequence[Binding],
         version_queues: Sequence[str] | None,
         now: float,
+        *,
+        sentinel_id: str | None = None,
     ) -> None:
-        """Record a diff in one transaction: new bindings, the version and its queues."""
+        """Record a diff in one transaction: bindings, version, its queues and its sentinel."""
         with self._txn() as cur:
             if new_bindings:
+                # One diff shares one context object: serialise it once, not per row.
+                contexts = {
+                    id(b.context): json.dumps(b.context, sort_keys=True) for b in new_bindings[:1]
+                }
                 cur.executemany(
                     self._q(
                         "INSERT INTO queue_bindings (queue, node_id, compute_key, context, created_at) "
@@ -141,7 +157,7 @@ class GraphStore:
                             b.queue,
                             b.node_id,
                             b.compute_key,
-                            json.dumps(b.context, sort_keys=True),
+                            contexts.get(id(b.context)) or json.dumps(b.context, sort_keys=True),
                             b.created_at,
                         )
                         for b in new_bindings
@@ -170,6 +186,17 @@ class GraphStore:
                 ),
                 (strategy_id, version, now),
             )
+            if sentinel_id is not None:
+                cur.execute(
+                    self._q(
+                        "INSERT INTO sentinels (strategy_id, version, sentinel_id, created_at) VALUES (?, ?, ?, ?) "
+                        "ON CONFLICT DO NOTHING"
+                    ),
+                    (strategy_id, version, sentinel_id, now),
+                )
+
+    def checkpoint(self) -> None:
+        """Housekeeping hook (SQLite folds its WAL back here, off the diff path)."""
 
     def record_sentinel(self, strategy_id: str, version: str, sentinel_id: str, now: float) -> None:
         with self._txn() as cur:
@@ -282,9 +309,15 @@ class SqliteGraphStore(GraphStore):
         )
         self._connection.execute("PRAGMA journal_mode=WAL")
         self._connection.execute("PRAGMA synchronous=NORMAL")
+        # Fewer, larger automatic checkpoints; housekeeping runs passive ones in between.
+        self._connection.execute("PRAGMA wal_autocheckpoint=4000")
 
     def _conn(self) -> sqlite3.Connection:
         return self._connection
+
+    def checkpoint(self) -> None:
+        with self._lock:
+            self._connection.execute("PRAGMA wal_checkpoint(PASSIVE)")
 
     def close(self) -> None:
         self._connection.close()
@@ -310,10 +343,12 @@ class PostgresGraphStore(GraphStore):
             self._connection = self._psycopg.connect(self.dsn, connect_timeout=5)
         return self._connection
 
-    def _lookup(self, cur: Any, queues: Sequence[str]) -> list[tuple[str, str, str, str, float]]:
+    def _lookup(self, cur: Any, queues: Sequence[str]) -> list[tuple[str, str, str]]:
+        # A join against unnest() stays linear; `= ANY(array)` degrades to a scan that
+        # searches the whole array for every row once the table grows.
         cur.execute(
-            "SELECT queue, node_id, compute_key, context, created_at FROM queue_bindings "
-            "WHERE status = 'active' AND queue = ANY(%s)",
+            "SELECT b.queue, b.compute_key, b.node_id FROM unnest(%s::text[]) AS q(queue) "
+            "JOIN queue_bindings b ON b.queue = q.queue WHERE b.status = 'active'",
             (list(queues),),
         )
         return list(cur.fetchall())

@@ -197,7 +197,9 @@ def test_broker_outage_opens_kafka_breaker_and_recovery_resets_it(
 ) -> None:  # type: ignore[no-untyped-def]
     broker = testing.start_kafka(tmp_path / "kafka")
     port = int(broker.bootstrap.rsplit(":", 1)[1])
-    server, target = start_dagmanager(queue_backend="kafka", kafka_brokers=broker.bootstrap)
+    server, target = start_dagmanager(
+        queue_backend="kafka", kafka_brokers=broker.bootstrap, kafka_timeout_seconds=1.0
+    )
     try:
         assert diff(target, chain_dag(2, salt="before")).new_queues == 2
         broker.stop()
