@@ -2,6 +2,8 @@
 
 * :class:`OtlpTraceReceiver` -- an OTLP/HTTP endpoint (``POST /v1/traces``) that
   decodes the protobuf payload with ``opentelemetry-proto`` and keeps the spans.
+* :class:`IlpReceiver` -- a QuestDB ILP/HTTP endpoint (``POST /write``) that parses
+  the line protocol and keeps the rows.
 
 Each listens on 127.0.0.1 and a free port, runs in a daemon thread and is a context
 manager.  They are real protocol peers: the exporters under test talk HTTP to them.
@@ -16,7 +18,7 @@ from dataclasses import dataclass
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
 
-__all__ = ["OtlpTraceReceiver", "ReceivedSpan"]
+__all__ = ["IlpReceiver", "IlpRow", "OtlpTraceReceiver", "ReceivedSpan", "parse_ilp"]
 
 
 @dataclass(frozen=True)
@@ -55,6 +57,11 @@ class _BaseReceiver:
                 self.send_header("Content-Length", str(len(payload)))
                 self.end_headers()
                 self.wfile.write(payload)
+
+            def do_GET(self) -> None:
+                self.send_response(404)
+                self.send_header("Content-Length", "0")
+                self.end_headers()
 
             def log_message(self, *args: object) -> None:
                 pass
@@ -143,3 +150,118 @@ class OtlpTraceReceiver(_BaseReceiver):
                     f"expected {count} spans within {timeout}s, received {len(self.spans)}"
                 )
             return list(self.spans)
+
+
+@dataclass(frozen=True)
+class IlpRow:
+    table: str
+    symbols: dict[str, str]
+    columns: dict[str, Any]
+    timestamp_ns: int | None
+
+
+def _split_unescaped(text: str, sep: str) -> list[str]:
+    """Split on ``sep`` outside double quotes and not preceded by a backslash."""
+    parts, current, quoted, i = [], [], False, 0
+    while i < len(text):
+        ch = text[i]
+        if ch == "\\" and i + 1 < len(text):
+            current.append(text[i : i + 2])
+            i += 2
+            continue
+        if ch == '"':
+            quoted = not quoted
+        if ch == sep and not quoted:
+            parts.append("".join(current))
+            current = []
+        else:
+            current.append(ch)
+        i += 1
+    parts.append("".join(current))
+    return parts
+
+
+def _unescape(text: str) -> str:
+    out, i = [], 0
+    while i < len(text):
+        if text[i] == "\\" and i + 1 < len(text):
+            out.append(text[i + 1])
+            i += 2
+        else:
+            out.append(text[i])
+            i += 1
+    return "".join(out)
+
+
+def _field_value(raw: str) -> Any:
+    if raw.startswith('"') and raw.endswith('"'):
+        return _unescape(raw[1:-1])
+    if raw.endswith("i"):
+        return int(raw[:-1])
+    if raw in ("t", "T", "true", "True"):
+        return True
+    if raw in ("f", "F", "false", "False"):
+        return False
+    return float(raw)
+
+
+def parse_ilp(body: str) -> list[IlpRow]:
+    """Parse InfluxDB line protocol text as QuestDB accepts it (v1, text values)."""
+    rows = []
+    for line in _split_unescaped(body, "\n"):
+        if not line.strip():
+            continue
+        sections = _split_unescaped(line, " ")
+        head, fields = sections[0], sections[1]
+        timestamp = int(sections[2]) if len(sections) > 2 and sections[2] else None
+        table, *tags = _split_unescaped(head, ",")
+        symbols = dict(_unescape(t).split("=", 1) for t in tags)
+        columns = {}
+        for item in _split_unescaped(fields, ","):
+            key, raw = item.split("=", 1)
+            columns[_unescape(key)] = _field_value(raw)
+        rows.append(IlpRow(_unescape(table), symbols, columns, timestamp))
+    return rows
+
+
+class IlpReceiver(_BaseReceiver):
+    """A QuestDB ILP/HTTP endpoint: ``POST /write`` parses and stores rows.
+
+    ``fail_with`` makes every write answer that HTTP status (error-path tests).
+    ``GET /settings`` answers 404 like a server without protocol negotiation, so the
+    client falls back to text protocol v1, which this receiver parses.
+    """
+
+    def __init__(self, *, fail_with: int | None = None) -> None:
+        super().__init__()
+        self.fail_with = fail_with
+        self.rows: list[IlpRow] = []
+        self.requests = 0
+
+    @property
+    def conf(self) -> str:
+        return f"http::addr=127.0.0.1:{self.port};"
+
+    def handle(self, path: str, body: bytes, headers: dict[str, str]) -> tuple[int, bytes, str]:
+        if not path.startswith(("/write", "/api/v2/write")):
+            return 404, b"", "text/plain"
+        with self._changed:
+            self.requests += 1
+        if self.fail_with is not None:
+            message = (
+                b'{"code":"internal error","message":"injected failure","line":1,"errorId":"x"}'
+            )
+            return self.fail_with, message, "application/json"
+        parsed = parse_ilp(body.decode())
+        with self._changed:
+            self.rows.extend(parsed)
+            self._changed.notify_all()
+        return 204, b"", "text/plain"
+
+    def wait_for_rows(self, count: int, *, timeout: float) -> list[IlpRow]:
+        with self._changed:
+            if not self._changed.wait_for(lambda: len(self.rows) >= count, timeout=timeout):
+                raise TimeoutError(
+                    f"expected {count} ILP rows within {timeout}s, received {len(self.rows)}"
+                )
+            return list(self.rows)

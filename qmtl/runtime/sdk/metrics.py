@@ -1,0 +1,302 @@
+"""SDK metrics: node executions, cache reads, backfill, cross-context hits, recorder errors.
+
+Usage::
+
+    from qmtl.runtime.sdk import metrics
+    metrics.start_metrics_server(port=8000)
+
+Hot-path metrics (``node_*``, ``cache_read_total``, ``cache_last_read_timestamp``) are
+kept as plain Python numbers in per-node/per-upstream slots and turned into samples by
+a custom collector at scrape time: a locked prometheus_client ``inc`` costs ~450 ns and
+``observe`` ~1 us, a plain integer increment ~30 ns, and the SDK executes hundreds of
+thousands of nodes per second.  Rare events (backfill, cross-context hits, recorder
+errors) use ordinary prometheus_client collectors.  Everything is on the global REGISTRY.
+"""
+
+from __future__ import annotations
+
+import bisect
+import threading
+import time
+import weakref
+from collections.abc import Iterator
+from typing import Any
+
+from prometheus_client import REGISTRY, generate_latest
+from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, HistogramMetricFamily
+from prometheus_client.registry import Collector
+
+from qmtl.foundation import metrics as m
+
+__all__ = [
+    "CONTEXT_LABELS",
+    "NodeStats",
+    "ReadStats",
+    "backfill_failure_total",
+    "backfill_jobs_in_progress",
+    "backfill_last_timestamp",
+    "backfill_retry_total",
+    "collect_metrics",
+    "cross_context_cache_hit_total",
+    "event_recorder_errors_total",
+    "node_stats",
+    "observe_backfill_complete",
+    "observe_backfill_failure",
+    "observe_backfill_retry",
+    "observe_backfill_start",
+    "observe_cache_read",
+    "observe_cross_context_hit",
+    "observe_node_process",
+    "observe_node_process_failure",
+    "observe_recorder_errors",
+    "read_stats",
+    "register_cache",
+    "reset_metrics",
+    "start_metrics_server",
+    "unregister_cache",
+]
+
+CONTEXT_LABELS = ("node_id", "world_id", "execution_domain", "as_of", "partition")
+_BOUNDS = tuple(float(b) for b in m.MS_BUCKETS)
+
+# ----------------------------------------------------------------- hot-path slots
+
+
+class NodeStats:
+    """Per-node execution counters; updated without locks (GIL-atomic enough for metrics)."""
+
+    __slots__ = ("buckets", "failures", "node_id", "processed", "sum_ms")
+
+    def __init__(self, node_id: str) -> None:
+        self.node_id = node_id
+        self.processed = 0
+        self.failures = 0
+        self.sum_ms = 0.0
+        self.buckets = [0] * (len(_BOUNDS) + 1)  # last slot: +Inf
+
+    def observe(self, duration_ms: float) -> None:
+        self.processed += 1
+        self.sum_ms += duration_ms
+        self.buckets[bisect.bisect_left(_BOUNDS, duration_ms)] += 1
+
+
+class ReadStats:
+    __slots__ = ("count", "interval", "last", "upstream_id")
+
+    def __init__(self, upstream_id: str, interval: str) -> None:
+        self.upstream_id = upstream_id
+        self.interval = interval
+        self.count = 0
+        self.last = 0.0
+
+    def hit(self) -> None:
+        self.count += 1
+        self.last = time.time()
+
+
+_nodes: dict[str, NodeStats] = {}
+_reads: dict[tuple[str, str], ReadStats] = {}
+_caches: weakref.WeakValueDictionary[str, Any] = weakref.WeakValueDictionary()
+_slots_lock = threading.Lock()
+
+
+def node_stats(node_id: str) -> NodeStats:
+    """The stats slot of a node; resolve once, then update it directly on the hot path."""
+    stats = _nodes.get(node_id)
+    if stats is None:
+        with _slots_lock:
+            stats = _nodes.setdefault(node_id, NodeStats(node_id))
+    return stats
+
+
+def read_stats(upstream_id: str, interval: int | str) -> ReadStats:
+    key = (upstream_id, str(interval))
+    stats = _reads.get(key)
+    if stats is None:
+        with _slots_lock:
+            stats = _reads.setdefault(key, ReadStats(*key))
+    return stats
+
+
+def register_cache(node_id: str, cache: Any) -> None:
+    """Report ``cache.resident_bytes()`` as nodecache_resident_bytes while ``cache`` lives."""
+    _caches[node_id] = cache
+
+
+def unregister_cache(node_id: str) -> None:
+    """Drop a removed node's series (bounded cardinality)."""
+    _caches.pop(node_id, None)
+
+
+class _HotPathCollector(Collector):
+    def collect(self) -> Iterator[Any]:
+        processed = CounterMetricFamily(
+            "node_processed", "Node compute executions.", labels=["node_id"]
+        )
+        failures = CounterMetricFamily(
+            "node_process_failure", "Node compute failures.", labels=["node_id"]
+        )
+        duration = HistogramMetricFamily(
+            "node_process_duration_ms",
+            "Duration of node compute execution (ms).",
+            labels=["node_id"],
+        )
+        for stats in list(_nodes.values()):
+            processed.add_metric([stats.node_id], stats.processed)
+            failures.add_metric([stats.node_id], stats.failures)
+            cumulative, buckets = 0, []
+            for bound, count in zip((*_BOUNDS, float("inf")), stats.buckets, strict=True):
+                cumulative += count
+                buckets.append(("+Inf" if bound == float("inf") else repr(bound), cumulative))
+            duration.add_metric([stats.node_id], buckets, stats.sum_ms)
+        yield from (processed, failures, duration)
+
+        reads = CounterMetricFamily(
+            "cache_read",
+            "Cache reads by upstream and interval.",
+            labels=["upstream_id", "interval"],
+        )
+        last = GaugeMetricFamily(
+            "cache_last_read_timestamp",
+            "Unix time of the latest cache read.",
+            labels=["upstream_id", "interval"],
+        )
+        for stats in list(_reads.values()):
+            reads.add_metric([stats.upstream_id, stats.interval], stats.count)
+            last.add_metric([stats.upstream_id, stats.interval], stats.last)
+        yield from (reads, last)
+
+        resident = GaugeMetricFamily(
+            "nodecache_resident_bytes", "Bytes held by node caches.", labels=["node_id", "scope"]
+        )
+        total = 0
+        caches = list(_caches.items())
+        for node_id, cache in caches:
+            size = int(cache.resident_bytes())
+            total += size
+            resident.add_metric([node_id, "node"], size)
+        if caches:
+            resident.add_metric(["all", "total"], total)
+        yield resident
+
+    def describe(self) -> Iterator[Any]:
+        # Names only, so registration checks for clashes without running collect().
+        yield CounterMetricFamily("node_processed", "", labels=["node_id"])
+        yield CounterMetricFamily("node_process_failure", "", labels=["node_id"])
+        yield HistogramMetricFamily("node_process_duration_ms", "", labels=["node_id"])
+        yield CounterMetricFamily("cache_read", "", labels=["upstream_id", "interval"])
+        yield GaugeMetricFamily("cache_last_read_timestamp", "", labels=["upstream_id", "interval"])
+        yield GaugeMetricFamily("nodecache_resident_bytes", "", labels=["node_id", "scope"])
+
+
+def _register_hot_path() -> _HotPathCollector:
+    existing = REGISTRY._names_to_collectors.get("node_processed_total")
+    if isinstance(existing, _HotPathCollector):
+        return existing
+    collector = _HotPathCollector()
+    REGISTRY.register(collector)
+    return collector
+
+
+_collector = _register_hot_path()
+
+# ----------------------------------------------------------------- rare events
+
+backfill_last_timestamp = m.gauge(
+    "backfill_last_timestamp", "Latest timestamp successfully backfilled.", ["node_id", "interval"]
+)
+backfill_jobs_in_progress = m.gauge("backfill_jobs_in_progress", "Active backfill jobs.")
+backfill_failure_total = m.counter(
+    "backfill_failure_total", "Backfill jobs that ultimately failed.", ["node_id", "interval"]
+)
+backfill_retry_total = m.counter(
+    "backfill_retry_total",
+    "Backfill retry attempts (attempts after the first).",
+    ["node_id", "interval"],
+)
+cross_context_cache_hit_total = m.counter(
+    "cross_context_cache_hit_total",
+    "Cache entries or queue bindings reached from a different compute context (SLO 0).",
+    CONTEXT_LABELS,
+)
+event_recorder_errors_total = m.counter(
+    "event_recorder_errors_total", "Rows the event recorder failed to persist.", ["recorder"]
+)
+RECORDERS = frozenset({"questdb", "sqlite", "memory"})
+
+# ----------------------------------------------------------------- observe_* API
+
+
+def observe_node_process(node_id: str, duration_ms: float) -> None:
+    node_stats(node_id).observe(duration_ms)
+
+
+def observe_node_process_failure(node_id: str) -> None:
+    node_stats(node_id).failures += 1
+
+
+def observe_cache_read(upstream_id: str, interval: int | str) -> None:
+    read_stats(upstream_id, interval).hit()
+
+
+def observe_cross_context_hit(
+    node_id: object, world_id: object, execution_domain: object, as_of: object, partition: object
+) -> None:
+    cross_context_cache_hit_total.labels(
+        *(m.normalize_label(v) for v in (node_id, world_id, execution_domain, as_of, partition))
+    ).inc()
+
+
+def observe_backfill_start(node_id: str, interval: int | str) -> None:
+    backfill_jobs_in_progress.inc()
+
+
+def observe_backfill_complete(node_id: str, interval: int | str, timestamp: float) -> None:
+    backfill_jobs_in_progress.dec()
+    backfill_last_timestamp.labels(node_id, str(interval)).set(timestamp)
+
+
+def observe_backfill_retry(node_id: str, interval: int | str) -> None:
+    backfill_retry_total.labels(node_id, str(interval)).inc()
+
+
+def observe_backfill_failure(node_id: str, interval: int | str) -> None:
+    backfill_jobs_in_progress.dec()
+    backfill_failure_total.labels(node_id, str(interval)).inc()
+
+
+def observe_recorder_errors(recorder: str, rows: int) -> None:
+    if rows > 0:
+        event_recorder_errors_total.labels(m.normalize_label(recorder, RECORDERS)).inc(rows)
+
+
+# ----------------------------------------------------------------- module API
+
+
+def start_metrics_server(port: int = 8000, host: str = "127.0.0.1") -> m.MetricsServer:
+    """Serve ``/metrics`` (global registry) from a daemon thread; ``.stop()`` ends it.
+
+    Raises :class:`qmtl.foundation.metrics.MetricsServerError` if the port is taken.
+    """
+    return m.start_metrics_server(port, host)
+
+
+def collect_metrics() -> str:
+    """The Prometheus text exposition of this process, as ``/metrics`` would serve it."""
+    return generate_latest(REGISTRY).decode()
+
+
+def reset_metrics() -> None:
+    """Zero every SDK metric (tests, or the cache-reset tooling of the runbook)."""
+    with _slots_lock:
+        _nodes.clear()
+        _reads.clear()
+    for metric in (
+        backfill_last_timestamp,
+        backfill_failure_total,
+        backfill_retry_total,
+        cross_context_cache_hit_total,
+    ):
+        metric.clear()
+    event_recorder_errors_total.clear()
+    backfill_jobs_in_progress.set(0)

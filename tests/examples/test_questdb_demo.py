@@ -1,0 +1,82 @@
+"""The seed's demo as a user runs it: a subprocess, QuestDB over ILP/HTTP, live /metrics."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from qmtl import testing
+from qmtl.testing.metrics import scrape
+from qmtl.testing.receivers import IlpReceiver
+
+pytestmark = pytest.mark.integration
+
+
+def run_demo(tmp_path: Path, *args: str) -> tuple[testing.ManagedProcess, int]:
+    port = testing.free_port()
+    proc = testing.ManagedProcess(
+        "questdb-demo",
+        [
+            sys.executable,
+            "-m",
+            "qmtl.examples.questdb_parallel_example",
+            "--metrics-port",
+            str(port),
+            *args,
+        ],
+        log_path=tmp_path / "demo.log",
+    )
+    return proc, port
+
+
+def test_demo_persists_every_payload_and_is_observable(tmp_path: Path) -> None:
+    events = 400
+    with IlpReceiver() as rx:
+        proc, port = run_demo(
+            tmp_path, "--questdb", rx.conf, "--events", str(events), "--rate", "200"
+        )
+        try:
+            url = f"http://127.0.0.1:{port}/metrics"
+            proc.wait_ready(lambda: testing.http_ok(url), timeout=30)
+            during = testing.wait_for(
+                lambda: (s := scrape(url)).series("node_processed_total") and s,
+                timeout=30,
+                what="node metrics",
+            )
+            assert proc.alive(), "the demo must still be running while /metrics answers"
+            assert sum(during.series("node_processed_total").values()) > 0
+            assert proc.popen.wait(timeout=120) == 0
+        finally:
+            proc.stop()
+        rows = rx.wait_for_rows(2 * events, timeout=10)
+    assert len(rows) == 2 * events
+    assert {r.table for r in rows} == {"btc_price", "eth_price"}
+    log = proc.log_tail(30)
+    assert f"recorded {2 * events} of {2 * events} StreamInput payloads to questdb" in log
+    assert "node_processed_total" in log and "event_recorder_errors_total 0" in log
+
+
+def test_demo_without_questdb_finishes_and_counts_errors(tmp_path: Path) -> None:
+    dead = testing.free_port()
+    proc, _ = run_demo(
+        tmp_path, "--questdb", f"http::addr=127.0.0.1:{dead};", "--events", "50", "--rate", "0"
+    )
+    try:
+        assert proc.popen.wait(timeout=120) == 0
+    finally:
+        proc.stop()
+    log = proc.log_tail(30)
+    assert "WARNING: 100 payloads were not persisted" in log
+    assert "event_recorder_errors_total 100" in log
+
+
+def test_demo_port_in_use_exits_2(tmp_path: Path) -> None:
+    with IlpReceiver() as rx:
+        result = subprocess.run(
+            [sys.executable, "-m", "qmtl.examples.questdb_parallel_example", "--metrics-port", str(rx.port)],
+            capture_output=True, text=True, timeout=60,
+        )  # fmt: skip
+    assert result.returncode == 2 and "already in use" in result.stderr

@@ -1,0 +1,167 @@
+"""SDK metrics as Prometheus sees them: scraped over HTTP from a live metrics server."""
+
+from __future__ import annotations
+
+import time
+from statistics import fmean
+
+import httpx
+import pytest
+
+from qmtl.foundation.metrics import MetricsServerError
+from qmtl.runtime.sdk import (
+    ComputeContext,
+    Executor,
+    ProcessingNode,
+    Runner,
+    Strategy,
+    StreamInput,
+    metrics,
+)
+from qmtl.testing.metrics import scrape
+
+
+def test_seed_backfill_example_in_exposition(metrics_url: str) -> None:
+    metrics.observe_backfill_start("node", 60)
+    metrics.observe_backfill_complete("node", 60, 123)
+    text = httpx.get(metrics_url, timeout=5).text
+    assert "backfill_jobs_in_progress 0" in text
+    assert 'backfill_last_timestamp{interval="60",node_id="node"} 123' in text
+    collected = metrics.collect_metrics()
+    assert 'backfill_last_timestamp{interval="60",node_id="node"} 123' in collected
+
+
+def test_port_in_use_is_a_clear_error(metrics_url: str) -> None:
+    port = int(metrics_url.split(":")[2].split("/")[0])
+    with pytest.raises(MetricsServerError, match="already in use"):
+        metrics.start_metrics_server(port=port)
+
+
+class Pipeline(Strategy):
+    def setup(self) -> None:
+        self.price = StreamInput(tags=["btc"], interval=60, period=5)
+        self.avg = ProcessingNode(
+            input=self.price,
+            compute_fn=lambda v: fmean(p for p in v.values()),
+            name="avg",
+            period=5,
+        )
+        self.bad = ProcessingNode(input=self.avg, compute_fn=self.explode, name="bad", period=2)
+        self.after = ProcessingNode(
+            input=self.avg, compute_fn=lambda v: v.values()[-1] * 2, name="after", period=2
+        )
+        self.add_nodes(self.price, self.avg, self.bad, self.after)
+
+    @staticmethod
+    def explode(view):  # type: ignore[no-untyped-def]
+        raise RuntimeError("boom")
+
+
+def test_node_and_cache_metrics_of_a_real_run(metrics_url: str) -> None:
+    """A failing node is counted and does not stop its siblings; every metric is scraped."""
+    strategy = Pipeline()
+    strategy.setup()
+    items = [(1_700_000_000.0 + 60 * i, 100.0 + i) for i in range(10)]
+    executor = Executor(strategy.ordered_nodes())
+    before = time.time()
+    for ts, price in items:
+        executor.feed(strategy.price, ts, price)
+    m = scrape(metrics_url)
+    avg, bad, after = strategy.avg.node_id, strategy.bad.node_id, strategy.after.node_id
+    assert m.get_value("node_processed_total", node_id=avg) == 10
+    assert m.get_value("node_processed_total", node_id=bad) == 10
+    assert m.get_value("node_process_failure_total", node_id=bad) == 10
+    assert m.get_value("node_process_failure_total", node_id=avg) == 0
+    assert m.get_value("node_processed_total", node_id=after) == 10
+    assert executor.result.last_outputs[after] == 2 * fmean(range(105, 110))
+    assert m.get_value("node_process_duration_ms_count", node_id=avg) == 10
+    assert m.get_value("node_process_duration_ms_bucket", node_id=avg, le="+Inf") == 10
+    assert m.get_value("node_process_duration_ms_bucket", node_id=avg, le="10000.0") == 10
+    assert m.get_value("cache_read_total", upstream_id=strategy.price.node_id, interval="60") == 10
+    assert m.get_value("cache_read_total", upstream_id=avg, interval="60") == 10  # "after" reads
+    assert m.get_value("cache_last_read_timestamp", upstream_id=avg, interval="60") >= before
+    per_node = m.get_value("nodecache_resident_bytes", node_id=avg, scope="node")
+    total = m.get_value("nodecache_resident_bytes", node_id="all", scope="total")
+    assert per_node > 0 and total >= per_node
+    executor.close()
+    after_close = scrape(metrics_url)
+    assert after_close.get_value("nodecache_resident_bytes", node_id=avg, scope="node") is None
+    assert after_close.get_value("nodecache_resident_bytes", node_id="all", scope="total") is None
+
+
+def test_duration_histogram_can_cross_500ms(metrics_url: str) -> None:
+    """Buckets reach 10 s so NodeSlowProcessing's 500 ms p95 is measurable."""
+    metrics.observe_node_process("slow", 700.0)
+    m = scrape(metrics_url)
+    assert m.get_value("node_process_duration_ms_bucket", node_id="slow", le="500.0") == 0
+    assert m.get_value("node_process_duration_ms_bucket", node_id="slow", le="1000.0") == 1
+
+
+def test_cross_context_hit_with_unset_labels(metrics_url: str) -> None:
+    strategy = Pipeline()
+    strategy.setup()
+    executor = Executor(
+        strategy.ordered_nodes(), ComputeContext(world_id="w1", execution_domain="live")
+    )
+    executor.feed(strategy.price, 1.0, 100.0)
+    executor.set_context(ComputeContext(world_id="w2"))  # domain, as_of, partition missing
+    m = scrape(metrics_url)
+    labels = {
+        "world_id": "w2",
+        "execution_domain": "__unset__",
+        "as_of": "__unset__",
+        "partition": "__unset__",
+    }
+    assert m.get_value("cross_context_cache_hit_total", node_id=strategy.avg.node_id, **labels) == 1
+    # The new context never sees the old context's data.
+    assert len(executor.caches[strategy.avg.node_id].buffers[(strategy.price.node_id, 60)]) == 0
+    executor.set_context(ComputeContext(world_id="w2"))
+    assert (
+        scrape(metrics_url).get_value(
+            "cross_context_cache_hit_total", node_id=strategy.avg.node_id, **labels
+        )
+        == 1
+    )
+    executor.close()
+
+
+def test_empty_cache_context_switch_is_not_a_hit(metrics_url: str) -> None:
+    strategy = Pipeline()
+    strategy.setup()
+    executor = Executor(strategy.ordered_nodes())
+    executor.set_context(ComputeContext(world_id="w3", execution_domain="live"))
+    assert not scrape(metrics_url).series("cross_context_cache_hit_total")
+    executor.close()
+
+
+def test_offline_runner_uses_history_and_records_metrics(metrics_url: str) -> None:
+    class Hist(Strategy):
+        def setup(self) -> None:
+            self.src = StreamInput(tags=["eth"], interval=60, period=3,
+                                   history_provider=lambda s, e: [(t, float(t)) for t in range(int(s), int(e), 60)])  # fmt: skip
+            self.add_nodes(
+                self.src,
+                ProcessingNode(input=self.src, compute_fn=lambda v: len(v.values()), period=3),
+            )
+
+    result = Runner.offline(Hist, start=0, end=600)
+    assert result.events == 10 and result.executions == 10 and result.failures == {}
+    m = scrape(metrics_url)
+    assert m.get_value("backfill_jobs_in_progress") == 0
+    assert sum(m.series("backfill_last_timestamp").values()) == 540
+
+
+def test_reset_metrics_zeroes_everything(metrics_url: str) -> None:
+    metrics.observe_node_process("n", 1.0)
+    metrics.observe_cross_context_hit("n", None, "", None, None)
+    metrics.observe_recorder_errors("questdb", 3)
+    metrics.reset_metrics()
+    m = scrape(metrics_url)
+    assert not m.series("node_processed_total")
+    assert not m.series("cross_context_cache_hit_total")
+    assert not m.series("event_recorder_errors_total")
+
+
+def test_recorder_label_is_bounded() -> None:
+    metrics.observe_recorder_errors("made-up-recorder", 2)
+    assert metrics.event_recorder_errors_total.labels("__unset__")._value.get() == 2
