@@ -208,8 +208,21 @@ def _field_value(raw: str) -> Any:
 def parse_ilp(body: str) -> list[IlpRow]:
     """Parse InfluxDB line protocol text as QuestDB accepts it (v1, text values)."""
     rows = []
-    for line in _split_unescaped(body, "\n"):
+    simple = "\\" not in body and '"' not in body
+    for line in body.split("\n") if simple else _split_unescaped(body, "\n"):
         if not line.strip():
+            continue
+        if simple:  # fast path: no escapes, no strings
+            head, fields, *rest = line.split(" ")
+            table, *tags = head.split(",")
+            rows.append(
+                IlpRow(
+                    table,
+                    dict(t.split("=", 1) for t in tags),
+                    {k: _field_value(v) for k, v in (f.split("=", 1) for f in fields.split(","))},
+                    int(rest[0]) if rest and rest[0] else None,
+                )
+            )
             continue
         sections = _split_unescaped(line, " ")
         head, fields = sections[0], sections[1]
@@ -235,8 +248,19 @@ class IlpReceiver(_BaseReceiver):
     def __init__(self, *, fail_with: int | None = None) -> None:
         super().__init__()
         self.fail_with = fail_with
-        self.rows: list[IlpRow] = []
+        self._bodies: list[str] = []
+        self._parsed: list[IlpRow] = []
+        self._row_count = 0
         self.requests = 0
+
+    @property
+    def rows(self) -> list[IlpRow]:
+        """Rows received so far; bodies are parsed on first access, off the request path."""
+        with self._changed:
+            bodies, self._bodies = self._bodies, []
+        for body in bodies:
+            self._parsed.extend(parse_ilp(body))
+        return list(self._parsed)
 
     @property
     def conf(self) -> str:
@@ -252,16 +276,17 @@ class IlpReceiver(_BaseReceiver):
                 b'{"code":"internal error","message":"injected failure","line":1,"errorId":"x"}'
             )
             return self.fail_with, message, "application/json"
-        parsed = parse_ilp(body.decode())
+        text = body.decode()
         with self._changed:
-            self.rows.extend(parsed)
+            self._bodies.append(text)
+            self._row_count += sum(1 for line in text.split("\n") if line.strip())
             self._changed.notify_all()
         return 204, b"", "text/plain"
 
     def wait_for_rows(self, count: int, *, timeout: float) -> list[IlpRow]:
         with self._changed:
-            if not self._changed.wait_for(lambda: len(self.rows) >= count, timeout=timeout):
+            if not self._changed.wait_for(lambda: self._row_count >= count, timeout=timeout):
                 raise TimeoutError(
-                    f"expected {count} ILP rows within {timeout}s, received {len(self.rows)}"
+                    f"expected {count} ILP rows within {timeout}s, received {self._row_count}"
                 )
-            return list(self.rows)
+        return self.rows

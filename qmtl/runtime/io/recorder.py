@@ -13,6 +13,7 @@ too: the strategy's hot path never blocks on storage.
 
 from __future__ import annotations
 
+import functools
 import json
 import logging
 import math
@@ -41,8 +42,12 @@ log = logging.getLogger(__name__)
 _UNSAFE_NAME = re.compile(r"[^A-Za-z0-9_]")
 
 
+@functools.lru_cache(maxsize=4096)
 def safe_name(name: str, what: str = "name") -> str:
-    """A table/column name QuestDB and SQLite accept: other characters become ``_``."""
+    """A table/column name QuestDB and SQLite accept: other characters become ``_``.
+
+    Memoised: the same few stream and field names come by for every row.
+    """
     cleaned = _UNSAFE_NAME.sub("_", str(name)).strip("_")[:127]
     if not cleaned:
         cleaned = f"unnamed_{what}"

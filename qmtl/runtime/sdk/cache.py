@@ -131,11 +131,15 @@ class NodeCache:
                 buffer.clear()
         self.context = context
 
-    def append(self, upstream_id: str, interval: int, timestamp: float, value: Any) -> None:
+    def buffer(self, upstream_id: str, interval: int) -> deque[tuple[float, Any]]:
+        """The ring buffer of one (upstream, interval); created on first use."""
         buffer = self.buffers.get((upstream_id, interval))
         if buffer is None:
             buffer = self.buffers[(upstream_id, interval)] = deque(maxlen=self.period)
-        buffer.append((timestamp, value))
+        return buffer
+
+    def append(self, upstream_id: str, interval: int, timestamp: float, value: Any) -> None:
+        self.buffer(upstream_id, interval).append((timestamp, value))
 
     def pick(
         self, upstream_id: str | None, interval: int | None
