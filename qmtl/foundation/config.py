@@ -27,6 +27,7 @@ __all__ = [
     "DagManagerConfig",
     "GatewayConfig",
     "QmtlConfig",
+    "SdkConfig",
     "TelemetryConfig",
     "WorldServiceConfig",
     "load_config",
@@ -63,7 +64,11 @@ class TelemetryConfig(_Section):
 
 
 class ControlBusConfig(_Section):
-    backend: Literal["inprocess", "kafka"] = "inprocess"
+    #: ``http``: the WorldService hosts the event log and the Gateway long-polls it
+    #: (embedded default across processes); ``kafka``: a topic on a real broker;
+    #: ``inprocess``: both ends in one process (tests, embedding).
+    backend: Literal["http", "inprocess", "kafka"] = "http"
+    url: str = "http://127.0.0.1:8020"
     brokers: str = "127.0.0.1:9092"
     topic: str = "qmtl.controlbus"
 
@@ -103,6 +108,8 @@ class GatewayConfig(_Section):
     max_request_bytes: int = Field(default=16 * 1024 * 1024, gt=0)
     retry_interval_seconds: float = Field(default=2.0, gt=0)
     breaker_probe_seconds: float = Field(default=2.0, gt=0)
+    #: Retries of submissions kept in the log while the DAG Manager is unavailable.
+    max_attempts: int = Field(default=20, gt=0)
     admin_token: str | None = None
 
 
@@ -116,7 +123,14 @@ class WorldServiceConfig(_Section):
     runs_kept_per_world: int = Field(default=20, gt=0)
     #: When set, the promotion guard also asks this Prometheus for cross-context hits.
     prometheus_url: str | None = None
+    #: ``/admin/cross-context`` URLs (DAG Manager, SDK runners) the promotion guard polls.
+    cross_context_sources: list[str] = Field(default_factory=list)
     admin_token: str | None = None
+
+
+class SdkConfig(_Section):
+    #: Admin/metrics port of SDK runner processes started by `qmtl up` (cache purge, resets).
+    admin_port: int = Field(default=8001, ge=0, le=65535)
 
 
 class QmtlConfig(_Section):
@@ -125,6 +139,7 @@ class QmtlConfig(_Section):
     dagmanager: DagManagerConfig = Field(default_factory=DagManagerConfig)
     gateway: GatewayConfig = Field(default_factory=GatewayConfig)
     worldservice: WorldServiceConfig = Field(default_factory=WorldServiceConfig)
+    sdk: SdkConfig = Field(default_factory=SdkConfig)
 
 
 def _read_yaml(path: Path) -> dict[str, Any]:

@@ -1,23 +1,20 @@
 """Graph store: which queue is bound to which node under which compute key.
 
-One interface, two backends chosen by ``dagmanager.graph_store``: ``sqlite:PATH``
-(embedded default) and ``postgresql://...`` (psycopg 3).  Both run the same SQL; only
-placeholders and set lookups differ.  Each diff is committed in **one** transaction.
+One class over :class:`~qmtl.foundation.sqldb.SqlDatabase`, so ``sqlite:PATH``
+(embedded default) and ``postgresql://...`` run the same SQL; only the hot set lookup
+differs per dialect.  Each diff is committed in **one** transaction.
 """
 
 from __future__ import annotations
 
 import json
-import sqlite3
-import threading
-import time
-from collections.abc import Iterable, Iterator, Sequence
-from contextlib import contextmanager, suppress
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
-from pathlib import Path
 from typing import Any
 
-__all__ = ["Binding", "GraphStore", "PostgresGraphStore", "SqliteGraphStore", "open_graph_store"]
+from qmtl.foundation.sqldb import SqlDatabase
+
+__all__ = ["Binding", "GraphStore", "open_graph_store"]
 
 SCHEMA = (
     """CREATE TABLE IF NOT EXISTS queue_bindings (
@@ -51,60 +48,54 @@ class Binding:
 
 
 class GraphStore:
-    """Backend-neutral store; subclasses provide a connection and placeholder style."""
+    """Bindings, strategy versions, sentinels and GC bookkeeping."""
 
-    placeholder = "?"
-    dialect = "generic"
-
-    def __init__(self) -> None:
-        self._lock = threading.Lock()
-
-    # -- backend hooks ---------------------------------------------------------------
-    def _conn(self) -> Any:  # pragma: no cover - overridden
-        raise NotImplementedError
+    def __init__(self, db: SqlDatabase) -> None:
+        self.db = db
+        self.dialect = db.dialect
 
     def _q(self, sql: str) -> str:
-        return sql if self.placeholder == "?" else sql.replace("?", self.placeholder)
+        return self.db.q(sql)
+
+    def _txn(self) -> Any:
+        return self.db.txn()
 
     def _lookup(self, cur: Any, queues: Sequence[str]) -> list[tuple[str, str, str]]:
+        if self.dialect == "postgresql":
+            # A join against unnest() stays linear; `= ANY(array)` degrades to a scan that
+            # searches the whole array for every row once the table grows.
+            cur.execute(
+                "SELECT b.queue, b.compute_key, b.node_id FROM unnest(%s::text[]) AS q(queue) "
+                "JOIN queue_bindings b ON b.queue = q.queue WHERE b.status = 'active'",
+                (list(queues),),
+            )
+            return list(cur.fetchall())
         rows: list[tuple[str, str, str]] = []
         for start in range(0, len(queues), 900):
             chunk = queues[start : start + 900]
             marks = ",".join("?" * len(chunk))
             cur.execute(
-                self._q(
-                    "SELECT queue, compute_key, node_id FROM queue_bindings "
-                    f"WHERE status = 'active' AND queue IN ({marks})"
-                ),
+                "SELECT queue, compute_key, node_id FROM queue_bindings "
+                f"WHERE status = 'active' AND queue IN ({marks})",
                 list(chunk),
             )
             rows.extend(cur.fetchall())
         return rows
 
-    @contextmanager
-    def _txn(self) -> Iterator[Any]:
-        """One locked transaction: commit on success, roll back on any error."""
-        with self._lock:
-            conn = self._conn()
-            cur = conn.cursor()
-            try:
-                yield cur
-                conn.commit()
-            except BaseException:
-                with suppress(Exception):
-                    conn.rollback()
-                raise
-
-    # -- API ---------------------------------------------------------------------------
     def initialize(self) -> None:
-        with self._txn() as cur:
-            for statement in SCHEMA:
-                cur.execute(statement)
+        self.db.create(SCHEMA)
 
     def ping(self) -> bool:
-        with self._txn() as cur:
-            cur.execute("SELECT 1")
-            return bool(cur.fetchone()[0] == 1)
+        return self.db.ping()
+
+    def checkpoint(self) -> None:
+        self.db.checkpoint()
+
+    def describe(self) -> str:
+        return self.db.describe()
+
+    def close(self) -> None:
+        self.db.close()
 
     def binding_keys(self, queues: Sequence[str]) -> dict[str, tuple[str, str]]:
         """(compute key, node id) of every given queue that is bound: the hot lookup of a diff."""
@@ -195,9 +186,6 @@ class GraphStore:
                     (strategy_id, version, sentinel_id, now),
                 )
 
-    def checkpoint(self) -> None:
-        """Housekeeping hook (SQLite folds its WAL back here, off the diff path)."""
-
     def record_sentinel(self, strategy_id: str, version: str, sentinel_id: str, now: float) -> None:
         with self._txn() as cur:
             cur.execute(
@@ -285,95 +273,17 @@ class GraphStore:
         }
 
     def _select(self, sql: str, params: Sequence[Any] = ()) -> list[tuple[Any, ...]]:
-        with self._txn() as cur:
-            cur.execute(self._q(sql), params)
-            return [tuple(r) for r in cur.fetchall()]
-
-    def close(self) -> None:  # pragma: no cover - overridden
-        pass
-
-    def describe(self) -> str:  # pragma: no cover - overridden
-        return self.dialect
-
-
-class SqliteGraphStore(GraphStore):
-    dialect = "sqlite"
-
-    def __init__(self, path: str | Path) -> None:
-        super().__init__()
-        self.path = str(path)
-        if self.path != ":memory:":
-            Path(self.path).parent.mkdir(parents=True, exist_ok=True)
-        self._connection = sqlite3.connect(
-            self.path, check_same_thread=False, isolation_level="DEFERRED"
-        )
-        self._connection.execute("PRAGMA journal_mode=WAL")
-        self._connection.execute("PRAGMA synchronous=NORMAL")
-        # Fewer, larger automatic checkpoints; housekeeping runs passive ones in between.
-        self._connection.execute("PRAGMA wal_autocheckpoint=4000")
-
-    def _conn(self) -> sqlite3.Connection:
-        return self._connection
-
-    def checkpoint(self) -> None:
-        with self._lock:
-            self._connection.execute("PRAGMA wal_checkpoint(PASSIVE)")
-
-    def close(self) -> None:
-        self._connection.close()
-
-    def describe(self) -> str:
-        return f"sqlite:{self.path}"
-
-
-class PostgresGraphStore(GraphStore):
-    dialect = "postgresql"
-    placeholder = "%s"
-
-    def __init__(self, dsn: str) -> None:
-        super().__init__()
-        import psycopg
-
-        self.dsn = dsn
-        self._psycopg = psycopg
-        self._connection = psycopg.connect(dsn, connect_timeout=5)
-
-    def _conn(self) -> Any:
-        if self._connection.closed or self._connection.broken:
-            self._connection = self._psycopg.connect(self.dsn, connect_timeout=5)
-        return self._connection
-
-    def _lookup(self, cur: Any, queues: Sequence[str]) -> list[tuple[str, str, str]]:
-        # A join against unnest() stays linear; `= ANY(array)` degrades to a scan that
-        # searches the whole array for every row once the table grows.
-        cur.execute(
-            "SELECT b.queue, b.compute_key, b.node_id FROM unnest(%s::text[]) AS q(queue) "
-            "JOIN queue_bindings b ON b.queue = q.queue WHERE b.status = 'active'",
-            (list(queues),),
-        )
-        return list(cur.fetchall())
-
-    def close(self) -> None:
-        self._connection.close()
-
-    def describe(self) -> str:
-        host = self.dsn.split("@")[-1]
-        return f"postgresql://…@{host}"
+        return self.db.select(sql, params)
 
 
 def open_graph_store(spec: str) -> GraphStore:
     """``sqlite:PATH`` or ``postgresql://...``; anything else is a configuration error."""
-    if spec.startswith("sqlite:"):
-        store: GraphStore = SqliteGraphStore(spec.removeprefix("sqlite:") or ":memory:")
-    elif spec.startswith(("postgresql://", "postgres://")):
-        store = PostgresGraphStore(spec)
-    else:
+    try:
+        db = SqlDatabase.open(spec)
+    except ValueError:
         raise ValueError(
             f"dagmanager.graph_store {spec!r} is not supported; use sqlite:PATH or postgresql://..."
-        )
+        ) from None
+    store = GraphStore(db)
     store.initialize()
     return store
-
-
-def timestamp() -> float:
-    return time.time()
