@@ -5,7 +5,7 @@ from __future__ import annotations
 import asyncio
 from typing import Any
 
-from fastapi import Body, Depends, FastAPI, HTTPException
+from fastapi import Body, Depends, FastAPI
 from fastapi.responses import JSONResponse
 
 from qmtl.foundation.common.admin import AdminGuard
@@ -20,15 +20,6 @@ def create_app(service: DagManagerService) -> FastAPI:
     app = FastAPI(title="QMTL DAG Manager", docs_url=None, redoc_url=None)
     install_common_routes(app)
     admin = Depends(AdminGuard(service.config.host, service.config.admin_token))
-
-    @app.exception_handler(HTTPException)
-    async def http_error(_request: Any, exc: HTTPException) -> JSONResponse:
-        detail = (
-            exc.detail
-            if isinstance(exc.detail, dict)
-            else {"error": "http_error", "message": str(exc.detail)}
-        )
-        return JSONResponse(detail, status_code=exc.status_code, headers=exc.headers)
 
     @app.get("/health")
     def health() -> dict[str, str]:

@@ -1,0 +1,1 @@
+"""Gateway: strategy submissions over HTTP, diffs via the DAG Manager, ControlBus ACKs."""

@@ -1,0 +1,1 @@
+"""WorldService: worlds, allocations, apply runs over the ControlBus, promotion guard."""
