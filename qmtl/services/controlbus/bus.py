@@ -269,9 +269,8 @@ class KafkaBus(ControlBus):
     def ensure_topic(self) -> None:
         from confluent_kafka.admin import AdminClient, NewTopic
 
-        futures = AdminClient({"bootstrap.servers": self.brokers}).create_topics(
-            [NewTopic(self.topic, 1, 1)]
-        )
+        admin = AdminClient({"bootstrap.servers": self.brokers})  # must outlive its future
+        futures = admin.create_topics([NewTopic(self.topic, 1, 1)])
         try:
             futures[self.topic].result(10)
         except Exception as exc:  # already exists is fine

@@ -1,0 +1,121 @@
+"""One trace across SDK -> Gateway -> DAG Manager; the stack on PostgreSQL + Kafka; admin auth."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import httpx
+import pytest
+from fastapi import Depends, FastAPI
+from fastapi.testclient import TestClient
+
+from qmtl import testing
+from qmtl.foundation.common.admin import AdminGuard
+from qmtl.foundation.common.http import install_common_routes
+from qmtl.testing.dags import chain_dag
+from qmtl.testing.metrics import scrape
+from qmtl.testing.receivers import OtlpTraceReceiver
+from qmtl.testing.stack import LocalStack
+
+SDK_SUBMIT = r"""
+import sys
+from qmtl.foundation.common.tracing import setup_tracing, shutdown_tracing
+from qmtl.runtime.sdk import ProcessingNode, StreamInput, Strategy
+from qmtl.runtime.sdk.gateway import submit
+
+class Traced(Strategy):
+    def setup(self):
+        price = StreamInput(tags=["trace"], interval=60, period=3)
+        self.add_nodes(price, ProcessingNode(input=price, compute_fn=lambda v: 1, period=3))
+
+setup_tracing("sdk", sys.argv[2])
+result = submit(Traced(), sys.argv[1], world_id="traced")
+print(len(result["queue_map"]))
+shutdown_tracing()
+"""
+
+
+@pytest.mark.integration
+def test_one_trace_from_sdk_through_gateway_to_dagmanager(tmp_path: Path) -> None:
+    with OtlpTraceReceiver() as rx:
+        overrides = {"telemetry": {"otel_exporter_endpoint": rx.endpoint}}
+        with LocalStack(tmp_path / "traced", overrides, env={"OTEL_BSP_SCHEDULE_DELAY": "200"}) as stack:
+            result = subprocess.run(
+                [sys.executable, "-c", SDK_SUBMIT, stack.url("gateway"), rx.endpoint],
+                capture_output=True, text=True, timeout=60,
+            )  # fmt: skip
+            assert result.returncode == 0, result.stderr
+            assert result.stdout.strip() == "2"
+
+            def complete() -> bool:
+                return {"sdk", "gateway", "dagmanager"} <= {s.service for s in rx.spans}
+
+            testing.wait_for(complete, timeout=30, what="spans of all three services")
+        by_service = {s.service: s for s in rx.spans if s.name in ("sdk.submit", "gateway.submit", "dagmanager.Diff")}
+    sdk, gateway, dagmanager = by_service["sdk"], by_service["gateway"], by_service["dagmanager"]
+    assert sdk.trace_id == gateway.trace_id == dagmanager.trace_id
+    assert gateway.parent_span_id == sdk.span_id
+    assert dagmanager.parent_span_id == gateway.span_id
+    assert dagmanager.attributes.get("qmtl.nodes") == 2
+
+
+@pytest.mark.integration
+def test_stack_on_postgresql_and_kafka(tmp_path: Path, postgres: testing.Postgres) -> None:
+    broker = testing.start_kafka(tmp_path / "kafka")
+    try:
+        overrides = {"worldservice": {"ack_timeout_seconds": 15}}
+        with LocalStack(tmp_path / "pgk", overrides, kafka=broker.bootstrap, postgres_dsn=postgres.dsn) as stack:
+            body = {"dag": json.loads(chain_dag(3, salt="pgk")), "world_id": "w"}
+            response = httpx.post(f"{stack.url('gateway')}/strategies", json=body, timeout=60)
+            assert response.status_code == 200, response.text
+            gw_status = httpx.get(f"{stack.url('gateway')}/status", timeout=10).json()
+            assert gw_status["submission_log"].startswith("postgresql://")
+            assert gw_status["controlbus"]["backend"] == "kafka"
+            testing.wait_for(
+                lambda: httpx.get(f"{stack.url('gateway')}/status", timeout=5).json()["controlbus"]["ready"],
+                timeout=60, what="gateway joined the Kafka ControlBus group",
+            )  # fmt: skip
+            ws = stack.url("worldservice")
+            httpx.post(f"{ws}/worlds", json={"world_id": "w"}, timeout=10)
+            testing.wait_for(lambda: httpx.get(f"{ws}/status", timeout=5).json()["controlbus"]["ready"],
+                             timeout=60, what="worldservice joined the Kafka ControlBus group")  # fmt: skip
+            applied = httpx.post(f"{ws}/worlds/w/apply", json={"wait": True}, timeout=60)
+            assert applied.status_code == 200, applied.text
+            m = scrape(f"{stack.url('gateway')}/metrics")
+            assert m.get_value("controlbus_apply_ack_total", world_id="w", phase="freeze") == 1
+            assert m.get_value("controlbus_apply_ack_total", world_id="w", phase="unfreeze") == 1
+    finally:
+        broker.stop()
+
+
+def guarded_app(host: str, token: str | None) -> TestClient:
+    app = FastAPI()
+    install_common_routes(app)
+
+    @app.post("/admin/x", dependencies=[Depends(AdminGuard(host, token))])
+    def action() -> dict[str, bool]:
+        return {"ok": True}
+
+    return TestClient(app)
+
+
+@pytest.mark.parametrize(
+    ("host", "token", "headers", "status", "code"),
+    [
+        ("127.0.0.1", None, {}, 200, None),
+        ("0.0.0.0", None, {}, 403, "admin_disabled"),
+        ("0.0.0.0", "t0k", {}, 401, "admin_auth_required"),
+        ("0.0.0.0", "t0k", {"Authorization": "Bearer wrong"}, 403, "admin_auth_invalid"),
+        ("0.0.0.0", "t0k", {"Authorization": "Bearer t0k"}, 200, None),
+        ("127.0.0.1", "t0k", {}, 401, "admin_auth_required"),
+    ],
+)
+def test_admin_guard(host: str, token: str | None, headers: dict[str, str], status: int, code: str | None) -> None:
+    """Beyond loopback, admin endpoints need the configured bearer token, or are off."""
+    response = guarded_app(host, token).post("/admin/x", headers=headers)
+    assert response.status_code == status
+    if code:
+        assert response.json()["error"] == code
