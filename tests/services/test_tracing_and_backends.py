@@ -42,7 +42,9 @@ shutdown_tracing()
 def test_one_trace_from_sdk_through_gateway_to_dagmanager(tmp_path: Path) -> None:
     with OtlpTraceReceiver() as rx:
         overrides = {"telemetry": {"otel_exporter_endpoint": rx.endpoint}}
-        with LocalStack(tmp_path / "traced", overrides, env={"OTEL_BSP_SCHEDULE_DELAY": "200"}) as stack:
+        with LocalStack(
+            tmp_path / "traced", overrides, env={"OTEL_BSP_SCHEDULE_DELAY": "200"}
+        ) as stack:
             result = subprocess.run(
                 [sys.executable, "-c", SDK_SUBMIT, stack.url("gateway"), rx.endpoint],
                 capture_output=True, text=True, timeout=60,
@@ -54,7 +56,11 @@ def test_one_trace_from_sdk_through_gateway_to_dagmanager(tmp_path: Path) -> Non
                 return {"sdk", "gateway", "dagmanager"} <= {s.service for s in rx.spans}
 
             testing.wait_for(complete, timeout=30, what="spans of all three services")
-        by_service = {s.service: s for s in rx.spans if s.name in ("sdk.submit", "gateway.submit", "dagmanager.Diff")}
+        by_service = {
+            s.service: s
+            for s in rx.spans
+            if s.name in ("sdk.submit", "gateway.submit", "dagmanager.Diff")
+        }
     sdk, gateway, dagmanager = by_service["sdk"], by_service["gateway"], by_service["dagmanager"]
     assert sdk.trace_id == gateway.trace_id == dagmanager.trace_id
     assert gateway.parent_span_id == sdk.span_id
@@ -67,7 +73,9 @@ def test_stack_on_postgresql_and_kafka(tmp_path: Path, postgres: testing.Postgre
     broker = testing.start_kafka(tmp_path / "kafka")
     try:
         overrides = {"worldservice": {"ack_timeout_seconds": 15}}
-        with LocalStack(tmp_path / "pgk", overrides, kafka=broker.bootstrap, postgres_dsn=postgres.dsn) as stack:
+        with LocalStack(
+            tmp_path / "pgk", overrides, kafka=broker.bootstrap, postgres_dsn=postgres.dsn
+        ) as stack:
             body = {"dag": json.loads(chain_dag(3, salt="pgk")), "world_id": "w"}
             response = httpx.post(f"{stack.url('gateway')}/strategies", json=body, timeout=60)
             assert response.status_code == 200, response.text
@@ -113,7 +121,9 @@ def guarded_app(host: str, token: str | None) -> TestClient:
         ("127.0.0.1", "t0k", {}, 401, "admin_auth_required"),
     ],
 )
-def test_admin_guard(host: str, token: str | None, headers: dict[str, str], status: int, code: str | None) -> None:
+def test_admin_guard(
+    host: str, token: str | None, headers: dict[str, str], status: int, code: str | None
+) -> None:
     """Beyond loopback, admin endpoints need the configured bearer token, or are off."""
     response = guarded_app(host, token).post("/admin/x", headers=headers)
     assert response.status_code == status

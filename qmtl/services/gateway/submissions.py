@@ -60,21 +60,25 @@ class SubmissionLog:
         self.db.create(SCHEMA)
         self.fail_writes = False  # fault injection: the disk or database refuses writes
 
-    def insert(self, sub: Submission) -> None:
+    def insert(self, sub: Submission) -> Submission | None:
+        """Write ``sub``; if that submission id exists already, return the stored one instead."""
         if self.fail_writes:
             raise OSError("submission log write refused (fault injection: log_write_fail)")
         now = time.time()
-        self.db.execute(
-            f"INSERT INTO submissions ({_COLUMNS}, updated_at) VALUES (?, ?, ?, ?, 0, NULL, NULL, ?, ?)",
-            (
-                sub.submission_id,
-                sub.strategy_id,
-                json.dumps(sub.request, sort_keys=True),
-                sub.status,
-                now,
-                now,
-            ),
+        row = (
+            sub.submission_id,
+            sub.strategy_id,
+            json.dumps(sub.request, sort_keys=True),
+            sub.status,
+            now,
+            now,
         )
+        inserted = self.db.execute(
+            f"INSERT INTO submissions ({_COLUMNS}, updated_at) VALUES (?, ?, ?, ?, 0, NULL, NULL, ?, ?) "
+            "ON CONFLICT (submission_id) DO NOTHING",
+            row,
+        )
+        return None if inserted else self.get(sub.submission_id)
 
     def get(self, submission_id: str) -> Submission | None:
         rows = self.db.select(

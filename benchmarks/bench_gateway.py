@@ -1,0 +1,113 @@
+"""Gateway submission latency and throughput at 1, 8 and 32 concurrent clients.
+
+Each submission is a distinct 20-node DAG (no idempotent shortcut) to a Gateway on
+embedded defaults that diffs over real gRPC.  The load generator speaks raw HTTP/1.1
+over asyncio sockets with keep-alive (httpx costs 1-4 ms of CPU per request here and
+would be the bottleneck); its own CPU time per request is reported.  Three runs per
+concurrency level; the ratio column compares with the 1-client run of the same round.
+
+    python benchmarks/bench_gateway.py [--requests 400] [--runs 3]
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import logging
+import tempfile
+import time
+from pathlib import Path
+
+from _common import pct, save, table
+
+from qmtl.testing.dags import chain_dag
+from qmtl.testing.stack import LocalStack
+
+TARGETS = {8: 20.0, 32: 80.0}
+
+
+async def client(host: str, port: int, bodies: list[bytes], latencies: list[float]) -> None:
+    reader, writer = await asyncio.open_connection(host, port)
+    try:
+        for body in bodies:
+            request = (
+                f"POST /strategies HTTP/1.1\r\nHost: {host}\r\nContent-Type: application/json\r\n"
+                f"Content-Length: {len(body)}\r\n\r\n"
+            ).encode() + body
+            started = time.perf_counter()
+            writer.write(request)
+            await writer.drain()
+            status_line = await reader.readline()
+            length = 0
+            while True:
+                line = await reader.readline()
+                if line in (b"\r\n", b""):
+                    break
+                name, _, value = line.decode().partition(":")
+                if name.lower() == "content-length":
+                    length = int(value.strip())
+            payload = await reader.readexactly(length)
+            latencies.append((time.perf_counter() - started) * 1000)
+            if b" 200 " not in status_line:
+                raise RuntimeError(f"submission failed: {status_line!r} {payload[:200]!r}")
+    finally:
+        writer.close()
+
+
+async def load(
+    port: int, concurrency: int, requests: int, salt: str
+) -> tuple[list[float], float, float]:
+    per_client = max(1, requests // concurrency)
+    bodies = [
+        [json.dumps({"dag": json.loads(chain_dag(20, salt=f"{salt}-{c}-{i}")), "world_id": "bench"}).encode()
+         for i in range(per_client)]
+        for c in range(concurrency)
+    ]  # fmt: skip
+    latencies: list[float] = []
+    cpu_started, started = time.process_time(), time.perf_counter()
+    await asyncio.gather(*(client("127.0.0.1", port, b, latencies) for b in bodies))
+    elapsed = time.perf_counter() - started
+    cpu_ms_per_request = (time.process_time() - cpu_started) * 1000 / len(latencies)
+    return latencies, len(latencies) / elapsed, cpu_ms_per_request
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--requests", type=int, default=400)
+    parser.add_argument("--runs", type=int, default=3)
+    args = parser.parse_args()
+    logging.disable(logging.WARNING)
+    rows, raw = [], []
+    with tempfile.TemporaryDirectory() as tmp, LocalStack(Path(tmp)) as stack:
+        port = int(stack.url("gateway").rsplit(":", 1)[1])
+        asyncio.run(load(port, 4, 40, "warmup"))
+        for run in range(args.runs):
+            base_p50 = None
+            for concurrency in (1, 8, 32):
+                latencies, throughput, cpu = asyncio.run(
+                    load(port, concurrency, args.requests, f"r{run}c{concurrency}")
+                )
+                p50, p95, p99 = (pct(latencies, q) for q in (0.5, 0.95, 0.99))
+                base_p50 = base_p50 or p50
+                target = TARGETS.get(concurrency)
+                verdict = "" if target is None else ("ok" if p95 <= target else "OVER")
+                rows.append([run + 1, concurrency, len(latencies), p50, p95, p99, throughput, p50 / base_p50, cpu,
+                             "" if target is None else target, verdict])  # fmt: skip
+                raw.append(
+                    {
+                        "run": run + 1,
+                        "clients": concurrency,
+                        "latencies": latencies,
+                        "throughput": throughput,
+                    }
+                )
+    markdown = "### Gateway submissions (20-node DAG, embedded defaults, gRPC to the DAG Manager)\n\n" + table(
+        ["run", "clients", "requests", "p50 ms", "p95 ms", "p99 ms", "req/s", "p50 ratio vs 1 client",
+         "client CPU ms/req", "target p95 ms", "verdict"], rows,
+    )  # fmt: skip
+    save("gateway", markdown, raw)
+
+
+if __name__ == "__main__":
+    main()
