@@ -122,6 +122,9 @@ def main(argv: Sequence[str] | None = None) -> int:
         level=logging.DEBUG if getattr(args, "verbose", False) else logging.INFO,
         format="%(asctime)s %(levelname)s %(name)s %(message)s",
     )
+    logging.getLogger("httpx").setLevel(
+        logging.WARNING
+    )  # one line per request drowns the status view
     try:
         return args.handler(args)
     except ConfigError as exc:

@@ -127,7 +127,9 @@ def fault(args: argparse.Namespace, config: QmtlConfig) -> int:
     base, token = urls[args.service]
     if args.target:
         base = args.target[0].rstrip("/")
-    if args.clear:
+    if args.clear and args.service == "sdk":
+        status, body = _call("POST", f"{base}/admin/faults/clear", args.token or token, {})
+    elif args.clear:
         status, body = _call("DELETE", f"{base}/admin/faults", args.token or token)
     else:
         changes = {}

@@ -96,6 +96,8 @@ class DagManagerConfig(_Section):
     #: Per-topic overrides of :attr:`lag_threshold_seconds`.
     lag_thresholds: dict[str, float] = Field(default_factory=dict)
     breaker_probe_seconds: float = Field(default=5.0, gt=0)
+    #: Window of the diff_duration_ms_p95 gauge (the seed's 5 minutes).
+    p95_window_seconds: float = Field(default=300.0, gt=0)
     admin_token: str | None = None
 
 
@@ -110,6 +112,8 @@ class GatewayConfig(_Section):
     breaker_probe_seconds: float = Field(default=2.0, gt=0)
     #: Retries of submissions kept in the log while the DAG Manager is unavailable.
     max_attempts: int = Field(default=20, gt=0)
+    #: Window of the gateway_e2e_latency_p95 gauge (the seed's 5 minutes).
+    p95_window_seconds: float = Field(default=300.0, gt=0)
     admin_token: str | None = None
 
 

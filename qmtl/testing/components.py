@@ -106,10 +106,18 @@ def start_kafka(workdir: Path, *, port: int | None = None) -> Kafka:
 class Postgres(_Handle):
     dsn: str
     datadir: Path
+    port: int
 
     def stop(self) -> None:
         self.process.stop()
         shutil.rmtree(self.datadir.parent, ignore_errors=True)
+
+    def pause(self) -> None:
+        """Stop the server but keep its data (an outage drill); :meth:`resume` restarts it."""
+        self.process.stop()
+
+    def resume(self) -> None:
+        self.process = _run_postgres(self.datadir, self.port)
 
 
 def _pg_bin(name: str) -> str:
@@ -119,19 +127,48 @@ def _pg_bin(name: str) -> str:
     )
 
 
-def start_postgres() -> Postgres:
-    """A throw-away PostgreSQL cluster (runs as user ``postgres`` when we are root)."""
+def _pg_user() -> str | None:
+    """PostgreSQL refuses to run as root; as root we run it as ``postgres``."""
+    return "postgres" if os.geteuid() == 0 else None
+
+
+def _run_postgres(datadir: Path, port: int) -> ManagedProcess:
     import psycopg
 
-    as_root = os.geteuid() == 0
-    user = "postgres" if as_root else None
+    proc = ManagedProcess(
+        "postgres",
+        [
+            _pg_bin("postgres"), "-D", str(datadir),
+            "-c", "listen_addresses=127.0.0.1", "-p", str(port),
+            "-c", "fsync=off", "-c", "synchronous_commit=off",
+            "-c", "full_page_writes=off", "-k", str(datadir.parent),
+        ],
+        log_path=datadir.parent / "postgres.log",
+        user=_pg_user(),
+    )  # fmt: skip
+    dsn = f"postgresql://postgres@127.0.0.1:{port}/postgres"
+
+    def ready() -> bool:
+        try:
+            with psycopg.connect(dsn, connect_timeout=1):
+                return True
+        except psycopg.OperationalError:
+            return False
+
+    proc.wait_ready(ready, timeout=60)
+    return proc
+
+
+def start_postgres() -> Postgres:
+    """A throw-away PostgreSQL cluster (runs as user ``postgres`` when we are root)."""
+    user = _pg_user()
     # Not under pytest's tmp_path: that tree is 0700 root and postgres could not enter it.
     base = Path(tempfile.mkdtemp(prefix="qmtl-pg-"))
     datadir = base / "data"
     datadir.mkdir()
-    if as_root:
-        shutil.chown(base, user="postgres")
-        shutil.chown(datadir, user="postgres")
+    if user:
+        shutil.chown(base, user=user)
+        shutil.chown(datadir, user=user)
     init = ManagedProcess(
         "initdb",
         [_pg_bin("initdb"), "-D", str(datadir), "-U", "postgres", "--auth=trust", "-E", "UTF8"],
@@ -144,28 +181,13 @@ def start_postgres() -> Postgres:
         raise ComponentUnavailable(f"initdb failed:\n{tail}")
     init.stop()
     port = free_port()
-    proc = ManagedProcess(
-        "postgres",
-        [
-            _pg_bin("postgres"), "-D", str(datadir),
-            "-c", "listen_addresses=127.0.0.1", "-p", str(port),
-            "-c", "fsync=off", "-c", "synchronous_commit=off",
-            "-c", "full_page_writes=off", "-k", str(base),
-        ],
-        log_path=base / "postgres.log",
-        user=user,
-    )  # fmt: skip
-    dsn = f"postgresql://postgres@127.0.0.1:{port}/postgres"
-
-    def ready() -> bool:
-        try:
-            with psycopg.connect(dsn, connect_timeout=1):
-                return True
-        except psycopg.OperationalError:
-            return False
-
-    proc.wait_ready(ready, timeout=60)
-    return Postgres(process=proc, dsn=dsn, datadir=datadir)
+    proc = _run_postgres(datadir, port)
+    return Postgres(
+        process=proc,
+        dsn=f"postgresql://postgres@127.0.0.1:{port}/postgres",
+        datadir=datadir,
+        port=port,
+    )
 
 
 @dataclass

@@ -2,6 +2,7 @@
 
 * :class:`OtlpTraceReceiver` -- an OTLP/HTTP endpoint (``POST /v1/traces``) that
   decodes the protobuf payload with ``opentelemetry-proto`` and keeps the spans.
+* :class:`AlertWebhook` -- an Alertmanager webhook receiver.
 * :class:`IlpReceiver` -- a QuestDB ILP/HTTP endpoint (``POST /write``) that parses
   the line protocol and keeps the rows.
 
@@ -18,7 +19,15 @@ from dataclasses import dataclass
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
 
-__all__ = ["IlpReceiver", "IlpRow", "OtlpTraceReceiver", "ReceivedSpan", "parse_ilp"]
+__all__ = [
+    "AlertEvent",
+    "AlertWebhook",
+    "IlpReceiver",
+    "IlpRow",
+    "OtlpTraceReceiver",
+    "ReceivedSpan",
+    "parse_ilp",
+]
 
 
 @dataclass(frozen=True)
@@ -290,3 +299,70 @@ class IlpReceiver(_BaseReceiver):
                     f"expected {count} ILP rows within {timeout}s, received {self._row_count}"
                 )
         return self.rows
+
+
+@dataclass(frozen=True)
+class AlertEvent:
+    status: str  # firing | resolved
+    alertname: str
+    labels: dict[str, str]
+    annotations: dict[str, str]
+    received_at: float
+
+
+class AlertWebhook(_BaseReceiver):
+    """An Alertmanager ``webhook_configs`` receiver that records every notified alert."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.events: list[AlertEvent] = []
+
+    @property
+    def url(self) -> str:
+        return f"http://127.0.0.1:{self.port}/alerts"
+
+    def handle(self, path: str, body: bytes, headers: dict[str, str]) -> tuple[int, bytes, str]:
+        import json
+        import time
+
+        payload = json.loads(body)
+        now = time.time()
+        with self._changed:
+            for alert in payload.get("alerts", []):
+                labels = alert.get("labels", {})
+                self.events.append(
+                    AlertEvent(
+                        alert["status"],
+                        labels.get("alertname", ""),
+                        labels,
+                        alert.get("annotations", {}),
+                        now,
+                    )
+                )
+            self._changed.notify_all()
+        return 200, b"{}", "application/json"
+
+    def wait(self, alertname: str, status: str, *, since: float, timeout: float) -> AlertEvent:
+        """The first ``status`` notification of ``alertname`` received after ``since``."""
+
+        def match() -> AlertEvent | None:
+            for event in self.events:
+                if (
+                    event.alertname == alertname
+                    and event.status == status
+                    and event.received_at >= since
+                ):
+                    return event
+            return None
+
+        with self._changed:
+            if not self._changed.wait_for(lambda: match() is not None, timeout=timeout):
+                seen = sorted(
+                    {(e.alertname, e.status) for e in self.events if e.received_at >= since}
+                )
+                raise TimeoutError(
+                    f"no {status} notification for {alertname} within {timeout:.0f}s; saw {seen}"
+                )
+            event = match()
+            assert event is not None
+            return event

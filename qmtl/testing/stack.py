@@ -22,7 +22,14 @@ import yaml
 from qmtl.testing.components import Service, start_service
 from qmtl.testing.processes import free_port
 
-__all__ = ["SERVICES", "LocalStack"]
+__all__ = [
+    "SERVICES",
+    "LocalStack",
+    "Monitoring",
+    "scrape_targets",
+    "start_demo",
+    "start_monitoring",
+]
 
 SERVICES = ("dagmanager", "worldservice", "gateway")
 
@@ -43,6 +50,8 @@ class LocalStack:
     overrides: dict[str, Any] = field(default_factory=dict)
     kafka: str | None = None
     postgres_dsn: str | None = None
+    #: With ``kafka``: also run the ControlBus on Kafka (else it stays on the HTTP log).
+    kafka_controlbus: bool = True
     env: dict[str, str] = field(default_factory=dict)
     services: dict[str, Service] = field(default_factory=dict)
     config: dict[str, Any] = field(default_factory=dict)
@@ -63,11 +72,12 @@ class LocalStack:
         }  # fmt: skip
         if self.kafka:
             base["dagmanager"].update(queue_backend="kafka", kafka_brokers=self.kafka)
-            base["controlbus"] = {
-                "backend": "kafka",
-                "brokers": self.kafka,
-                "topic": f"qmtl.controlbus.{uuid.uuid4().hex[:6]}",
-            }
+            if self.kafka_controlbus:
+                base["controlbus"] = {
+                    "backend": "kafka",
+                    "brokers": self.kafka,
+                    "topic": f"qmtl.controlbus.{uuid.uuid4().hex[:6]}",
+                }
         if self.postgres_dsn:
             base["dagmanager"]["graph_store"] = self._database("graph")
             base["gateway"]["submission_log"] = self._database("gateway")
@@ -130,3 +140,96 @@ class LocalStack:
 
     def __exit__(self, *exc: object) -> None:
         self.stop()
+
+
+@dataclass
+class Monitoring:
+    """Prometheus + Alertmanager watching a :class:`LocalStack`, rules rendered from the mixin."""
+
+    prometheus: Any
+    alertmanager: Any
+    rules_dir: Path
+
+    def stop(self) -> None:
+        self.prometheus.stop()
+        self.alertmanager.stop()
+
+
+def scrape_targets(stack: LocalStack) -> dict[str, str]:
+    return {
+        "qmtl-dagmanager": stack.url("dagmanager"),
+        "qmtl-gateway": stack.url("gateway"),
+        "qmtl-worldservice": stack.url("worldservice"),
+        "qmtl-sdk": stack.url("sdk"),
+    }
+
+
+def start_monitoring(
+    stack: LocalStack,
+    *,
+    rule_overrides: dict[str, Any] | None = None,
+    scrape_interval: str = "5s",
+    webhook_url: str | None = None,
+) -> Monitoring:
+    """Render rules (with ``rule_overrides`` of the Jsonnet config), start AM and Prometheus."""
+    from qmtl.monitoring.render import dump_yaml, render
+    from qmtl.testing.components import start_alertmanager, start_prometheus
+
+    rendered = render(rule_overrides or {})
+    rules_dir = stack.workdir / "rules"
+    rules_dir.mkdir(exist_ok=True)
+    (rules_dir / "alert_rules.yml").write_text(dump_yaml(rendered.alerts))
+    (rules_dir / "recording_rules.yml").write_text(dump_yaml(rendered.rules))
+    receiver: dict[str, Any] = {"name": "default"}
+    if webhook_url:
+        receiver["webhook_configs"] = [{"url": webhook_url, "send_resolved": True}]
+    am_config = {
+        "route": {"receiver": "default", "group_by": ["..."], "group_wait": "1s", "group_interval": "1s",
+                  "repeat_interval": "1h"},
+        "receivers": [receiver],
+    }  # fmt: skip
+    alertmanager = start_alertmanager(stack.workdir / "alertmanager", yaml.safe_dump(am_config))
+    prom_config = {
+        "global": {"scrape_interval": scrape_interval, "evaluation_interval": scrape_interval},
+        "rule_files": [str(rules_dir / "alert_rules.yml"), str(rules_dir / "recording_rules.yml")],
+        "alerting": {
+            "alertmanagers": [
+                {"static_configs": [{"targets": [alertmanager.url.removeprefix("http://")]}]}
+            ]
+        },
+        "scrape_configs": [
+            {"job_name": job, "static_configs": [{"targets": [url.removeprefix("http://")]}]}
+            for job, url in scrape_targets(stack).items()
+        ],
+    }
+    try:
+        prometheus = start_prometheus(
+            stack.workdir / "prometheus",
+            yaml.safe_dump(prom_config),
+            extra_args=["--rules.alert.resend-delay=1s"],
+        )
+    except Exception:
+        alertmanager.stop()
+        raise
+    return Monitoring(prometheus, alertmanager, rules_dir)
+
+
+def start_demo(stack: LocalStack, *, rate: float = 5.0, canary_seconds: float = 20.0,
+               allocation_seconds: float = 60.0) -> Service:  # fmt: skip
+    """The demo workload (`qmtl.examples.demo_runner`) against ``stack``; ready when /health answers."""
+    import sys
+
+    from qmtl.testing.processes import ManagedProcess, http_ok
+
+    process = ManagedProcess(
+        "qmtl-sdk-demo",
+        [sys.executable, "-m", "qmtl.examples.demo_runner", "--config", str(stack.config_path), "--rate", str(rate),
+         "--canary-seconds", str(canary_seconds), "--allocation-seconds", str(allocation_seconds)],
+        log_path=stack.workdir / "demo.log",
+        env=stack.env,
+        cwd=stack.workdir,
+    )  # fmt: skip
+    process.wait_ready(lambda: http_ok(f"{stack.url('sdk')}/health"), timeout=60)
+    service = Service(process=process, url=stack.url("sdk"))
+    stack.services["sdk"] = service
+    return service

@@ -87,6 +87,8 @@ class EventRecorder:
         self.rows_written = 0
         self.rows_failed = 0
         self.last_error: str | None = None
+        # Export the series at 0 from the start, so increase() sees the first real error.
+        metrics.event_recorder_errors_total.labels(self.name)
         self._thread = threading.Thread(
             target=self._run, name=f"qmtl-recorder-{self.name}", daemon=True
         )

@@ -49,6 +49,7 @@ class DagManagerService:
     ) -> None:
         self.config = config
         self.started_at = time.time()
+        metrics.diff_duration_window.window_seconds = config.p95_window_seconds
         self.store = store or open_graph_store(config.graph_store)
         self.queues = queues or open_queue_backend(
             config.queue_backend, config.kafka_brokers, timeout=config.kafka_timeout_seconds

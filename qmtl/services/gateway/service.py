@@ -56,6 +56,7 @@ class GatewayService:
         self.config = config
         self.gw = config.gateway
         self.started_at = time.time()
+        metrics.latency_window.window_seconds = self.gw.p95_window_seconds
         self.log = SubmissionLog(self.gw.submission_log)
         self.breaker = AsyncCircuitBreaker(
             BREAKER_THRESHOLD,

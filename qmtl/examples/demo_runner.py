@@ -1,0 +1,275 @@
+"""The demo workload of ``qmtl up``: strategies live against a local stack.
+
+    python -m qmtl.examples.demo_runner --config STATE/qmtl.yml [--rate 5]
+
+* creates the world ``demo`` and submits the two moving-average strategies through the
+  Gateway (traces and retries included), then runs them on generated prices;
+* submits a small canary DAG every ``--canary-seconds`` so the DAG Manager always sees
+  diff traffic (the DiffThroughputLow alert watches that);
+* refreshes the world's allocation snapshots and runs one apply at start;
+* serves ``/metrics`` and the SDK admin actions on ``sdk.admin_port``, including the
+  drill faults used by ``qmtl ops fault sdk ...`` and the end-to-end alert suite:
+  ``node_delay_ms``, ``node_fail``, ``cross_context``, ``cache_ballast_mb``,
+  ``allocations_paused``, ``canary_paused``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import random
+import signal
+import threading
+import time
+from typing import Any
+
+import httpx
+
+from qmtl.cli import resolve_config
+from qmtl.examples.questdb_parallel_example import MovingAverageCross
+from qmtl.foundation.common.tracing import setup_tracing, shutdown_tracing
+from qmtl.runtime.io import SQLiteRecorder
+from qmtl.runtime.sdk import (
+    BackfillEngine,
+    ComputeContext,
+    Executor,
+    NodeCache,
+    ProcessingNode,
+    Runner,
+    Strategy,
+    StreamInput,
+)
+from qmtl.runtime.sdk.admin import start_admin_server
+from qmtl.runtime.sdk.gateway import SubmissionError, submit
+from qmtl.testing.dags import chain_dag
+
+__all__ = ["DemoRunner", "main"]
+
+log = logging.getLogger("qmtl.demo")
+WORLD = "demo"
+
+
+class DemoFaults:
+    """Drill switches; each one makes a real code path misbehave."""
+
+    def __init__(self) -> None:
+        self.node_delay_ms = 0.0
+        self.node_fail = False
+        self.cross_context = False
+        self.cache_ballast_mb = 0.0
+        self.allocations_paused = False
+        self.canary_paused = False
+
+    def update(self, changes: dict[str, Any]) -> dict[str, Any]:
+        for name, value in changes.items():
+            current = getattr(self, name, None)
+            if name.startswith("_") or current is None:
+                raise ValueError(f"unknown fault {name!r}; known: {sorted(vars(self))}")
+            if isinstance(current, bool) != isinstance(value, bool) or not isinstance(
+                value, bool | int | float
+            ):
+                raise ValueError(f"fault {name} takes a {type(current).__name__}, got {value!r}")
+        for name, value in changes.items():
+            setattr(self, name, type(getattr(self, name))(value))
+        return vars(self).copy()
+
+
+class Drill(Strategy):
+    """A node whose speed and failures the drills control (NodeSlowProcessing, NodeFailures)."""
+
+    def __init__(self, faults: DemoFaults) -> None:
+        super().__init__()
+        self.faults = faults
+
+    def setup(self) -> None:
+        price = StreamInput(tags=["drill"], interval=60, period=5, name="drill_price")
+        self.add_nodes(
+            price, ProcessingNode(input=price, compute_fn=self.compute, name="drill_node", period=5)
+        )
+
+    def compute(self, view):  # type: ignore[no-untyped-def]
+        if self.faults.node_delay_ms:
+            time.sleep(self.faults.node_delay_ms / 1000)
+        if self.faults.node_fail:
+            raise RuntimeError("drill: injected compute failure")
+        return view.values()[-1]
+
+
+class DemoRunner:
+    def __init__(
+        self, config: Any, rate: float, canary_seconds: float, allocation_seconds: float
+    ) -> None:
+        self.config = config
+        self.rate = rate
+        self.canary_seconds = canary_seconds
+        self.allocation_seconds = allocation_seconds
+        self.gateway = f"http://{config.gateway.host}:{config.gateway.port}"
+        self.worldservice = f"http://{config.worldservice.host}:{config.worldservice.port}"
+        self.faults = DemoFaults()
+        self.stop = threading.Event()
+        self.ballast: NodeCache | None = None
+        # The demo runs in the state directory: its payloads land in events.db there.
+        self.recorder = SQLiteRecorder("events.db")
+        self.strategies: list[Strategy] = [
+            MovingAverageCross("btc", 5, 20, self.recorder),
+            MovingAverageCross("eth", 10, 40, self.recorder),
+            Drill(self.faults),
+        ]
+        self.executors: list[tuple[Executor, StreamInput]] = []
+        self.backfill = BackfillEngine(max_retries=2, backoff_seconds=0.2)
+        self.submitted = 0
+        self.canaries = 0
+
+    # -- admin actions -----------------------------------------------------------------------
+    def fault_action(self, body: dict[str, Any]) -> tuple[int, dict[str, Any]]:
+        try:
+            state = self.faults.update(body)
+        except ValueError as exc:
+            return 400, {"error": "unknown_fault", "message": str(exc)}
+        self._apply_ballast()
+        if self.faults.cross_context:
+            self._cross_context_hit()
+        return 200, state
+
+    def clear_action(self, _body: dict[str, Any]) -> tuple[int, dict[str, Any]]:
+        return self.fault_action({k: type(v)() for k, v in vars(DemoFaults()).items()})
+
+    def _apply_ballast(self) -> None:
+        """Real bytes in a real node cache, reported by nodecache_resident_bytes."""
+        if self.ballast is not None:
+            self.ballast.close()
+            self.ballast = None
+        megabytes = self.faults.cache_ballast_mb
+        if megabytes > 0:
+            self.ballast = NodeCache("drill_ballast", period=max(1, int(megabytes)))
+            for i in range(max(1, int(megabytes))):
+                self.ballast.append("drill", 60, float(i), bytes(1024 * 1024))
+
+    def _cross_context_hit(self) -> None:
+        """Reuse a live cache from a backtest context: the hit the runbook is about."""
+        executor, _ = self.executors[0]
+        executor.set_context(ComputeContext(world_id="backtest-world", execution_domain="backtest"))
+        executor.set_context(ComputeContext(world_id=WORLD, execution_domain="live"))
+        self.faults.cross_context = False
+
+    # -- workload ------------------------------------------------------------------------------
+    def prepare(self) -> None:
+        httpx.post(f"{self.worldservice}/worlds", json={"world_id": WORLD}, timeout=10)
+        for strategy in self.strategies:
+            instance = Runner.build(strategy)
+            try:
+                result = submit(instance, self.gateway, world_id=WORLD, execution_domain="live")
+                self.submitted += 1
+                log.info("submitted %s: %d queues", instance.name, len(result["queue_map"]))
+            except SubmissionError as exc:
+                log.error("submitting %s failed: %s", instance.name, exc)
+            executor = Executor(
+                instance.ordered_nodes(), ComputeContext(world_id=WORLD, execution_domain="live")
+            )
+            stream: StreamInput = instance.nodes[0]  # type: ignore[assignment]
+            self.warm_up(executor, stream)
+            self.executors.append((executor, stream))
+        self.refresh_allocations()
+        applied = httpx.post(
+            f"{self.worldservice}/worlds/{WORLD}/apply",
+            json={"activate": [s.name for s in self.strategies]},
+            timeout=30,
+        )
+        log.info("apply run requested: %s", applied.json())
+
+    def warm_up(self, executor: Executor, stream: StreamInput) -> None:
+        """Backfill the last hour of prices before going live (the first fetch of eth fails once)."""
+        flaky = {"eth_price": 1}
+
+        def history(start: float, end: float) -> list[tuple[float, dict[str, float]]]:
+            if flaky.get(stream.name, 0) > 0:
+                flaky[stream.name] -= 1
+                raise ConnectionError("history archive timed out")
+            return [
+                (float(t), {"price": 100.0, "volume": 1.0}) for t in range(int(start), int(end), 60)
+            ]
+
+        now = time.time()
+        for ts, payload in self.backfill.run(stream, now - 3600, now, history):
+            executor.feed(stream, ts, payload)
+
+    def refresh_allocations(self) -> None:
+        weights = {s.name: round(1 / len(self.strategies), 4) for s in self.strategies}
+        httpx.put(
+            f"{self.worldservice}/worlds/{WORLD}/allocations",
+            json={"allocations": weights},
+            timeout=10,
+        )
+
+    def canary(self) -> None:
+        self.canaries += 1
+        dag = chain_dag(3, salt=f"canary-{time.time_ns()}")
+        body = {"strategy_id": "canary", "dag": json.loads(dag), "world_id": "canary"}
+        try:
+            httpx.post(f"{self.gateway}/strategies", json=body, timeout=30)
+        except httpx.HTTPError as exc:
+            log.warning("canary submission failed: %s", exc)
+
+    def run(self) -> None:
+        prices = {id(e): 100.0 for e, _ in self.executors}
+        next_canary = next_allocation = time.monotonic()
+        tick = 0
+        while not self.stop.is_set():
+            started = time.monotonic()
+            tick += 1
+            for executor, stream in self.executors:
+                prices[id(executor)] *= 1 + random.gauss(0, 0.002)
+                executor.feed(
+                    stream, time.time(), {"price": round(prices[id(executor)], 4), "volume": 1.0}
+                )
+            now = time.monotonic()
+            if now >= next_canary:
+                next_canary = now + self.canary_seconds
+                if not self.faults.canary_paused:
+                    threading.Thread(target=self.canary, daemon=True).start()
+            if now >= next_allocation:
+                next_allocation = now + self.allocation_seconds
+                if not self.faults.allocations_paused:
+                    try:
+                        self.refresh_allocations()
+                    except httpx.HTTPError as exc:
+                        log.warning("allocation refresh failed: %s", exc)
+            self.stop.wait(max(0.0, 1 / self.rate - (time.monotonic() - started)))
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(
+        prog="python -m qmtl.examples.demo_runner", description=__doc__.splitlines()[0]
+    )
+    parser.add_argument("--config", help="qmtl.yml of the stack")
+    parser.add_argument(
+        "--rate", type=float, default=5.0, help="price ticks per second per strategy"
+    )
+    parser.add_argument("--canary-seconds", type=float, default=20.0)
+    parser.add_argument("--allocation-seconds", type=float, default=60.0)
+    args = parser.parse_args(argv)
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s %(message)s")
+    config = resolve_config(args.config)
+    setup_tracing("sdk", config)
+    runner = DemoRunner(config, args.rate, args.canary_seconds, args.allocation_seconds)
+    admin = start_admin_server(
+        config.sdk.admin_port,
+        actions={"/admin/faults": runner.fault_action, "/admin/faults/clear": runner.clear_action},
+    )
+    log.info("demo runner: metrics and admin on %s", admin.url)
+    signal.signal(signal.SIGTERM, lambda *_: runner.stop.set())
+    try:
+        runner.prepare()
+        runner.run()
+    except KeyboardInterrupt:
+        pass
+    finally:
+        runner.recorder.close(timeout=5)
+        admin.stop()
+        shutdown_tracing()
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
