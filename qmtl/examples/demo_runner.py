@@ -16,7 +16,7 @@
 from __future__ import annotations
 
 import argparse
-import json
+import asyncio
 import logging
 import random
 import signal
@@ -42,12 +42,14 @@ from qmtl.runtime.sdk import (
 )
 from qmtl.runtime.sdk.admin import start_admin_server
 from qmtl.runtime.sdk.gateway import SubmissionError, submit
+from qmtl.services.dagmanager.client import DagManagerClient
 from qmtl.testing.dags import chain_dag
 
 __all__ = ["DemoRunner", "main"]
 
 log = logging.getLogger("qmtl.demo")
 WORLD = "demo"
+CANARY_DAG = chain_dag(3, salt="canary")
 
 
 class DemoFaults:
@@ -203,13 +205,27 @@ class DemoRunner:
         )
 
     def canary(self) -> None:
+        """Synthetic probe: re-diff one fixed DAG against the DAG Manager.
+
+        A warm diff creates no queues (a new DAG per probe would orphan the previous
+        version's queues and make OrphanQueuesGrowing fire on a healthy stack) but is
+        counted in diff_requests_total, which DiffThroughputLow watches.
+        """
         self.canaries += 1
-        dag = chain_dag(3, salt=f"canary-{time.time_ns()}")
-        body = {"strategy_id": "canary", "dag": json.loads(dag), "world_id": "canary"}
+
+        async def probe() -> None:
+            client = DagManagerClient(
+                f"{self.config.dagmanager.host}:{self.config.dagmanager.grpc_port}", timeout=30
+            )
+            try:
+                await client.diff("canary", CANARY_DAG, world_id="canary")
+            finally:
+                await client.close()
+
         try:
-            httpx.post(f"{self.gateway}/strategies", json=body, timeout=30)
-        except httpx.HTTPError as exc:
-            log.warning("canary submission failed: %s", exc)
+            asyncio.run(probe())
+        except Exception as exc:
+            log.warning("canary diff failed: %s", exc)
 
     def run(self) -> None:
         prices = {id(e): 100.0 for e, _ in self.executors}
