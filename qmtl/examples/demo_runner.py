@@ -52,6 +52,13 @@ WORLD = "demo"
 CANARY_DAG = chain_dag(3, salt="canary")
 
 
+def strategy_id(strategy: Strategy) -> str:
+    """One id per strategy instance: two instances of one class are different strategies
+    (sharing an id would make the second a new *version* of the first and orphan its queues)."""
+    asset = getattr(strategy, "asset", None)
+    return f"{strategy.name}-{asset}" if asset else strategy.name
+
+
 class DemoFaults:
     """Drill switches; each one makes a real code path misbehave."""
 
@@ -161,7 +168,13 @@ class DemoRunner:
         for strategy in self.strategies:
             instance = Runner.build(strategy)
             try:
-                result = submit(instance, self.gateway, world_id=WORLD, execution_domain="live")
+                result = submit(
+                    instance,
+                    self.gateway,
+                    world_id=WORLD,
+                    execution_domain="live",
+                    strategy_id=strategy_id(instance),
+                )
                 self.submitted += 1
                 log.info("submitted %s: %d queues", instance.name, len(result["queue_map"]))
             except SubmissionError as exc:
@@ -175,7 +188,7 @@ class DemoRunner:
         self.refresh_allocations()
         applied = httpx.post(
             f"{self.worldservice}/worlds/{WORLD}/apply",
-            json={"activate": [s.name for s in self.strategies]},
+            json={"activate": [strategy_id(s) for s in self.strategies]},
             timeout=30,
         )
         log.info("apply run requested: %s", applied.json())
@@ -197,7 +210,7 @@ class DemoRunner:
             executor.feed(stream, ts, payload)
 
     def refresh_allocations(self) -> None:
-        weights = {s.name: round(1 / len(self.strategies), 4) for s in self.strategies}
+        weights = {strategy_id(s): round(1 / len(self.strategies), 4) for s in self.strategies}
         httpx.put(
             f"{self.worldservice}/worlds/{WORLD}/allocations",
             json={"allocations": weights},

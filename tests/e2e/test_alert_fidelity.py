@@ -10,7 +10,6 @@ measured time to fire and to resolve of each alert is written to
 
 from __future__ import annotations
 
-import contextlib
 import json
 import re
 import subprocess
@@ -30,6 +29,7 @@ from qmtl import testing
 from qmtl.monitoring.render import REPO_ROOT, alert_names, render
 from qmtl.services.dagmanager.client import DagManagerClient
 from qmtl.testing.dags import chain_dag
+from qmtl.testing.kafka import catch_up, lag_behind
 from qmtl.testing.receivers import AlertWebhook
 from qmtl.testing.stack import LocalStack, Monitoring, start_demo, start_monitoring
 
@@ -174,8 +174,10 @@ class Case:
 def new_diffs(e: E2E, count: int = 4) -> None:
     """Diffs of new DAGs straight to the DAG Manager (need queue creation); failures expected."""
     for _ in range(count):
-        with contextlib.suppress(Exception):  # the fault under test makes them fail
+        try:
             _drill_dag(e, f"drill-{uuid.uuid4().hex[:6]}", 2)
+        except Exception as exc:  # the fault under test makes them fail
+            print(f"drill diff failed as expected: {type(exc).__name__}: {str(exc)[:160]}")
 
 
 def new_submissions(e: E2E, count: int = 4) -> list[int]:
@@ -213,26 +215,9 @@ def orphan_fire(e: E2E) -> None:
 
 
 def lag_fire(e: E2E) -> None:
-    from confluent_kafka import Consumer, Producer
-
     dag = _drill_dag(e, "lag-drill", 1)
     topic = e.notes["lag_topic"] = _queue_of(e, dag)
-    producer = Producer({"bootstrap.servers": e.kafka.bootstrap})
-    for i in range(4):  # one record per batch (tansu's high watermark)
-        producer.produce(topic, f"tick{i}".encode())
-        producer.flush(10)
-    consumer = Consumer({"bootstrap.servers": e.kafka.bootstrap, "group.id": LAG_GROUP, "auto.offset.reset": "earliest",
-                         "enable.auto.commit": False, "session.timeout.ms": 6000})  # fmt: skip
-    consumer.subscribe([topic])
-    message = None
-    deadline = time.monotonic() + 30
-    while message is None and time.monotonic() < deadline:
-        candidate = consumer.poll(0.5)
-        if candidate is not None and candidate.error() is None:
-            message = candidate
-    assert message is not None
-    consumer.commit(message=message, asynchronous=False)
-    consumer.close()
+    lag_behind(e.kafka.bootstrap, topic, LAG_GROUP)
 
 
 def _queue_of(e: E2E, dag: str) -> str:
@@ -244,14 +229,7 @@ def _queue_of(e: E2E, dag: str) -> str:
 
 
 def lag_clear(e: E2E) -> None:
-    from confluent_kafka import Consumer, TopicPartition
-
-    topic = e.notes["lag_topic"]
-    consumer = Consumer({"bootstrap.servers": e.kafka.bootstrap, "group.id": LAG_GROUP, "enable.auto.commit": False,
-                         "session.timeout.ms": 6000})  # fmt: skip
-    _low, high = consumer.get_watermark_offsets(TopicPartition(topic, 0), timeout=10)
-    consumer.commit(offsets=[TopicPartition(topic, 0, high)], asynchronous=False)
-    consumer.close()
+    catch_up(e.kafka.bootstrap, e.notes["lag_topic"], LAG_GROUP)
 
 
 def broker_down(e: E2E) -> None:
@@ -282,6 +260,36 @@ def apply_run(e: E2E, expect_ok: bool = True) -> None:
     assert (response.status_code == 200) == expect_ok, response.text
 
 
+def queue_create_fire(e: E2E) -> None:
+    e.fault("dagmanager", queue_create_fail=True)
+    new_diffs(e)
+
+
+def graph_store_down(e: E2E) -> None:
+    e.postgres.pause()
+    new_diffs(e)
+
+
+def slow_submissions(e: E2E) -> None:
+    e.fault("gateway", submission_delay_ms=200)
+    assert set(new_submissions(e, 5)) == {200}
+
+
+def lost_submission(e: E2E) -> None:
+    e.fault("gateway", log_write_fail=True)
+    assert new_submissions(e, 1) == [503]
+
+
+def slow_acks(e: E2E) -> None:
+    e.fault("gateway", ack_delay_ms=5500)
+    apply_run(e)
+
+
+def fast_acks(e: E2E) -> None:
+    e.clear("gateway")
+    apply_run(e)
+
+
 def apply_fails(e: E2E) -> None:
     e.fault("worldservice", fail_stage="switch")
     apply_run(e, expect_ok=False)
@@ -310,7 +318,7 @@ CASES: dict[str, Case] = {
                                 lambda e: e.clear("dagmanager"), {"job": "qmtl-dagmanager"}),
     "DiffThroughputLow": Case("sdk canary_paused=true (no diff traffic)", lambda e: e.fault("sdk", canary_paused=True),
                               lambda e: e.clear("sdk"), {"job": "qmtl-dagmanager"}),
-    "QueueCreateErrors": Case("dagmanager queue_create_fail=true", lambda e: None,
+    "QueueCreateErrors": Case("dagmanager queue_create_fail=true + new DAGs", queue_create_fire,
                               lambda e: e.clear("dagmanager"), {"job": "qmtl-dagmanager"}),
     "SentinelGap": Case("dagmanager sentinel_skip=true + one diff", sentinel_fire, sentinel_clear,
                         {"job": "qmtl-dagmanager"}),
@@ -320,19 +328,18 @@ CASES: dict[str, Case] = {
     "GCSchedulerStall": Case("dagmanager gc_stall=true", lambda e: e.fault("dagmanager", gc_stall=True),
                              lambda e: e.clear("dagmanager"), {"job": "qmtl-dagmanager"}),
     "KafkaAdminBreakerOpen": Case("Kafka broker stopped", broker_down, broker_up, {"job": "qmtl-dagmanager"}),
-    "GraphStoreBreakerOpen": Case("PostgreSQL graph store stopped", lambda e: None,
+    "GraphStoreBreakerOpen": Case("PostgreSQL graph store stopped + new DAGs", graph_store_down,
                                   lambda e: e.postgres.resume(), {"job": "qmtl-dagmanager"}),
-    "GatewayLatencyHigh": Case("gateway submission_delay_ms=200",
-                               lambda e: None,
+    "GatewayLatencyHigh": Case("gateway submission_delay_ms=200 + submissions", slow_submissions,
                                lambda e: e.clear("gateway"), {"job": "qmtl-gateway"}),
-    "LostRequests": Case("gateway log_write_fail=true", lambda e: None,
+    "LostRequests": Case("gateway log_write_fail=true + a submission", lost_submission,
                          lambda e: e.clear("gateway"), {"job": "qmtl-gateway"}),
     "DagClientBreakerOpen": Case("DAG Manager process stopped", dagmanager_down, dagmanager_up, {"job": "qmtl-gateway"}),
     "QmtlServiceDown": Case("DAG Manager process stopped", dagmanager_down, dagmanager_up, {"job": "qmtl-dagmanager"}),
     "ControlBusApplyAckLatencyHigh": Case(
         "gateway ack_delay_ms=5500 + apply run",
-        lambda e: None,
-        lambda e: None,
+        slow_acks,
+        fast_acks,
         {"world_id": "demo", "phase": "freeze"},
     ),
     "NodeCacheMemoryHigh": Case("sdk cache_ballast_mb=60", lambda e: e.fault("sdk", cache_ballast_mb=60),

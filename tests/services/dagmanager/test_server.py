@@ -5,7 +5,6 @@ from __future__ import annotations
 import asyncio
 import json
 import math
-import time
 import uuid
 from pathlib import Path
 
@@ -17,6 +16,7 @@ from qmtl import testing
 from qmtl.foundation.dag import parse_dag
 from qmtl.services.dagmanager.client import DagManagerClient, DiffReply
 from qmtl.testing.dags import chain_dag
+from qmtl.testing.kafka import lag_behind
 from qmtl.testing.metrics import scrape
 
 from .conftest import fresh_postgres_db
@@ -132,7 +132,6 @@ def kafka_admin(bootstrap: str):  # type: ignore[no-untyped-def]
 
 
 def test_postgres_and_kafka_queues_gc_and_lag(start_dagmanager, postgres, tmp_path: Path) -> None:  # type: ignore[no-untyped-def]
-    from confluent_kafka import Consumer, Producer
     from confluent_kafka.admin import NewTopic
 
     broker = testing.start_kafka(tmp_path / "kafka")
@@ -161,24 +160,7 @@ def test_postgres_and_kafka_queues_gc_and_lag(start_dagmanager, postgres, tmp_pa
 
         # A consumer group that read one message and fell behind.
         topic = next(iter(reply.queue_map.values()))
-        producer = Producer({"bootstrap.servers": broker.bootstrap})
-        for i in range(4):  # one record per batch (tansu's high watermark quirk)
-            producer.produce(topic, f"m{i}".encode())
-            producer.flush(10)
-        consumer = Consumer({
-            "bootstrap.servers": broker.bootstrap, "group.id": group, "auto.offset.reset": "earliest",
-            "enable.auto.commit": False, "session.timeout.ms": 6000,
-        })  # fmt: skip
-        consumer.subscribe([topic])
-        message = None
-        deadline = time.monotonic() + 30
-        while message is None and time.monotonic() < deadline:
-            candidate = consumer.poll(0.5)
-            if candidate is not None and candidate.error() is None:
-                message = candidate
-        assert message is not None
-        consumer.commit(message=message, asynchronous=False)
-        consumer.close()
+        lag_behind(broker.bootstrap, topic, group)
 
         def lagging() -> bool:
             sample = scrape(f"{server.url}/metrics")
