@@ -15,6 +15,7 @@ from __future__ import annotations
 import gzip
 import threading
 import zlib
+from abc import ABC, abstractmethod
 from dataclasses import dataclass
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
@@ -45,7 +46,7 @@ class _Server(ThreadingHTTPServer):
     allow_reuse_address = True
 
 
-class _BaseReceiver:
+class _BaseReceiver(ABC):
     path = "/"
 
     def __init__(self) -> None:
@@ -81,8 +82,9 @@ class _BaseReceiver:
         self._lock = threading.Lock()
         self._changed = threading.Condition(self._lock)
 
+    @abstractmethod
     def handle(self, path: str, body: bytes, headers: dict[str, str]) -> tuple[int, bytes, str]:
-        raise NotImplementedError  # pragma: no cover - overridden by every receiver
+        """Answer one POST: (status, body, content type)."""
 
     def start(self) -> _BaseReceiver:
         self._thread.start()

@@ -21,6 +21,7 @@ import re
 import sqlite3
 import threading
 import time
+from abc import ABC, abstractmethod
 from collections import deque
 from collections.abc import Mapping
 from dataclasses import dataclass
@@ -61,7 +62,7 @@ class Row:
     payload: Any
 
 
-class EventRecorder:
+class EventRecorder(ABC):
     """Background batching writer; subclasses implement :meth:`_write`."""
 
     name = "memory"
@@ -149,8 +150,9 @@ class EventRecorder:
         self.rows_failed += rows
         metrics.observe_recorder_errors(self.name, rows)
 
-    def _write(self, rows: list[Row]) -> None:  # pragma: no cover - overridden
-        raise NotImplementedError
+    @abstractmethod
+    def _write(self, rows: list[Row]) -> None:
+        """Persist one batch or raise; the caller retries and counts failures."""
 
     # -- lifecycle -------------------------------------------------------------------------
     def flush(self, timeout: float = 30.0) -> bool:
@@ -174,7 +176,8 @@ class EventRecorder:
         self._close()
 
     def _close(self) -> None:
-        pass
+        """Optional hook: release the backend's connection."""
+        return None
 
     def __enter__(self) -> EventRecorder:
         return self

@@ -19,6 +19,7 @@ import logging
 import threading
 import time
 import uuid
+from abc import ABC, abstractmethod
 from collections import OrderedDict, deque
 from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
@@ -84,7 +85,7 @@ class Envelope:
         return cls(**known)
 
 
-class ControlBus:
+class ControlBus(ABC):
     """Publish envelopes; deliver each envelope id to subscribers at most once per process."""
 
     def __init__(self) -> None:
@@ -98,8 +99,9 @@ class ControlBus:
     def subscribe(self, handler: Handler) -> None:
         self._handlers.append(handler)
 
-    def publish(self, envelope: Envelope) -> None:  # pragma: no cover - overridden
-        raise NotImplementedError
+    @abstractmethod
+    def publish(self, envelope: Envelope) -> None:
+        """Hand ``envelope`` to the backend; raise ConnectionError when it cannot."""
 
     def _deliver(self, envelope: Envelope) -> None:
         with self._seen_lock:
@@ -116,10 +118,12 @@ class ControlBus:
                 log.exception("controlbus handler failed for %s %s", envelope.type, envelope.id)
 
     def start(self) -> None:
-        pass
+        """Optional hook: begin delivering to subscribers."""
+        return None
 
     def close(self) -> None:
-        pass
+        """Optional hook: stop delivering and release the backend."""
+        return None
 
 
 class InProcessBus(ControlBus):

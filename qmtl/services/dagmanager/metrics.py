@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import argparse
 import contextlib
+import sys
 
 from qmtl.foundation import metrics as m
 
@@ -104,7 +105,7 @@ def cli_main(args: argparse.Namespace) -> int:
     try:
         server = start_metrics_server(args.port, args.host)
     except m.MetricsServerError as exc:
-        print(f"qmtl: {exc}")
+        print(f"qmtl: {exc}", file=sys.stderr)
         return 1
     print(f"DAG Manager metrics on {server.url}", flush=True)
     stop = threading.Event()
