@@ -7,6 +7,7 @@
 from qmtl.runtime.sdk import metrics
 from qmtl.runtime.sdk.backfill import BackfillEngine, BackfillError
 from qmtl.runtime.sdk.cache import CacheView, ComputeContext, NodeCache
+from qmtl.runtime.sdk.live import LiveRunner
 from qmtl.runtime.sdk.node import Node, ProcessingNode, StreamInput
 from qmtl.runtime.sdk.runner import Executor, Runner, RunResult, Strategy
 
@@ -16,6 +17,7 @@ __all__ = [
     "CacheView",
     "ComputeContext",
     "Executor",
+    "LiveRunner",
     "Node",
     "NodeCache",
     "ProcessingNode",
