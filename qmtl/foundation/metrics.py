@@ -32,9 +32,11 @@ __all__ = [
     "MetricsServer",
     "MetricsServerError",
     "QuantileWindow",
+    "clear_series",
     "counter",
     "gauge",
     "histogram",
+    "nonzero_series",
     "normalize_label",
     "p95_gauge",
     "remove_series",
@@ -129,6 +131,24 @@ def remove_series(metric: Counter | Gauge | Histogram, *labelvalues: str) -> boo
     if present:
         metric.remove(*key)
     return present
+
+
+def nonzero_series(metric: Counter | Gauge) -> list[dict[str, Any]]:
+    """Label sets and values of the series of ``metric`` that are above zero."""
+    return [
+        {"labels": dict(s.labels), "value": s.value}
+        for family in metric.collect()
+        for s in family.samples
+        if not s.name.endswith(("_created", "_bucket", "_count", "_sum")) and s.value > 0
+    ]
+
+
+def clear_series(metric: Counter | Gauge | Histogram) -> int:
+    """Drop every labelled series of ``metric`` (an operator reset); returns how many there were."""
+    with metric._lock:
+        count = len(metric._metrics)
+    metric.clear()
+    return count
 
 
 def sample_value(

@@ -136,3 +136,17 @@ def test_metrics_server_port_in_use_is_clear() -> None:
             m.start_metrics_server(port=server.port)
     finally:
         server.stop()
+
+
+def test_nonzero_series_and_clear_series() -> None:
+    """Operator resets: list the series above zero, then drop them all."""
+    from prometheus_client import CollectorRegistry
+
+    registry = CollectorRegistry()
+    hits = m.counter("helpers_test_hits_total", "doc", ["node_id"], registry=registry)
+    hits.labels("a").inc(2)
+    hits.labels("b")  # exported at 0, not a hit
+    assert m.nonzero_series(hits) == [{"labels": {"node_id": "a"}, "value": 2.0}]
+    assert m.clear_series(hits) == 2
+    assert m.nonzero_series(hits) == []
+    assert registry.get_sample_value("helpers_test_hits_total", {"node_id": "a"}) is None

@@ -22,6 +22,7 @@ from typing import Any
 from prometheus_client import CONTENT_TYPE_LATEST, REGISTRY, generate_latest
 
 from qmtl.foundation.common.admin import is_loopback
+from qmtl.foundation.metrics import clear_series, nonzero_series
 from qmtl.runtime.sdk import metrics
 
 __all__ = ["AdminServer", "cross_context_hits", "purge_caches", "start_admin_server"]
@@ -30,12 +31,7 @@ Action = Callable[[dict[str, Any]], tuple[int, dict[str, Any]]]
 
 
 def cross_context_hits() -> list[dict[str, Any]]:
-    return [
-        {"labels": dict(s.labels), "value": s.value}
-        for family in metrics.cross_context_cache_hit_total.collect()
-        for s in family.samples
-        if s.name.endswith("_total") and s.value > 0
-    ]
+    return nonzero_series(metrics.cross_context_cache_hit_total)
 
 
 def purge_caches(node_id: str | None) -> dict[str, int]:
@@ -142,9 +138,7 @@ class AdminServer:
 
 
 def _reset() -> int:
-    count = len(cross_context_hits())
-    metrics.cross_context_cache_hit_total.clear()
-    return count
+    return clear_series(metrics.cross_context_cache_hit_total)
 
 
 def _purge(body: dict[str, Any]) -> tuple[int, dict[str, Any]]:

@@ -15,7 +15,7 @@ from typing import Any
 from qmtl import __version__
 from qmtl.foundation.common import AsyncCircuitBreaker
 from qmtl.foundation.config import DagManagerConfig
-from qmtl.foundation.metrics import remove_series
+from qmtl.foundation.metrics import clear_series, nonzero_series
 from qmtl.services.dagmanager import metrics
 from qmtl.services.dagmanager.diff import DiffEngine
 from qmtl.services.dagmanager.faults import Faults
@@ -111,24 +111,10 @@ class DagManagerService:
 
     def reset_cross_context(self) -> int:
         """Drop every cross-context series (runbook step 5); returns how many there were."""
-        samples = [
-            s for family in metrics.cross_context_cache_hit_total.collect() for s in family.samples
-            if s.name.endswith("_total")
-        ]  # fmt: skip
-        for sample in samples:
-            remove_series(
-                metrics.cross_context_cache_hit_total,
-                *(sample.labels[label] for label in metrics.CONTEXT_LABELS),
-            )
-        return len(samples)
+        return clear_series(metrics.cross_context_cache_hit_total)
 
     def cross_context_hits(self) -> list[dict[str, Any]]:
-        return [
-            {"labels": dict(s.labels), "value": s.value}
-            for family in metrics.cross_context_cache_hit_total.collect()
-            for s in family.samples
-            if s.name.endswith("_total") and s.value > 0
-        ]
+        return nonzero_series(metrics.cross_context_cache_hit_total)
 
     async def _loop(self, name: str, interval: float, step: Any) -> None:
         while True:
