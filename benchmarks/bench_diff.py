@@ -19,14 +19,14 @@ from pathlib import Path
 
 from _common import pct, save, table
 
-from qmtl import testing
+from qmtl import devstack
 from qmtl.foundation.config import DagManagerConfig
+from qmtl.foundation.dag import chain_dag
 from qmtl.services.dagmanager.client import DagManagerClient
 from qmtl.services.dagmanager.diff import DiffRequestData
 from qmtl.services.dagmanager.queues import InProcessQueues
 from qmtl.services.dagmanager.service import DagManagerService, tune_gc
 from qmtl.services.dagmanager.store import open_graph_store
-from qmtl.testing.dags import chain_dag
 
 TARGETS = {  # (kind, N) -> p95 target in ms, from the DAG Manager issue (SQLite, in-process)
     ("cold", 100): 5, ("cold", 1000): 50, ("cold", 10000): 600,
@@ -66,13 +66,13 @@ def run_inprocess(spec: str, sizes: list[int]) -> list[dict]:
 def run_grpc(sizes: list[int], workdir: Path) -> list[dict]:
     import yaml
 
-    http, grpc_port = testing.free_port(), testing.free_port()
+    http, grpc_port = devstack.free_port(), devstack.free_port()
     config = workdir / "qmtl.yml"
     config.write_text(yaml.safe_dump({"dagmanager": {
         "http_port": http, "grpc_port": grpc_port, "graph_store": f"sqlite:{workdir / 'grpc.db'}",
         "gc_interval_seconds": 3600,
     }}))  # fmt: skip
-    server = testing.start_service(
+    server = devstack.start_service(
         "dagmanager", config, health_url=f"http://127.0.0.1:{http}/health", workdir=workdir
     )
 
@@ -113,7 +113,7 @@ def main() -> None:
         work = Path(tmp)
         results["sqlite in-process"] = run_inprocess(f"sqlite:{work / 'bench.db'}", sizes)
         if not args.no_postgres:
-            pg = testing.start_postgres()
+            pg = devstack.start_postgres()
             try:
                 results["postgresql in-process"] = run_inprocess(pg.dsn, sizes)
             finally:

@@ -21,8 +21,8 @@ from pathlib import Path
 
 from _common import pct, save, table
 
-from qmtl.testing.dags import chain_dag
-from qmtl.testing.stack import LocalStack
+from qmtl.devstack.stack import LocalStack
+from qmtl.foundation.dag import chain_dag
 
 TARGETS = {8: 20.0, 32: 80.0}
 

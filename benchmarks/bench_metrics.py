@@ -21,7 +21,7 @@ import prometheus_client
 from _common import save, table
 from prometheus_client import CollectorRegistry, Counter, generate_latest
 
-from qmtl import testing
+from qmtl import devstack
 from qmtl.foundation import metrics as qm
 
 
@@ -60,7 +60,7 @@ scrape_configs:
     static_configs: [{{targets: ['127.0.0.1:{exporter.port}']}}]
 """
     with tempfile.TemporaryDirectory() as tmp:
-        prom = testing.start_prometheus(Path(tmp), config)
+        prom = devstack.start_prometheus(Path(tmp), config)
         try:
 
             def samples() -> list[float] | None:
@@ -73,7 +73,7 @@ scrape_configs:
                 values = [float(v[1]) for v in result[0]["values"]] if result else []
                 return values if len(values) >= 8 else None  # fmt: skip
 
-            values = testing.wait_for(samples, timeout=60, what="8 scrapes")
+            values = devstack.wait_for(samples, timeout=60, what="8 scrapes")
         finally:
             prom.stop()
             exporter.stop()

@@ -106,7 +106,7 @@ def build_parser() -> argparse.ArgumentParser:
     up.add_argument("--no-prometheus", action="store_true", help="run without Prometheus")
     up.add_argument("--with", dest="with_", default="", help="kafka,postgres: real backends")
     up.add_argument("--duration", type=float, default=None, help="stop after N seconds")
-    up.set_defaults(handler=_entry("qmtl.stack", "main", "qmtl up"))
+    up.set_defaults(handler=_entry("qmtl.devstack.up", "main", "qmtl up"))
 
     ops = commands.add_parser("ops", help="operator tools (runbooks, faults)")
     _add_config(ops)

@@ -1,7 +1,7 @@
 """Fixtures that start real components; the only place tests get them from.
 
 Each fixture starts its component on 127.0.0.1 and a free port through
-:mod:`qmtl.testing` and stops exactly that PID afterwards.
+:mod:`qmtl.devstack` and stops exactly that PID afterwards.
 """
 
 from __future__ import annotations
@@ -11,19 +11,19 @@ from pathlib import Path
 
 import pytest
 
-from qmtl import testing
+from qmtl import devstack
 
 
 @pytest.fixture(scope="session")
-def kafka(tmp_path_factory: pytest.TempPathFactory) -> Iterator[testing.Kafka]:
-    broker = testing.start_kafka(tmp_path_factory.mktemp("kafka"))
+def kafka(tmp_path_factory: pytest.TempPathFactory) -> Iterator[devstack.Kafka]:
+    broker = devstack.start_kafka(tmp_path_factory.mktemp("kafka"))
     yield broker
     broker.stop()
 
 
 @pytest.fixture(scope="session")
-def postgres() -> Iterator[testing.Postgres]:
-    server = testing.start_postgres()
+def postgres() -> Iterator[devstack.Postgres]:
+    server = devstack.start_postgres()
     yield server
     server.stop()
 
@@ -45,12 +45,12 @@ def write_config(workdir: Path, sections: dict) -> Path:
 @pytest.fixture
 def start_dagmanager(tmp_path: Path):  # type: ignore[no-untyped-def]
     """Factory: run `qmtl service dagmanager server` with config overrides; stopped after the test."""
-    started: list[testing.Service] = []
+    started: list[devstack.Service] = []
 
-    def start(**overrides: object) -> tuple[testing.Service, str]:
+    def start(**overrides: object) -> tuple[devstack.Service, str]:
         workdir = tmp_path / f"dagmanager{len(started)}"
         workdir.mkdir()
-        http_port, grpc_port = testing.free_port(), testing.free_port()
+        http_port, grpc_port = devstack.free_port(), devstack.free_port()
         section = {
             "http_port": http_port,
             "grpc_port": grpc_port,
@@ -59,7 +59,7 @@ def start_dagmanager(tmp_path: Path):  # type: ignore[no-untyped-def]
             **overrides,
         }
         config = write_config(workdir, {"dagmanager": section})
-        service = testing.start_service(
+        service = devstack.start_service(
             "dagmanager", config, health_url=f"http://127.0.0.1:{http_port}/health", workdir=workdir
         )
         started.append(service)

@@ -70,8 +70,32 @@ def test_up_rejects_unknown_backends(capsys: pytest.CaptureFixture[str]) -> None
     assert "--with accepts kafka,postgres" in capsys.readouterr().err
 
 
-def test_up_refuses_a_foreign_state_dir(tmp_path: Path) -> None:
+def test_up_refuses_a_foreign_state_dir(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    """A directory that is not ours is a usage error (exit 2), one line, nothing deleted."""
     (tmp_path / "precious.txt").write_text("not ours")
-    with pytest.raises(SystemExit, match="not a qmtl state directory"):
-        main(["up", "--state-dir", str(tmp_path), "--no-prometheus"])
+    assert main(["up", "--state-dir", str(tmp_path), "--no-prometheus"]) == 2
+    err = capsys.readouterr().err
+    assert "not a qmtl state directory; choose another --state-dir" in err
+    assert "Traceback" not in err and len(err.strip().splitlines()) == 1
     assert (tmp_path / "precious.txt").exists()
+
+
+def test_up_refuses_a_state_dir_whose_processes_still_run(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """A second `qmtl up` on a live state dir names the survivors and deletes nothing."""
+    state = tmp_path / "state"
+    state.mkdir()
+    (state / ".qmtl-stack").write_text("")
+    (state / "dagmanager.db").write_text("held by a running process")
+    sleeper = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(60)"])
+    try:
+        (state / "pids.json").write_text(f'{{"dagmanager": {sleeper.pid}, "gateway": 999999}}')
+        assert main(["up", "--state-dir", str(state), "--no-prometheus"]) == 1
+        err = capsys.readouterr().err
+        assert f"in use by a running stack: dagmanager (pid {sleeper.pid})" in err
+        assert "gateway" not in err, "dead PIDs are not named"
+        assert (state / "dagmanager.db").exists()
+    finally:
+        sleeper.kill()
+        sleeper.wait()

@@ -29,6 +29,7 @@ import httpx
 from qmtl.cli import resolve_config
 from qmtl.examples.questdb_parallel_example import MovingAverageCross
 from qmtl.foundation.common.tracing import setup_tracing, shutdown_tracing
+from qmtl.foundation.dag import chain_dag
 from qmtl.runtime.io import SQLiteRecorder
 from qmtl.runtime.sdk import (
     BackfillEngine,
@@ -43,7 +44,6 @@ from qmtl.runtime.sdk import (
 from qmtl.runtime.sdk.admin import start_admin_server
 from qmtl.runtime.sdk.gateway import SubmissionError, submit
 from qmtl.services.dagmanager.client import DagManagerClient
-from qmtl.testing.dags import chain_dag
 
 __all__ = ["DemoRunner", "main"]
 

@@ -25,6 +25,7 @@ __all__ = [
     "ConfigError",
     "ControlBusConfig",
     "DagManagerConfig",
+    "DrillsConfig",
     "GatewayConfig",
     "QmtlConfig",
     "SdkConfig",
@@ -137,7 +138,14 @@ class SdkConfig(_Section):
     admin_port: int = Field(default=8001, ge=0, le=65535)
 
 
+class DrillsConfig(_Section):
+    #: Install the fault-injection wrappers and ``/admin/faults`` (drills, the e2e suite,
+    #: ``qmtl up``).  Off by default: no fault branch on any hot path, ``/admin/faults`` 404.
+    enabled: bool = False
+
+
 class QmtlConfig(_Section):
+    drills: DrillsConfig = Field(default_factory=DrillsConfig)
     telemetry: TelemetryConfig = Field(default_factory=TelemetryConfig)
     controlbus: ControlBusConfig = Field(default_factory=ControlBusConfig)
     dagmanager: DagManagerConfig = Field(default_factory=DagManagerConfig)

@@ -26,31 +26,33 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
+from qmtl.foundation.contracts import compute_key
+from qmtl.foundation.errors import InvalidDag
+
 __all__ = [
+    "MAX_INTERVAL_SECONDS",
+    "MAX_PERIOD",
     "SCHEMA",
     "Dag",
     "DagError",
     "DagNode",
+    "chain_dag",
     "compute_key",
     "dag_crc32",
+    "load_json",
+    "node",
     "node_id_for",
     "parse_dag",
 ]
 
 SCHEMA = "qmtl.dag/v1"
-_HASHED_FIELDS = (
-    "node_type",
-    "interval",
-    "period",
-    "tags",
-    "inputs",
-    "code_hash",
-    "config",
-    "version",
-)
+#: Documented bounds of the numeric node fields (docs/operations.md): an interval of at
+#: most 366 days, a buffer of at most ten million items.  Both fit protobuf int64 easily.
+MAX_INTERVAL_SECONDS = 366 * 24 * 3600
+MAX_PERIOD = 10_000_000
 
 
-class DagError(ValueError):
+class DagError(InvalidDag):
     """The DAG is malformed; the message says which node and what to fix."""
 
 
@@ -58,39 +60,33 @@ def _canonical(value: Any) -> bytes:
     return json.dumps(value, sort_keys=True, separators=(",", ":"), ensure_ascii=True).encode()
 
 
+def _framed(text: str) -> str:
+    """Length-prefixed text: no separator can be forged from inside a value."""
+    return f"{len(text)}:{text}"
+
+
 def node_id_for(definition: Mapping[str, Any]) -> str:
     """Content hash of a node definition (``name`` and ``node_id`` are not part of it).
 
-    Fields are joined with a unit separator in a fixed order; only ``config`` (free-form)
-    goes through canonical JSON.  This runs once per node per diff, so it stays cheap.
+    Every field, and every tag and input inside the lists, is length-prefixed in a fixed
+    order, so ``["a\x1eb"]`` and ``["a", "b"]`` hash differently; only ``config``
+    (free-form) goes through canonical JSON.  This runs once per node per diff: string
+    framing costs a fraction of a JSON encoding.
     """
     config = definition.get("config")
+    tags = sorted(str(t) for t in definition.get("tags") or ())
+    inputs = [str(i) for i in definition.get("inputs") or ()]
     parts = (
-        str(definition.get("node_type", "")),
-        str(definition.get("interval")),
-        str(definition.get("period")),
-        "\x1e".join(sorted(str(t) for t in definition.get("tags") or ())),
-        "\x1e".join(str(i) for i in definition.get("inputs") or ()),
-        str(definition.get("code_hash") or ""),
-        _canonical(config).decode() if config else "",
-        str(definition.get("version") or "v1"),
+        _framed(str(definition.get("node_type", ""))),
+        _framed(str(definition.get("interval"))),
+        _framed(str(definition.get("period"))),
+        _framed("".join(_framed(t) for t in tags)),
+        _framed("".join(_framed(i) for i in inputs)),
+        _framed(str(definition.get("code_hash") or "")),
+        _framed(_canonical(config).decode() if config else ""),
+        _framed(str(definition.get("version") or "v1")),
     )
-    return "N" + hashlib.sha256("\x1f".join(parts).encode()).hexdigest()[:40]
-
-
-def compute_key(
-    node_id: str,
-    world_id: str | None,
-    execution_domain: str | None,
-    as_of: str | None,
-    partition: str | None,
-) -> str:
-    """Isolation key: a cache entry or queue binding is reused only under the same key.
-
-    A missing execution domain counts as ``backtest``.
-    """
-    parts = [node_id, world_id or "", execution_domain or "backtest", as_of or "", partition or ""]
-    return hashlib.sha256("\x1f".join(parts).encode()).hexdigest()[:32]
+    return "N" + hashlib.sha256("".join(parts).encode()).hexdigest()[:40]
 
 
 @dataclass(slots=True)
@@ -124,12 +120,41 @@ def dag_crc32(order: Sequence[str]) -> int:
     return crc
 
 
-def _int_or_none(value: Any, what: str, where: str) -> int | None:
+def _int_or_none(value: Any, what: str, where: str, limit: int) -> int | None:
     if value is None:
         return None
-    if isinstance(value, bool) or not isinstance(value, int) or value < 0:
-        raise DagError(f"{where}: {what} must be a non-negative integer, got {value!r}")
+    if isinstance(value, bool) or not isinstance(value, int) or not 0 <= value <= limit:
+        shown = repr(value) if len(repr(value)) < 40 else repr(value)[:37] + "..."
+        raise DagError(f"{where}: {what} must be an integer from 0 to {limit}, got {shown}")
     return value
+
+
+def load_json(text: str | bytes, what: str = "body") -> Any:
+    """``json.loads`` that turns every way hostile text can fail into :class:`ValueError`.
+
+    Besides syntax errors: nesting deeper than the interpreter's recursion limit
+    (RecursionError), integers over Python's 4,300-digit conversion limit (ValueError)
+    and undecodable bytes.  The message names ``what`` and the problem.
+    """
+    try:
+        return json.loads(text)
+    except RecursionError:
+        raise ValueError(f"{what} is nested too deeply; flatten the structure") from None
+    except (ValueError, UnicodeDecodeError) as exc:
+        raise ValueError(f"{what} is not valid JSON: {exc}") from None
+
+
+def _text(value: Any) -> str:
+    """A str that encodes to UTF-8 (JSON escapes can smuggle in lone surrogates)."""
+    text = str(value)
+    try:
+        text.encode("utf-8")
+    except UnicodeEncodeError:
+        raise DagError(
+            f"text {text[:40]!r} contains an invalid Unicode escape (a lone surrogate); "
+            "send valid UTF-8"
+        ) from None
+    return text
 
 
 def parse_dag(text: str | bytes, *, max_bytes: int | None = None, verify_ids: bool = True) -> Dag:
@@ -141,9 +166,9 @@ def parse_dag(text: str | bytes, *, max_bytes: int | None = None, verify_ids: bo
             "or raise dagmanager.max_dag_bytes"
         )
     try:
-        data = json.loads(text)
-    except (json.JSONDecodeError, UnicodeDecodeError) as exc:
-        raise DagError(f"DAG is not valid JSON: {exc}") from None
+        data = load_json(text, "DAG")
+    except ValueError as exc:
+        raise DagError(str(exc)) from None
     if not isinstance(data, dict) or not isinstance(data.get("nodes"), list):
         raise DagError('DAG must be a JSON object with a "nodes" list')
     schema = data.get("schema", SCHEMA)
@@ -166,7 +191,14 @@ def parse_dag(text: str | bytes, *, max_bytes: int | None = None, verify_ids: bo
             raise DagError(f"{where}: inputs must be a list of node ids")
         if not isinstance(tags, list):
             raise DagError(f"{where}: tags must be a list")
-        expected = node_id_for(raw)
+        try:
+            expected = node_id_for(raw)
+        except UnicodeEncodeError:
+            raise DagError(
+                f"{where}: contains an invalid Unicode escape (a lone surrogate); send valid UTF-8"
+            ) from None
+        except ValueError as exc:  # e.g. an integer too long to convert to text
+            raise DagError(f"{where}: {exc}") from None
         node_id = raw.get("node_id") or expected
         if verify_ids and node_id != expected:
             raise DagError(
@@ -175,17 +207,19 @@ def parse_dag(text: str | bytes, *, max_bytes: int | None = None, verify_ids: bo
             )
         if node_id in nodes:
             raise DagError(f"{where}: duplicate node {node_id}")
-        name = str(raw.get("name") or node_type)
+        if not isinstance(node_id, str):
+            raise DagError(f"{where}: node_id must be a string")
+        name = _text(raw.get("name") or node_type)
         nodes[node_id] = DagNode(
             node_id=node_id,
             node_type=node_type,
             name=name,
-            interval=_int_or_none(raw.get("interval"), "interval", where),
-            period=_int_or_none(raw.get("period"), "period", where),
-            tags=tuple(str(t) for t in tags),
+            interval=_int_or_none(raw.get("interval"), "interval", where, MAX_INTERVAL_SECONDS),
+            period=_int_or_none(raw.get("period"), "period", where, MAX_PERIOD),
+            tags=tuple(_text(t) for t in tags),
             inputs=tuple(inputs),
-            version=str(raw.get("version") or "v1"),
-            asset=str(raw.get("asset") or (tags[0] if tags else "any")),
+            version=_text(raw.get("version") or "v1"),
+            asset=_text(raw.get("asset") or (tags[0] if tags else "any")),
             raw=raw,
         )
 
@@ -214,7 +248,39 @@ def parse_dag(text: str | bytes, *, max_bytes: int | None = None, verify_ids: bo
         names = ", ".join(f"{n} ({nodes[n].name})" for n in stuck[:5])
         raise DagError(f"DAG has a cycle through {len(stuck)} node(s): {names}")
 
-    version = str(data.get("version") or "")
+    version = data.get("version") or ""
+    if not isinstance(version, str) or len(version) > 128:
+        raise DagError("version must be a string of at most 128 characters")
+    version = _text(version)
     if not version:
         version = "v" + hashlib.sha256("".join(order).encode()).hexdigest()[:12]
     return Dag(nodes=nodes, order=tuple(order), version=version, crc32=dag_crc32(order))
+
+
+def node(node_type: str, inputs: list[str] | None = None, **fields: Any) -> dict[str, Any]:
+    """One node definition with its content-hash ``node_id`` filled in."""
+    definition = {"node_type": node_type, "inputs": inputs or [], **fields}
+    definition["node_id"] = node_id_for(definition)
+    return definition
+
+
+def chain_dag(size: int, *, salt: str = "", interval: int = 60, period: int = 10) -> str:
+    """A StreamInput followed by ``size - 1`` processing nodes, each fed by the previous one.
+
+    Used by the demo's canary probe, the drills, tests and benchmarks; ``salt`` changes
+    every node id, so "cold" runs get all-new nodes.
+    """
+    nodes = [
+        node(
+            "StreamInput", tags=["btc"], interval=interval, period=period, code_hash=salt,
+            name="price",
+        )
+    ]  # fmt: skip
+    for index in range(1, size):
+        nodes.append(
+            node(
+                "ProcessingNode", [nodes[-1]["node_id"]], interval=interval, period=period,
+                code_hash=f"{salt}:{index}", name=f"step{index}", asset="btc",
+            )
+        )  # fmt: skip
+    return json.dumps({"schema": SCHEMA, "nodes": nodes})

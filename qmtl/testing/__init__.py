@@ -1,49 +1,23 @@
-"""Helpers for testing QMTL and strategies built on it: real components on free ports.
+"""Helpers for testing QMTL and strategies built on it (never imported by product code).
 
-Shipped with the package (not only in ``tests/``) so strategy authors can start a
-broker, a database or a Prometheus the same way our own suite does.
+* :mod:`~qmtl.testing.receivers` -- real protocol peers for backends that cannot run
+  here: an OTLP/HTTP trace receiver, a QuestDB ILP/HTTP receiver, an Alertmanager webhook;
+* :mod:`~qmtl.testing.metrics` -- read sample values, scrape and parse ``/metrics``.
+
+Real components (Kafka, PostgreSQL, Prometheus, ...) and the local stack come from
+:mod:`qmtl.devstack`, the same code ``qmtl up`` runs.
 """
 
-from qmtl.testing.components import (
-    Alertmanager,
-    ComponentUnavailable,
-    Kafka,
-    Postgres,
-    Prometheus,
-    Service,
-    find_binary,
-    start_alertmanager,
-    start_kafka,
-    start_postgres,
-    start_prometheus,
-    start_service,
-)
-from qmtl.testing.processes import (
-    ManagedProcess,
-    ProcessError,
-    free_port,
-    http_ok,
-    tcp_open,
-    wait_for,
-)
+from qmtl.testing.metrics import Scrape, Snapshot, scrape, value
+from qmtl.testing.receivers import AlertEvent, AlertWebhook, IlpReceiver, OtlpTraceReceiver
 
 __all__ = [
-    "Alertmanager",
-    "ComponentUnavailable",
-    "Kafka",
-    "ManagedProcess",
-    "Postgres",
-    "ProcessError",
-    "Prometheus",
-    "Service",
-    "find_binary",
-    "free_port",
-    "http_ok",
-    "start_alertmanager",
-    "start_kafka",
-    "start_postgres",
-    "start_prometheus",
-    "start_service",
-    "tcp_open",
-    "wait_for",
+    "AlertEvent",
+    "AlertWebhook",
+    "IlpReceiver",
+    "OtlpTraceReceiver",
+    "Scrape",
+    "Snapshot",
+    "scrape",
+    "value",
 ]

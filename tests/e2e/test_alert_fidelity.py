@@ -25,13 +25,13 @@ import httpx
 import pytest
 import yaml
 
-from qmtl import testing
+from qmtl import devstack
+from qmtl.devstack.drills import catch_up, lag_behind
+from qmtl.devstack.stack import LocalStack, Monitoring, start_demo, start_monitoring
+from qmtl.foundation.dag import chain_dag
 from qmtl.monitoring.render import REPO_ROOT, alert_names, render
 from qmtl.services.dagmanager.client import DagManagerClient
-from qmtl.testing.dags import chain_dag
-from qmtl.testing.kafka import catch_up, lag_behind
 from qmtl.testing.receivers import AlertWebhook
-from qmtl.testing.stack import LocalStack, Monitoring, start_demo, start_monitoring
 
 pytestmark = [pytest.mark.e2e, pytest.mark.integration]
 
@@ -55,8 +55,8 @@ class E2E:
     stack: LocalStack
     monitoring: Monitoring
     webhook: AlertWebhook
-    kafka: testing.Kafka
-    postgres: testing.Postgres
+    kafka: devstack.Kafka
+    postgres: devstack.Postgres
     workdir: Path
     notes: dict[str, Any] = field(default_factory=dict)
 
@@ -103,10 +103,10 @@ class E2E:
 
 
 @pytest.fixture(scope="module")
-def e2e(tmp_path_factory: pytest.TempPathFactory, postgres: testing.Postgres) -> Iterator[E2E]:
+def e2e(tmp_path_factory: pytest.TempPathFactory, postgres: devstack.Postgres) -> Iterator[E2E]:
     workdir = tmp_path_factory.mktemp("e2e")
-    own_pg = testing.start_postgres()  # paused and resumed by the graph-store drill
-    kafka = testing.start_kafka(workdir / "kafka")
+    own_pg = devstack.start_postgres()  # paused and resumed by the graph-store drill
+    kafka = devstack.start_kafka(workdir / "kafka")
     import psycopg
 
     graph_db = f"qmtl_e2e_{uuid.uuid4().hex[:6]}"
@@ -132,7 +132,7 @@ def e2e(tmp_path_factory: pytest.TempPathFactory, postgres: testing.Postgres) ->
             stack, rule_overrides=FAST, scrape_interval="1s", webhook_url=webhook.url
         )
         env = E2E(stack, monitoring, webhook, kafka, own_pg, workdir)
-        testing.wait_for(
+        devstack.wait_for(
             lambda: all(r["value"][1] == "1" for r in env.query("up")) and len(env.query("up")) == 4,
             timeout=60, what="Prometheus scraping all four QMTL processes",
         )  # fmt: skip
@@ -239,7 +239,7 @@ def broker_down(e: E2E) -> None:
 
 
 def broker_up(e: E2E) -> None:
-    e.kafka = testing.start_kafka(
+    e.kafka = devstack.start_kafka(
         e.workdir / f"kafka-{uuid.uuid4().hex[:4]}", port=e.notes["kafka_port"]
     )
 
@@ -369,7 +369,7 @@ def test_every_alert_has_an_e2e_case() -> None:
 
 def test_healthy_stack_fires_nothing(e2e: E2E) -> None:
     """With the demo running and windows filled, no alert is pending or firing."""
-    testing.wait_for(
+    devstack.wait_for(
         lambda: e2e.query("sum(rate(diff_requests_total[20s])) > 0"),
         timeout=90,
         what="diff traffic visible",
@@ -428,5 +428,5 @@ def test_alert_fires_on_fault_and_resolves(e2e: E2E, alertname: str) -> None:
     resolved = e2e.webhook.wait(alertname, "resolved", since=cleared, timeout=180)
     TIMINGS[alertname] = (case.fault, fired.received_at - started, resolved.received_at - cleared)
     # Let every other alert the fault dragged along resolve before the next case.
-    testing.wait_for(lambda: not [a for a in e2e.active_alerts() if a["state"] == "firing"],
+    devstack.wait_for(lambda: not [a for a in e2e.active_alerts() if a["state"] == "firing"],
                      timeout=180, what="all alerts resolved after " + alertname)  # fmt: skip

@@ -8,16 +8,16 @@ from pathlib import Path
 
 import pytest
 
-from qmtl import testing
+from qmtl import devstack
 from qmtl.testing.metrics import scrape
 from qmtl.testing.receivers import IlpReceiver
 
 pytestmark = pytest.mark.integration
 
 
-def run_demo(tmp_path: Path, *args: str) -> tuple[testing.ManagedProcess, int]:
-    port = testing.free_port()
-    proc = testing.ManagedProcess(
+def run_demo(tmp_path: Path, *args: str) -> tuple[devstack.ManagedProcess, int]:
+    port = devstack.free_port()
+    proc = devstack.ManagedProcess(
         "questdb-demo",
         [
             sys.executable,
@@ -40,8 +40,8 @@ def test_demo_persists_every_payload_and_is_observable(tmp_path: Path) -> None:
         )
         try:
             url = f"http://127.0.0.1:{port}/metrics"
-            proc.wait_ready(lambda: testing.http_ok(url), timeout=30)
-            during = testing.wait_for(
+            proc.wait_ready(lambda: devstack.http_ok(url), timeout=30)
+            during = devstack.wait_for(
                 lambda: (s := scrape(url)).series("node_processed_total") and s,
                 timeout=30,
                 what="node metrics",
@@ -60,7 +60,7 @@ def test_demo_persists_every_payload_and_is_observable(tmp_path: Path) -> None:
 
 
 def test_demo_without_questdb_finishes_and_counts_errors(tmp_path: Path) -> None:
-    dead = testing.free_port()
+    dead = devstack.free_port()
     proc, _ = run_demo(
         tmp_path, "--questdb", f"http::addr=127.0.0.1:{dead};", "--events", "50", "--rate", "0"
     )

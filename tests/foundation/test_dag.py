@@ -6,8 +6,16 @@ import json
 
 import pytest
 
-from qmtl.foundation.dag import SCHEMA, DagError, compute_key, dag_crc32, node_id_for, parse_dag
-from qmtl.testing.dags import chain_dag, node
+from qmtl.foundation.dag import (
+    SCHEMA,
+    DagError,
+    chain_dag,
+    compute_key,
+    dag_crc32,
+    node,
+    node_id_for,
+    parse_dag,
+)
 
 
 def dag(*nodes: dict) -> str:
@@ -47,7 +55,14 @@ def test_order_is_topological_and_independent_of_listing_order() -> None:
         (dag({"inputs": []}), "node_type is required"),
         (dag(node("P", ["Nmissing"])), "unknown input Nmissing"),
         (dag({**node("P"), "node_id": "Nforged"}), "does not match its definition"),
-        (dag(node("P", interval=-1)), "interval must be a non-negative integer"),
+        (dag(node("P", interval=-1)), "interval must be an integer from 0 to 31622400"),
+        (dag(node("P", interval=2**63)), "interval must be an integer from 0 to 31622400"),
+        (dag(node("P", period=10**7 + 1)), "period must be an integer from 0 to 10000000"),
+        ('{"nodes": ' + "[" * 5000 + "]" * 5000 + "}", "nested too deeply"),
+        ('{"nodes": [{"node_type": "P", "interval": ' + "9" * 5000 + "}]}", "not valid JSON"),
+        ('{"nodes": [{"node_type": "P", "tags": ["\\ud800"]}]}', "lone surrogate"),
+        ('{"nodes": [{"node_type": "P\\ud800"}]}', "lone surrogate"),
+        (json.dumps({"nodes": [node("P")], "version": 12}), "version must be a string"),
     ],
 )
 def test_invalid_dags_are_named(text: str, message: str) -> None:
@@ -71,6 +86,23 @@ def test_cycle_is_reported_with_nodes() -> None:
 def test_oversized_payload() -> None:
     with pytest.raises(DagError, match="over the 100-byte limit"):
         parse_dag(chain_dag(5), max_bytes=100)
+
+
+def test_node_id_framing_cannot_be_forged_by_separators() -> None:
+    """Tags are length-prefixed: one tag containing a separator is not two tags."""
+    assert node("P", tags=["a\x1eb"])["node_id"] != node("P", tags=["a", "b"])["node_id"]
+    assert node("P", inputs=["Na\x1eNb"])["node_id"] != node("P", inputs=["Na", "Nb"])["node_id"]
+    assert (
+        node("P", code_hash="x", version="v1")["node_id"]
+        != node("P", code_hash="x\x1fv1")["node_id"]
+    )
+
+
+def test_dag_errors_are_domain_invalid_input() -> None:
+    """Adapters map DagError as client input (4xx / INVALID_ARGUMENT), never as an outage."""
+    from qmtl.foundation.errors import InvalidDag, InvalidInput
+
+    assert issubclass(DagError, InvalidDag) and issubclass(DagError, InvalidInput)
 
 
 def test_compute_key_missing_domain_is_backtest() -> None:

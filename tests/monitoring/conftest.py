@@ -7,8 +7,8 @@ from pathlib import Path
 
 import pytest
 
+from qmtl.devstack import find_binary
 from qmtl.monitoring.render import REPO_ROOT
-from qmtl.testing import find_binary
 
 
 def run_tool(argv: list[str], *, cwd: Path | None = None) -> subprocess.CompletedProcess[str]:

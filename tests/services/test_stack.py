@@ -11,10 +11,10 @@ from pathlib import Path
 import httpx
 import pytest
 
-from qmtl import testing
-from qmtl.testing.dags import chain_dag
+from qmtl import devstack
+from qmtl.devstack.stack import LocalStack
+from qmtl.foundation.dag import chain_dag
 from qmtl.testing.metrics import scrape
-from qmtl.testing.stack import LocalStack
 
 pytestmark = pytest.mark.integration
 
@@ -107,7 +107,7 @@ def test_dagmanager_outage_opens_breaker_and_nothing_is_lost(stack: LocalStack) 
     def all_completed() -> bool:
         return httpx.get(f"{gw}/status", timeout=10).json()["submissions"] == {"completed": 5}
 
-    testing.wait_for(
+    devstack.wait_for(
         all_completed, timeout=60, what="queued submissions to complete after recovery"
     )
     m = gw_metrics(stack)
@@ -144,7 +144,7 @@ def test_apply_runs_acks_failures_and_stale_allocations(stack: LocalStack) -> No
         httpx.post(f"{ws}/worlds/nope/apply", json={}, timeout=10).json()["error"]
         == "unknown_world"
     )
-    testing.wait_for(lambda: httpx.get(f"{stack.url('gateway')}/status", timeout=5).json()["controlbus"]["ready"],
+    devstack.wait_for(lambda: httpx.get(f"{stack.url('gateway')}/status", timeout=5).json()["controlbus"]["ready"],
                      timeout=30, what="gateway subscribed to the ControlBus")  # fmt: skip
     ok = httpx.post(
         f"{ws}/worlds/w1/apply", json={"run_id": "r1", "activate": ["s1"], "wait": True}, timeout=30
@@ -173,12 +173,12 @@ def test_apply_runs_acks_failures_and_stale_allocations(stack: LocalStack) -> No
     httpx.put(
         f"{ws}/worlds/w1/allocations", json={"allocations": {"s1": 0.6, "s2": 0.4}}, timeout=10
     )
-    testing.wait_for(
+    devstack.wait_for(
         lambda: scrape(f"{ws}/metrics").get_value("world_allocation_snapshot_stale_ratio", world_id="w1") == 1.0,
         timeout=30, what="allocations to go stale (no refresh for > 1 s)",
     )  # fmt: skip
     httpx.put(f"{ws}/worlds/w1/allocations", json={"allocations": {"s1": 0.6}}, timeout=10)
-    testing.wait_for(
+    devstack.wait_for(
         lambda: scrape(f"{ws}/metrics").get_value("world_allocation_snapshot_stale_ratio", world_id="w1") == 0.5,
         timeout=30, what="half of the snapshots refreshed",
     )  # fmt: skip
@@ -193,7 +193,7 @@ def test_run_ids_are_pruned_per_world(tmp_path: Path) -> None:
     with LocalStack(tmp_path / "prune", overrides) as stack:
         ws = stack.url("worldservice")
         httpx.post(f"{ws}/worlds", json={"world_id": "w"}, timeout=10)
-        testing.wait_for(lambda: httpx.get(f"{stack.url('gateway')}/status", timeout=5).json()["controlbus"]["ready"],
+        devstack.wait_for(lambda: httpx.get(f"{stack.url('gateway')}/status", timeout=5).json()["controlbus"]["ready"],
                          timeout=30, what="gateway subscribed")  # fmt: skip
         for i in range(4):
             assert (
@@ -207,7 +207,7 @@ def test_run_ids_are_pruned_per_world(tmp_path: Path) -> None:
 
 
 def test_promotion_guard_blocks_until_reset(tmp_path: Path) -> None:
-    port = testing.free_port()
+    port = devstack.free_port()
     overrides = {
         "dagmanager": {"http_port": port},
         "worldservice": {"cross_context_sources": [f"http://127.0.0.1:{port}/admin/cross-context"]},
@@ -231,7 +231,7 @@ def test_promotion_guard_blocks_until_reset(tmp_path: Path) -> None:
             ["ops", "cross-context", "reset", "--target", stack.url("dagmanager")], env_config
         )
         assert reset.returncode == 0 and "cleared 4 series" in reset.stdout
-        testing.wait_for(lambda: httpx.get(f"{stack.url('gateway')}/status", timeout=5).json()["controlbus"]["ready"],
+        devstack.wait_for(lambda: httpx.get(f"{stack.url('gateway')}/status", timeout=5).json()["controlbus"]["ready"],
                          timeout=30, what="gateway subscribed")  # fmt: skip
         allowed = httpx.post(f"{ws}/worlds/live/apply", json={"wait": True}, timeout=30)
         assert allowed.status_code == 200, allowed.text

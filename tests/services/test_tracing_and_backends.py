@@ -12,13 +12,13 @@ import pytest
 from fastapi import Depends, FastAPI
 from fastapi.testclient import TestClient
 
-from qmtl import testing
+from qmtl import devstack
+from qmtl.devstack.stack import LocalStack
 from qmtl.foundation.common.admin import AdminGuard
 from qmtl.foundation.common.http import install_common_routes
-from qmtl.testing.dags import chain_dag
+from qmtl.foundation.dag import chain_dag
 from qmtl.testing.metrics import scrape
 from qmtl.testing.receivers import OtlpTraceReceiver
-from qmtl.testing.stack import LocalStack
 
 SDK_SUBMIT = r"""
 import sys
@@ -55,7 +55,7 @@ def test_one_trace_from_sdk_through_gateway_to_dagmanager(tmp_path: Path) -> Non
             def complete() -> bool:
                 return {"sdk", "gateway", "dagmanager"} <= {s.service for s in rx.spans}
 
-            testing.wait_for(complete, timeout=30, what="spans of all three services")
+            devstack.wait_for(complete, timeout=30, what="spans of all three services")
         by_service = {
             s.service: s
             for s in rx.spans
@@ -69,8 +69,8 @@ def test_one_trace_from_sdk_through_gateway_to_dagmanager(tmp_path: Path) -> Non
 
 
 @pytest.mark.integration
-def test_stack_on_postgresql_and_kafka(tmp_path: Path, postgres: testing.Postgres) -> None:
-    broker = testing.start_kafka(tmp_path / "kafka")
+def test_stack_on_postgresql_and_kafka(tmp_path: Path, postgres: devstack.Postgres) -> None:
+    broker = devstack.start_kafka(tmp_path / "kafka")
     try:
         overrides = {"worldservice": {"ack_timeout_seconds": 15}}
         with LocalStack(
@@ -82,13 +82,13 @@ def test_stack_on_postgresql_and_kafka(tmp_path: Path, postgres: testing.Postgre
             gw_status = httpx.get(f"{stack.url('gateway')}/status", timeout=10).json()
             assert gw_status["submission_log"].startswith("postgresql://")
             assert gw_status["controlbus"]["backend"] == "kafka"
-            testing.wait_for(
+            devstack.wait_for(
                 lambda: httpx.get(f"{stack.url('gateway')}/status", timeout=5).json()["controlbus"]["ready"],
                 timeout=60, what="gateway joined the Kafka ControlBus group",
             )  # fmt: skip
             ws = stack.url("worldservice")
             httpx.post(f"{ws}/worlds", json={"world_id": "w"}, timeout=10)
-            testing.wait_for(lambda: httpx.get(f"{ws}/status", timeout=5).json()["controlbus"]["ready"],
+            devstack.wait_for(lambda: httpx.get(f"{ws}/status", timeout=5).json()["controlbus"]["ready"],
                              timeout=60, what="worldservice joined the Kafka ControlBus group")  # fmt: skip
             applied = httpx.post(f"{ws}/worlds/w/apply", json={"wait": True}, timeout=60)
             assert applied.status_code == 200, applied.text

@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 
-from qmtl import testing
+from qmtl import devstack
 from qmtl.runtime.io import QuestDBRecorder, SQLiteRecorder, open_recorder
 from qmtl.runtime.io.recorder import safe_name
 from qmtl.runtime.sdk import ProcessingNode, Runner, Strategy, StreamInput, metrics
@@ -51,7 +51,7 @@ def test_names_and_values_are_escaped() -> None:
 
 
 def test_dead_port_counts_every_row_and_never_blocks() -> None:
-    port = testing.free_port()
+    port = devstack.free_port()
     recorder = QuestDBRecorder(f"http::addr=127.0.0.1:{port};", retries=2, backoff_seconds=0.01)
     started = time.perf_counter()
     for i in range(300):
@@ -76,7 +76,7 @@ def test_server_errors_are_retried_then_counted() -> None:
 
 def test_full_queue_drops_and_counts() -> None:
     recorder = QuestDBRecorder(
-        f"http::addr=127.0.0.1:{testing.free_port()};", max_queue=5, retries=0, flush_interval=5
+        f"http::addr=127.0.0.1:{devstack.free_port()};", max_queue=5, retries=0, flush_interval=5
     )
     for i in range(50):
         recorder.record("t", i, {"v": i})

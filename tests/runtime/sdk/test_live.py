@@ -8,10 +8,10 @@ from pathlib import Path
 
 import pytest
 
-from qmtl import testing
+from qmtl import devstack
+from qmtl.devstack.stack import LocalStack
 from qmtl.runtime.sdk import ProcessingNode, Strategy, StreamInput
 from qmtl.runtime.sdk.live import LiveRunner
-from qmtl.testing.stack import LocalStack
 
 pytestmark = pytest.mark.integration
 
@@ -28,7 +28,7 @@ class Doubler(Strategy):
 def test_live_runner_consumes_stream_queue_and_publishes_outputs(tmp_path: Path) -> None:
     from confluent_kafka import Consumer, Producer
 
-    broker = testing.start_kafka(tmp_path / "kafka")
+    broker = devstack.start_kafka(tmp_path / "kafka")
     try:
         with LocalStack(
             tmp_path / "stack", kafka=broker.bootstrap, kafka_controlbus=False

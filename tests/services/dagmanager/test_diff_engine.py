@@ -7,7 +7,7 @@ import time
 
 import pytest
 
-from qmtl.foundation.dag import parse_dag
+from qmtl.foundation.dag import chain_dag, parse_dag
 from qmtl.services.dagmanager.diff import (
     BackendUnavailable,
     CrossContextViolation,
@@ -16,7 +16,6 @@ from qmtl.services.dagmanager.diff import (
     QueueCreationFailed,
 )
 from qmtl.services.dagmanager.store import GraphStore
-from qmtl.testing.dags import chain_dag
 from qmtl.testing.metrics import Snapshot, value
 
 from .conftest import make_service

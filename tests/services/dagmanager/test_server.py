@@ -12,11 +12,10 @@ import grpc
 import httpx
 import pytest
 
-from qmtl import testing
-from qmtl.foundation.dag import parse_dag
+from qmtl import devstack
+from qmtl.devstack.drills import lag_behind
+from qmtl.foundation.dag import chain_dag, parse_dag
 from qmtl.services.dagmanager.client import DagManagerClient, DiffReply
-from qmtl.testing.dags import chain_dag
-from qmtl.testing.kafka import lag_behind
 from qmtl.testing.metrics import scrape
 
 from .conftest import fresh_postgres_db
@@ -88,8 +87,8 @@ def test_embedded_defaults_serve_live_metrics(start_dagmanager) -> None:  # type
 
 def test_metrics_command_serves_standalone(tmp_path: Path) -> None:
     """`qmtl service dagmanager metrics --port N` exposes the DAG Manager series."""
-    port = testing.free_port()
-    proc = testing.ManagedProcess(
+    port = devstack.free_port()
+    proc = devstack.ManagedProcess(
         "dm-metrics",
         [
             __import__("sys").executable,
@@ -104,7 +103,7 @@ def test_metrics_command_serves_standalone(tmp_path: Path) -> None:
         log_path=tmp_path / "metrics.log",
     )
     try:
-        proc.wait_ready(lambda: testing.http_ok(f"http://127.0.0.1:{port}/metrics"))
+        proc.wait_ready(lambda: devstack.http_ok(f"http://127.0.0.1:{port}/metrics"))
         m = scrape(f"http://127.0.0.1:{port}/metrics")
         assert m.get_value("diff_requests_total") == 0
         assert m.get_value("orphan_queue_total") == 0
@@ -134,7 +133,7 @@ def kafka_admin(bootstrap: str):  # type: ignore[no-untyped-def]
 def test_postgres_and_kafka_queues_gc_and_lag(start_dagmanager, postgres, tmp_path: Path) -> None:  # type: ignore[no-untyped-def]
     from confluent_kafka.admin import NewTopic
 
-    broker = testing.start_kafka(tmp_path / "kafka")
+    broker = devstack.start_kafka(tmp_path / "kafka")
     try:
         group = f"lag-{uuid.uuid4().hex[:6]}"
         server, target = start_dagmanager(
@@ -168,7 +167,7 @@ def test_postgres_and_kafka_queues_gc_and_lag(start_dagmanager, postgres, tmp_pa
             limit = sample.get_value("queue_lag_threshold_seconds", topic=topic)
             return lag is not None and limit == 1.0 and lag > limit
 
-        testing.wait_for(lagging, timeout=60, what="queue_lag_seconds above its threshold")
+        devstack.wait_for(lagging, timeout=60, what="queue_lag_seconds above its threshold")
         assert scrape(f"{server.url}/metrics").get_value("queue_lag_messages", topic=topic) == 3
     finally:
         broker.stop()
@@ -177,7 +176,7 @@ def test_postgres_and_kafka_queues_gc_and_lag(start_dagmanager, postgres, tmp_pa
 def test_broker_outage_opens_kafka_breaker_and_recovery_resets_it(
     start_dagmanager, tmp_path: Path
 ) -> None:  # type: ignore[no-untyped-def]
-    broker = testing.start_kafka(tmp_path / "kafka")
+    broker = devstack.start_kafka(tmp_path / "kafka")
     port = int(broker.bootstrap.rsplit(":", 1)[1])
     server, target = start_dagmanager(
         queue_backend="kafka", kafka_brokers=broker.bootstrap, kafka_timeout_seconds=1.0
@@ -199,8 +198,8 @@ def test_broker_outage_opens_kafka_breaker_and_recovery_resets_it(
             == "open"
         )
 
-        broker = testing.start_kafka(tmp_path / "kafka2", port=port)
-        testing.wait_for(
+        broker = devstack.start_kafka(tmp_path / "kafka2", port=port)
+        devstack.wait_for(
             lambda: scrape(f"{server.url}/metrics").get_value("kafka_breaker_state") == 0,
             timeout=60, what="kafka breaker reset after a healthy probe",
         )  # fmt: skip

@@ -10,7 +10,7 @@ from pathlib import Path
 import httpx
 import pytest
 
-from qmtl import testing
+from qmtl import devstack
 from qmtl.foundation import metrics
 
 pytestmark = pytest.mark.integration
@@ -29,7 +29,7 @@ def test_kafka_produces_and_consumes(tmp_path: Path) -> None:
     from confluent_kafka import Consumer, Producer
     from confluent_kafka.admin import AdminClient, NewTopic
 
-    broker = testing.start_kafka(tmp_path)
+    broker = devstack.start_kafka(tmp_path)
     try:
         topic = f"harness-{uuid.uuid4().hex[:8]}"
         admin = AdminClient({"bootstrap.servers": broker.bootstrap})
@@ -58,7 +58,7 @@ def test_kafka_produces_and_consumes(tmp_path: Path) -> None:
 def test_postgres_accepts_queries_and_stops() -> None:
     import psycopg
 
-    server = testing.start_postgres()
+    server = devstack.start_postgres()
     try:
         with psycopg.connect(server.dsn) as conn:
             assert conn.execute("select 40 + 2").fetchone() == (42,)
@@ -79,7 +79,7 @@ scrape_configs:
   - job_name: harness
     static_configs: [{{targets: ['127.0.0.1:{exporter.port}']}}]
 """
-    prom = testing.start_prometheus(tmp_path / "prom", config)
+    prom = devstack.start_prometheus(tmp_path / "prom", config)
     try:
 
         def value() -> float | None:
@@ -88,7 +88,7 @@ scrape_configs:
             ).json()["data"]["result"]
             return float(data[0]["value"][1]) if data else None
 
-        assert testing.wait_for(value, timeout=30, what="first scrape") == 42.0
+        assert devstack.wait_for(value, timeout=30, what="first scrape") == 42.0
     finally:
         prom.stop()
         exporter.stop()
@@ -97,7 +97,7 @@ scrape_configs:
 
 def test_alertmanager_accepts_and_lists_alerts(tmp_path: Path) -> None:
     config = "route: {receiver: blackhole}\nreceivers: [{name: blackhole}]\n"
-    am = testing.start_alertmanager(tmp_path / "am", config)
+    am = devstack.start_alertmanager(tmp_path / "am", config)
     try:
         alert = [{"labels": {"alertname": "HarnessProbe", "severity": "info"}}]
         assert httpx.post(f"{am.url}/api/v2/alerts", json=alert, timeout=5).status_code == 200
@@ -106,7 +106,7 @@ def test_alertmanager_accepts_and_lists_alerts(tmp_path: Path) -> None:
             alerts = httpx.get(f"{am.url}/api/v2/alerts", timeout=5).json()
             return any(a["labels"]["alertname"] == "HarnessProbe" for a in alerts)
 
-        assert testing.wait_for(listed, timeout=15, what="alert listed")
+        assert devstack.wait_for(listed, timeout=15, what="alert listed")
     finally:
         am.stop()
     assert pid_gone(am.pid)
@@ -114,12 +114,12 @@ def test_alertmanager_accepts_and_lists_alerts(tmp_path: Path) -> None:
 
 def test_failed_start_reports_log_tail(tmp_path: Path) -> None:
     """A component that dies during start-up raises with its own log output."""
-    with pytest.raises(testing.ProcessError, match="exited while waiting"):
-        testing.start_prometheus(tmp_path / "bad", "this: [is not a prometheus config\n")
+    with pytest.raises(devstack.ProcessError, match="exited while waiting"):
+        devstack.start_prometheus(tmp_path / "bad", "this: [is not a prometheus config\n")
 
 
 def test_missing_binary_names_the_install() -> None:
-    with pytest.raises(testing.ComponentUnavailable, match="apt-get install nothing-here"):
-        testing.find_binary(
+    with pytest.raises(devstack.ComponentUnavailable, match="apt-get install nothing-here"):
+        devstack.find_binary(
             ["qmtl-no-such-binary"], "install it with: apt-get install nothing-here"
         )

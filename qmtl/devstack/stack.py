@@ -1,17 +1,22 @@
-"""A local QMTL stack: DAG Manager, WorldService and Gateway as real subprocesses.
+"""The local QMTL stack: services as real subprocesses, monitoring, the demo workload.
 
-Used by the integration tests, the end-to-end suite and ``qmtl up`` -- the one way we
-start services.  Backends are the embedded defaults unless a Kafka bootstrap or a
-PostgreSQL DSN is given.
+One way to run QMTL on one machine, used by ``qmtl up``, the integration tests, the
+end-to-end suite and the benchmarks.  Backends are the embedded defaults unless a
+Kafka bootstrap or a PostgreSQL DSN is given.
 
     stack = LocalStack(workdir).start()
     stack.url("gateway")  ->  "http://127.0.0.1:PORT"
     stack.stop()
+
+Every process gets the same generated ``qmtl.yml`` (all on 127.0.0.1, free ports,
+``drills.enabled`` so the fault switches of the drills exist).
 """
 
 from __future__ import annotations
 
 import copy
+import json
+import sys
 import uuid
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -19,8 +24,15 @@ from typing import Any
 
 import yaml
 
-from qmtl.testing.components import Service, start_service
-from qmtl.testing.processes import free_port
+from qmtl.devstack.components import (
+    Alertmanager,
+    Prometheus,
+    Service,
+    start_alertmanager,
+    start_prometheus,
+    start_service,
+)
+from qmtl.devstack.processes import ManagedProcess, free_port, http_ok
 
 __all__ = [
     "SERVICES",
@@ -34,11 +46,11 @@ __all__ = [
 SERVICES = ("dagmanager", "worldservice", "gateway")
 
 
-def _deep_merge(base: dict[str, Any], extra: dict[str, Any]) -> dict[str, Any]:
+def deep_merge(base: dict[str, Any], extra: dict[str, Any]) -> dict[str, Any]:
     out = copy.deepcopy(base)
     for key, value in extra.items():
         if isinstance(value, dict) and isinstance(out.get(key), dict):
-            out[key] = _deep_merge(out[key], value)
+            out[key] = deep_merge(out[key], value)
         else:
             out[key] = value
     return out
@@ -52,15 +64,22 @@ class LocalStack:
     postgres_dsn: str | None = None
     #: With ``kafka``: also run the ControlBus on Kafka (else it stays on the HTTP log).
     kafka_controlbus: bool = True
+    #: Fault-injection switches (``/admin/faults``) in every service.
+    drills: bool = True
     env: dict[str, str] = field(default_factory=dict)
     services: dict[str, Service] = field(default_factory=dict)
     config: dict[str, Any] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
+        self.workdir = self.workdir.resolve()
         self.workdir.mkdir(parents=True, exist_ok=True)
         ports = {name: free_port() for name in ("dm_http", "dm_grpc", "ws", "gw", "sdk")}
-        store = lambda name: f"sqlite:{self.workdir / (name + '.db')}"  # noqa: E731
+
+        def store(name: str) -> str:
+            return f"sqlite:{self.workdir / (name + '.db')}"
+
         base: dict[str, Any] = {
+            "drills": {"enabled": self.drills},
             "dagmanager": {"http_port": ports["dm_http"], "grpc_port": ports["dm_grpc"],
                            "graph_store": store("dagmanager"), "breaker_probe_seconds": 0.5},
             "worldservice": {"port": ports["ws"], "store": store("worldservice")},
@@ -82,7 +101,7 @@ class LocalStack:
             base["dagmanager"]["graph_store"] = self._database("graph")
             base["gateway"]["submission_log"] = self._database("gateway")
             base["worldservice"]["store"] = self._database("world")
-        self.config = _deep_merge(base, self.overrides)
+        self.config = deep_merge(base, self.overrides)
         self.config_path = self.workdir / "qmtl.yml"
         self.config_path.write_text(yaml.safe_dump(self.config, sort_keys=True))
 
@@ -135,6 +154,9 @@ class LocalStack:
         for name in reversed(list(self.services)):
             self.stop_service(name)
 
+    def pids(self) -> dict[str, int]:
+        return {name: service.pid for name, service in self.services.items()}
+
     def __enter__(self) -> LocalStack:
         return self.start()
 
@@ -146,13 +168,16 @@ class LocalStack:
 class Monitoring:
     """Prometheus + Alertmanager watching a :class:`LocalStack`, rules rendered from the mixin."""
 
-    prometheus: Any
-    alertmanager: Any
+    prometheus: Prometheus
+    alertmanager: Alertmanager
     rules_dir: Path
 
     def stop(self) -> None:
         self.prometheus.stop()
         self.alertmanager.stop()
+
+    def pids(self) -> dict[str, int]:
+        return {"prometheus": self.prometheus.pid, "alertmanager": self.alertmanager.pid}
 
 
 def scrape_targets(stack: LocalStack) -> dict[str, str]:
@@ -173,7 +198,6 @@ def start_monitoring(
 ) -> Monitoring:
     """Render rules (with ``rule_overrides`` of the Jsonnet config), start AM and Prometheus."""
     from qmtl.monitoring.render import dump_yaml, render
-    from qmtl.testing.components import start_alertmanager, start_prometheus
 
     rendered = render(rule_overrides or {})
     rules_dir = stack.workdir / "rules"
@@ -217,10 +241,6 @@ def start_monitoring(
 def start_demo(stack: LocalStack, *, rate: float = 5.0, canary_seconds: float = 20.0,
                allocation_seconds: float = 60.0) -> Service:  # fmt: skip
     """The demo workload (`qmtl.examples.demo_runner`) against ``stack``; ready when /health answers."""
-    import sys
-
-    from qmtl.testing.processes import ManagedProcess, http_ok
-
     process = ManagedProcess(
         "qmtl-sdk-demo",
         [sys.executable, "-m", "qmtl.examples.demo_runner", "--config", str(stack.config_path), "--rate", str(rate),
@@ -233,3 +253,8 @@ def start_demo(stack: LocalStack, *, rate: float = 5.0, canary_seconds: float = 
     service = Service(process=process, url=stack.url("sdk"))
     stack.services["sdk"] = service
     return service
+
+
+def write_pids(state: Path, pids: dict[str, int]) -> None:
+    """Record the PIDs of a running stack, so a second ``qmtl up`` can refuse to clobber it."""
+    (state / "pids.json").write_text(json.dumps(pids, indent=2, sort_keys=True) + "\n")

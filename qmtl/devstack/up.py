@@ -3,9 +3,9 @@
 Starts (all on 127.0.0.1, all state and logs in ``--state-dir``): DAG Manager,
 WorldService, Gateway, the demo workload (two moving-average strategies submitted
 through the Gateway, an apply run in world ``demo``), an Alertmanager and a Prometheus
-loading the alert and recording rules rendered from ``operations/monitoring``.  Then
-prints where everything is and a live status view.  Ctrl-C stops everything it started
-(by PID) and nothing else.
+loading the alert and recording rules rendered from the monitoring mixin.  Then prints
+where everything is and a live status view.  Ctrl-C (or SIGTERM) stops everything it
+started, by PID; children also die with ``qmtl up`` if it is killed.
 
     qmtl up [--state-dir .qmtl-stack] [--no-prometheus] [--with kafka,postgres] [--duration N]
 """
@@ -13,16 +13,14 @@ prints where everything is and a live status view.  Ctrl-C stops everything it s
 from __future__ import annotations
 
 import argparse
-import math
+import json
 import shutil
 import signal
 import sys
 import time
 from pathlib import Path
 
-import httpx
-
-from qmtl.testing.components import (
+from qmtl.devstack.components import (
     ComponentUnavailable,
     Kafka,
     Postgres,
@@ -30,32 +28,50 @@ from qmtl.testing.components import (
     start_kafka,
     start_postgres,
 )
-from qmtl.testing.processes import ProcessError
-from qmtl.testing.stack import LocalStack, Monitoring, start_demo, start_monitoring
+from qmtl.devstack.processes import ProcessError, alive
+from qmtl.devstack.stack import LocalStack, Monitoring, start_demo, start_monitoring, write_pids
+from qmtl.devstack.status import StatusView, health_status, prometheus_status
 
-__all__ = ["main"]
+__all__ = ["StateDirError", "main", "prepare_state_dir"]
 
 MARKER = ".qmtl-stack"
-INSTALL_HINT = "install Prometheus and Alertmanager with: apt-get install prometheus prometheus-alertmanager (or run scripts/setup.sh)"
-STATUS_QUERIES = {
-    "diffs/min": "sum(job:diff_requests:rate5m) * 60",
-    "diff p95 ms": "max(diff_duration_ms_p95)",
-    "submit p95 ms": "max(gateway_e2e_latency_p95)",
-    "node exec/s": "sum(node_id:node_processed:rate5m)",
-    "apply runs": 'count(world_apply_run_total{status="success"})',
-}
+INSTALL_HINT = (
+    "install Prometheus and Alertmanager with: apt-get install prometheus "
+    "prometheus-alertmanager (or run scripts/setup.sh)"
+)
+EXIT_FAILURE, EXIT_USAGE = 1, 2
 
 
-def _step(index: int, total: int, text: str) -> None:
-    print(f"[{index}/{total}] {text} ...", end="", flush=True)
+class StateDirError(Exception):
+    """The state directory cannot be used; ``exit_code`` says whether it is usage (2) or a conflict (1)."""
+
+    def __init__(self, message: str, exit_code: int) -> None:
+        super().__init__(message)
+        self.exit_code = exit_code
 
 
-def _prepare_state_dir(path: Path) -> Path:
+def prepare_state_dir(path: Path) -> Path:
+    """Empty a state directory of ours (refusing a foreign one, or one still in use)."""
     path = path.resolve()
+    if path.exists() and not path.is_dir():
+        raise StateDirError(f"{path} is not a directory; choose another --state-dir", EXIT_USAGE)
     if path.exists() and any(path.iterdir()):
         if not (path / MARKER).exists():
-            raise SystemExit(
-                f"qmtl up: {path} is not empty and not a qmtl state directory; choose another --state-dir"
+            raise StateDirError(
+                f"{path} is not empty and not a qmtl state directory; choose another --state-dir",
+                EXIT_USAGE,
+            )
+        try:
+            recorded = json.loads((path / "pids.json").read_text())
+        except (OSError, ValueError):
+            recorded = {}
+        running = {name: pid for name, pid in recorded.items() if alive(int(pid))}
+        if running:
+            names = ", ".join(f"{name} (pid {pid})" for name, pid in sorted(running.items()))
+            raise StateDirError(
+                f"{path} is in use by a running stack: {names}; stop it (Ctrl-C in its "
+                "terminal) or choose another --state-dir",
+                EXIT_FAILURE,
             )
         for child in path.iterdir():
             if child.name != MARKER:
@@ -65,50 +81,8 @@ def _prepare_state_dir(path: Path) -> Path:
     return path
 
 
-def _query(prometheus: str, expr: str) -> float | None:
-    try:
-        result = httpx.get(f"{prometheus}/api/v1/query", params={"query": expr}, timeout=3).json()[
-            "data"
-        ]["result"]
-    except (httpx.HTTPError, KeyError, ValueError):
-        return None
-    return float(result[0]["value"][1]) if result else None
-
-
-def status_lines(monitoring: Monitoring | None, stack: LocalStack) -> list[str]:
-    """One screen of status: targets, key rates, alerts (from Prometheus when running)."""
-    if monitoring is None:
-        up = []
-        for name in ("dagmanager", "gateway", "worldservice", "sdk"):
-            try:
-                ok = httpx.get(f"{stack.url(name)}/health", timeout=2).status_code == 200
-            except httpx.HTTPError:
-                ok = False
-            up.append(f"{name}={'up' if ok else 'DOWN'}")
-        return ["targets: " + "  ".join(up) + "   (no Prometheus: rates and alerts unavailable)"]
-    prometheus = monitoring.prometheus.url
-    try:
-        targets = httpx.get(f"{prometheus}/api/v1/targets", timeout=3).json()["data"][
-            "activeTargets"
-        ]
-        alerts = httpx.get(f"{prometheus}/api/v1/alerts", timeout=3).json()["data"]["alerts"]
-    except (httpx.HTTPError, KeyError, ValueError) as exc:
-        return [f"prometheus unreachable: {exc}"]
-    up = "  ".join(
-        f"{t['labels']['job'].removeprefix('qmtl-')}={t['health']}"
-        for t in sorted(targets, key=lambda t: t["labels"]["job"])
-    )
-    rates = []
-    for label, expr in STATUS_QUERIES.items():
-        value = _query(prometheus, expr)
-        rates.append(f"{label}={'-' if value is None or math.isnan(value) else f'{value:.1f}'}")
-    firing = sorted(a["labels"]["alertname"] for a in alerts if a["state"] == "firing")
-    pending = sorted(a["labels"]["alertname"] for a in alerts if a["state"] == "pending")
-    return [
-        f"targets: {up}",
-        "rates:   " + "  ".join(rates),
-        f"alerts:  firing={', '.join(firing) or 'none'}  pending={', '.join(pending) or 'none'}",
-    ]
+def _step(index: int, total: int, text: str) -> None:
+    print(f"[{index}/{total}] {text} ...", end="", flush=True)
 
 
 def main(args: argparse.Namespace) -> int:
@@ -119,7 +93,10 @@ def main(args: argparse.Namespace) -> int:
             f"qmtl up: --with accepts kafka,postgres; unknown: {', '.join(sorted(unknown))}",
             file=sys.stderr,
         )
-        return 2
+        return EXIT_USAGE
+    if args.duration is not None and args.duration <= 0:
+        print("qmtl up: --duration must be a positive number of seconds", file=sys.stderr)
+        return EXIT_USAGE
     if not args.no_prometheus:
         try:
             find_binary(["prometheus"], INSTALL_HINT)
@@ -129,25 +106,37 @@ def main(args: argparse.Namespace) -> int:
                 f"qmtl up: {exc}\n         or start without monitoring: qmtl up --no-prometheus",
                 file=sys.stderr,
             )
-            return 2
-    state = _prepare_state_dir(Path(args.state_dir))
+            return EXIT_USAGE
+    try:
+        state = prepare_state_dir(Path(args.state_dir))
+    except StateDirError as exc:
+        print(f"qmtl up: {exc}", file=sys.stderr)
+        return exc.exit_code
     total = 5 + len(wanted) + (0 if args.no_prometheus else 1)
     step = 0
     kafka: Kafka | None = None
     postgres: Postgres | None = None
     stack: LocalStack | None = None
     monitoring: Monitoring | None = None
+    pids: dict[str, int] = {}
+
+    def started(name: str, pid: int) -> None:
+        pids[name] = pid
+        write_pids(state, pids)
+
     signal.signal(signal.SIGTERM, signal.default_int_handler)
     try:
         if "kafka" in wanted:
             step += 1
             _step(step, total, "starting Kafka (tansu)")
             kafka = start_kafka(state / "kafka")
+            started("kafka", kafka.pid)
             print(f" {kafka.bootstrap} (pid {kafka.pid})")
         if "postgres" in wanted:
             step += 1
             _step(step, total, "starting PostgreSQL")
             postgres = start_postgres()
+            started("postgres", postgres.pid)
             print(f" {postgres.dsn} (pid {postgres.pid})")
         stack = LocalStack(
             state,
@@ -162,43 +151,53 @@ def main(args: argparse.Namespace) -> int:
             step += 1
             _step(step, total, f"starting {label}")
             service = stack.start_service(name)
+            started(name, service.pid)
             print(f" {stack.url(name)} (pid {service.pid})")
         step += 1
         _step(step, total, "starting the demo strategies")
         demo = start_demo(stack)
+        started("sdk", demo.pid)
         print(f" {stack.url('sdk')}/metrics (pid {demo.pid})")
         if not args.no_prometheus:
             step += 1
             _step(step, total, "starting Prometheus and Alertmanager")
             monitoring = start_monitoring(stack)
+            for name, pid in monitoring.pids().items():
+                started(name, pid)
             print(
-                f" {monitoring.prometheus.url} (pid {monitoring.prometheus.pid}), {monitoring.alertmanager.url} (pid {monitoring.alertmanager.pid})"
+                f" {monitoring.prometheus.url} (pid {monitoring.prometheus.pid}), "
+                f"{monitoring.alertmanager.url} (pid {monitoring.alertmanager.pid})"
             )
         step += 1
         print(f"[{step}/{total}] ready. State, config and logs: {state}")
-        print(f"\n  Gateway      {stack.url('gateway')}/status")
-        print(f"  WorldService {stack.url('worldservice')}/allocations")
-        print(f"  DAG Manager  {stack.url('dagmanager')}/status   gRPC {stack.grpc_target}")
-        print(f"  SDK demo     {stack.url('sdk')}/metrics")
+        header = [
+            f"  Gateway      {stack.url('gateway')}/status",
+            f"  WorldService {stack.url('worldservice')}/allocations",
+            f"  DAG Manager  {stack.url('dagmanager')}/status   gRPC {stack.grpc_target}",
+            f"  SDK demo     {stack.url('sdk')}/metrics",
+        ]
         if monitoring:
-            print(f"  Prometheus   {monitoring.prometheus.url}/alerts")
-            print(f"  Alertmanager {monitoring.alertmanager.url}")
-        print(
-            f"  ops          qmtl ops --help  (e.g. qmtl ops cross-context show --config {stack.config_path})"
-        )
+            header.append(f"  Prometheus   {monitoring.prometheus.url}/alerts")
+            header.append(f"  Alertmanager {monitoring.alertmanager.url}")
+        header.append(f"  ops          qmtl ops cross-context show --config {stack.config_path}")
+        print("\n" + "\n".join(header))
         print("\nCtrl-C stops everything started here.\n", flush=True)
-        deadline = time.monotonic() + args.duration if args.duration else math.inf
+        urls = {name: stack.url(name) for name in ("dagmanager", "gateway", "worldservice", "sdk")}
+        prometheus_url = monitoring.prometheus.url if monitoring else None
+        view = StatusView(
+            sys.stdout,
+            header,
+            lambda: prometheus_status(prometheus_url) if prometheus_url else health_status(urls),
+        )
+        deadline = time.monotonic() + args.duration if args.duration else float("inf")
         while time.monotonic() < deadline:
             for name, service in list(stack.services.items()):
                 if not service.process.alive():
                     print(
                         f"qmtl up: {name} exited; see {service.process.log_path}", file=sys.stderr
                     )
-                    return 1
-            stamp = time.strftime("%H:%M:%S")
-            for line in status_lines(monitoring, stack):
-                print(f"{stamp} {line}")
-            print(flush=True)
+                    return EXIT_FAILURE
+            view.update()
             time.sleep(min(5.0, max(0.0, deadline - time.monotonic())))
         return 0
     except KeyboardInterrupt:
@@ -206,7 +205,7 @@ def main(args: argparse.Namespace) -> int:
         return 0
     except (ProcessError, ComponentUnavailable) as exc:
         print(f"\nqmtl up: {exc}", file=sys.stderr)
-        return 1
+        return EXIT_FAILURE
     finally:
         if monitoring is not None:
             monitoring.stop()
@@ -216,4 +215,5 @@ def main(args: argparse.Namespace) -> int:
             postgres.stop()
         if kafka is not None:
             kafka.stop()
+        (state / "pids.json").unlink(missing_ok=True)
         print("stopped.", flush=True)

@@ -1,15 +1,21 @@
-"""The one process launcher used by tests, benchmarks and ``qmtl up``.
+"""The one process launcher of QMTL: ``qmtl up``, the tests and the benchmarks use it.
 
-Processes are started in their own session, their PID is recorded, and :meth:`stop`
-signals exactly that PID (never a name).  Readiness is polled; there are no fixed
-sleeps.  Every live process is also stopped at interpreter exit so a crashed test
-run does not leave brokers or databases behind.
+A :class:`ManagedProcess` is started in its own session with its PID recorded;
+:meth:`~ManagedProcess.stop` signals exactly that PID (never a name).  Readiness is
+polled, never slept for.
+
+Children die with their parent: each one is exec'd through ``setpriv --pdeathsig TERM``
+(util-linux, on every Debian), so the kernel sends it SIGTERM when the process that
+started it dies -- also on SIGKILL, where no ``atexit`` handler runs.  The signal
+follows the *thread* that started the child, so start processes from the main thread
+(every caller here does).  Normal exits additionally stop every live child at exit.
 """
 
 from __future__ import annotations
 
 import atexit
 import os
+import shutil
 import signal
 import socket
 import subprocess
@@ -23,14 +29,17 @@ import httpx
 __all__ = [
     "ManagedProcess",
     "ProcessError",
+    "alive",
     "free_port",
     "http_ok",
+    "live_processes",
     "tcp_open",
     "wait_for",
 ]
 
 _live: dict[int, ManagedProcess] = {}
 _live_lock = threading.Lock()
+_SETPRIV = shutil.which("setpriv")
 
 
 class ProcessError(RuntimeError):
@@ -39,7 +48,8 @@ class ProcessError(RuntimeError):
 
 def free_port(host: str = "127.0.0.1") -> int:
     """A TCP port that is free right now on ``host``."""
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
+    family = socket.AF_INET6 if ":" in host else socket.AF_INET
+    with socket.socket(family, socket.SOCK_STREAM) as sock:
         sock.bind((host, 0))
         return int(sock.getsockname()[1])
 
@@ -56,6 +66,21 @@ def http_ok(url: str, *, headers: Mapping[str, str] | None = None) -> bool:
     try:
         return httpx.get(url, timeout=1.0, headers=dict(headers or {})).status_code < 400
     except httpx.HTTPError:
+        return False
+
+
+def alive(pid: int) -> bool:
+    """Whether ``pid`` is a running (not zombie) process."""
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    try:
+        with open(f"/proc/{pid}/stat") as stat:
+            return stat.read().rsplit(")", 1)[1].split()[0] != "Z"
+    except OSError:
         return False
 
 
@@ -82,6 +107,12 @@ def wait_for(
         delay = min(delay * 1.5, 0.5)
 
 
+def live_processes() -> list[ManagedProcess]:
+    """Every process this interpreter started and has not stopped yet."""
+    with _live_lock:
+        return list(_live.values())
+
+
 class ManagedProcess:
     """A subprocess we own: started, waited for, and stopped by its PID."""
 
@@ -100,9 +131,12 @@ class ManagedProcess:
         self.log_path = log_path
         log_path.parent.mkdir(parents=True, exist_ok=True)
         self._log = open(log_path, "ab")  # noqa: SIM115 - closed in stop()
+        launch = self.argv
+        if _SETPRIV is not None:
+            launch = [_SETPRIV, "--pdeathsig", "TERM", "--", *self.argv]
         try:
             self.popen = subprocess.Popen(
-                self.argv,
+                launch,
                 stdout=self._log,
                 stderr=subprocess.STDOUT,
                 stdin=subprocess.DEVNULL,
@@ -143,6 +177,12 @@ class ManagedProcess:
         if self.alive():
             os.kill(self.pid, sig)
 
+    def kill(self) -> None:
+        """SIGKILL (a crash drill); the handle stays registered until :meth:`stop`."""
+        if self.alive():
+            os.kill(self.pid, signal.SIGKILL)
+            self.popen.wait(timeout=10)
+
     def stop(self, timeout: float = 10.0) -> int | None:
         """SIGTERM the PID, SIGKILL it after ``timeout``; return the exit code."""
         if self.alive():
@@ -172,7 +212,5 @@ class ManagedProcess:
 
 @atexit.register
 def _stop_leftovers() -> None:
-    with _live_lock:
-        leftovers = list(_live.values())
-    for proc in leftovers:
+    for proc in live_processes():
         proc.stop(timeout=5)

@@ -16,7 +16,7 @@ import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 
-from qmtl.testing.processes import ManagedProcess, free_port, http_ok, tcp_open
+from qmtl.devstack.processes import ManagedProcess, free_port, http_ok, tcp_open
 
 __all__ = [
     "Alertmanager",

@@ -1,4 +1,4 @@
-"""Kafka helpers for drills and tests: produce records, make a consumer group lag or catch up."""
+"""Drills that need no switch inside a service: make a Kafka consumer group lag, then catch up."""
 
 from __future__ import annotations
 

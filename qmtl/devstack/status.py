@@ -1,0 +1,122 @@
+"""The live status view of ``qmtl up``: targets, key rates and alerts, one screen.
+
+On a terminal the screen is redrawn in place (like ``top``), every line fitted to the
+width; when output is a pipe or a file, each update is printed as one block.
+"""
+
+from __future__ import annotations
+
+import math
+import shutil
+import time
+from collections import Counter
+from collections.abc import Callable, Iterable, Sequence
+from typing import TextIO
+
+import httpx
+
+__all__ = ["STATUS_QUERIES", "StatusView", "fit", "prometheus_status", "summarise_alerts"]
+
+STATUS_QUERIES = {
+    "diffs/min": "sum(job:diff_requests:rate5m) * 60",
+    "diff p95 ms": "max(diff_duration_ms_p95)",
+    "submit p95 ms": "max(gateway_e2e_latency_p95)",
+    "node exec/s": "sum(node_id:node_processed:rate5m)",
+    "apply runs": 'count(world_apply_run_total{status="success"})',
+}
+CLEAR = "\x1b[H\x1b[2J"
+
+
+def summarise_alerts(names: Iterable[str]) -> str:
+    """``A, B x5``: each alert name once, with a count when it repeats."""
+    counts = Counter(names)
+    return ", ".join(f"{n} x{c}" if c > 1 else n for n, c in sorted(counts.items())) or "none"
+
+
+def fit(line: str, width: int) -> str:
+    """Cut ``line`` to ``width`` columns, marking the cut."""
+    return line if len(line) <= width else line[: max(0, width - 1)] + "…"
+
+
+def _query(prometheus: str, expr: str) -> float | None:
+    try:
+        result = httpx.get(f"{prometheus}/api/v1/query", params={"query": expr}, timeout=3).json()
+        series = result["data"]["result"]
+    except (httpx.HTTPError, KeyError, ValueError):
+        return None
+    return float(series[0]["value"][1]) if series else None
+
+
+def prometheus_status(prometheus: str) -> list[str]:
+    """Targets, rates and alerts as Prometheus sees them."""
+    try:
+        targets = httpx.get(f"{prometheus}/api/v1/targets", timeout=3).json()["data"][
+            "activeTargets"
+        ]
+        alerts = httpx.get(f"{prometheus}/api/v1/alerts", timeout=3).json()["data"]["alerts"]
+    except (httpx.HTTPError, KeyError, ValueError) as exc:
+        return [f"prometheus unreachable: {exc}"]
+    by_job: dict[str, list[str]] = {}
+    for target in targets:
+        by_job.setdefault(target["labels"]["job"].removeprefix("qmtl-"), []).append(
+            target["health"]
+        )
+    parts = []
+    for job, healths in sorted(by_job.items()):
+        up = sum(1 for h in healths if h == "up")
+        parts.append(f"{job}={'up' if up == len(healths) else 'DOWN'}")
+        if len(healths) > 1:
+            parts[-1] += f"({up}/{len(healths)})"
+    rates = []
+    for label, expr in STATUS_QUERIES.items():
+        value = _query(prometheus, expr)
+        rates.append(f"{label}={'-' if value is None or math.isnan(value) else f'{value:.1f}'}")
+    firing = [a["labels"]["alertname"] for a in alerts if a["state"] == "firing"]
+    pending = [a["labels"]["alertname"] for a in alerts if a["state"] == "pending"]
+    return [
+        "targets: " + "  ".join(parts),
+        "rates:   " + "  ".join(rates),
+        f"alerts:  firing={summarise_alerts(firing)}  pending={summarise_alerts(pending)}",
+    ]
+
+
+def health_status(urls: dict[str, str]) -> list[str]:
+    """Without Prometheus: each process's /health."""
+    parts = []
+    for name, url in urls.items():
+        try:
+            ok = httpx.get(f"{url}/health", timeout=2).status_code == 200
+        except httpx.HTTPError:
+            ok = False
+        parts.append(f"{name}={'up' if ok else 'DOWN'}")
+    return ["targets: " + "  ".join(parts) + "   (no Prometheus: rates and alerts unavailable)"]
+
+
+class StatusView:
+    """Draws ``header`` + status lines: in place on a terminal, as blocks otherwise."""
+
+    def __init__(
+        self,
+        out: TextIO,
+        header: Sequence[str],
+        lines: Callable[[], list[str]],
+        *,
+        tty: bool | None = None,
+    ) -> None:
+        self.out = out
+        self.header = list(header)
+        self.lines = lines
+        self.tty = out.isatty() if tty is None else tty
+
+    def render(self) -> str:
+        stamp = time.strftime("%H:%M:%S")
+        body = [f"{stamp} {line}" for line in self.lines()]
+        if not self.tty:
+            return "\n".join(body) + "\n\n"
+        width = shutil.get_terminal_size((100, 24)).columns
+        screen = [*self.header, "", *body, "", "Ctrl-C stops everything started here."]
+        return CLEAR + "\n".join(fit(line, width) for line in screen) + "\n"
+
+    def update(self) -> None:
+        self.out.write(self.render())
+        self.out.flush()

@@ -1,0 +1,190 @@
+"""The domain exceptions of QMTL, drawn once; every adapter maps them with one table.
+
+::
+
+    QmtlError                       code, message, retryable
+    ├── InvalidInput                the caller sent something wrong        HTTP 4xx  gRPC INVALID_ARGUMENT
+    │   ├── InvalidJson                 body is not JSON                    400
+    │   ├── InvalidRequest              fields missing, wrong type/shape     422
+    │   ├── InvalidDag                  the DAG itself is malformed          422
+    │   └── PayloadTooLarge             over the configured size limit       413
+    ├── AuthError                   credentials missing or wrong           HTTP 401/403  gRPC UNAUTHENTICATED
+    ├── NotFound                    the named thing does not exist         HTTP 404  gRPC NOT_FOUND
+    │   ├── UnknownWorld
+    │   ├── UnknownStrategy
+    │   ├── UnknownSubmission
+    │   └── UnknownRun
+    ├── Conflict                    valid input refused by current state   HTTP 409  gRPC FAILED_PRECONDITION
+    │   ├── CrossContextViolation       a queue bound under another compute context
+    │   ├── QueueNameCollision          two different nodes map to one queue name
+    │   ├── ApplyInProgress             one apply run per world at a time
+    │   ├── WorldFrozen                 an apply run froze the world (retryable)
+    │   └── GuardBlocked                promotions blocked by cross-context hits / hold
+    └── Unavailable                 a dependency is down; retry later      HTTP 503  gRPC UNAVAILABLE
+        ├── BackendUnavailable          store, broker or breaker open
+        ├── QueueCreationFailed         the queue backend refused new topics
+        └── GuardUnavailable            a promotion-guard source cannot be read
+
+The split that matters most: :class:`InvalidInput` and :class:`Conflict` are the
+*client's* problem and never count against a circuit breaker, never get retried and
+never become a lost request; :class:`Unavailable` is an outage.  ``code`` is the
+machine-readable error string of HTTP bodies and of the ``qmtl-error-code`` gRPC
+trailer, so a client can rebuild the exact class with :func:`from_code`.
+"""
+
+from __future__ import annotations
+
+from typing import Any, ClassVar
+
+__all__ = [
+    "ApplyInProgress",
+    "AuthError",
+    "BackendUnavailable",
+    "Conflict",
+    "CrossContextViolation",
+    "GuardBlocked",
+    "GuardUnavailable",
+    "InvalidDag",
+    "InvalidInput",
+    "InvalidJson",
+    "InvalidRequest",
+    "NotFound",
+    "PayloadTooLarge",
+    "QmtlError",
+    "QueueCreationFailed",
+    "QueueNameCollision",
+    "Unavailable",
+    "UnknownRun",
+    "UnknownStrategy",
+    "UnknownSubmission",
+    "UnknownWorld",
+    "WorldFrozen",
+    "from_code",
+]
+
+
+class QmtlError(Exception):
+    """Base of every domain error; ``message`` is for humans, ``code`` for machines."""
+
+    code: ClassVar[str] = "error"
+    retryable: ClassVar[bool] = False
+    _by_code: ClassVar[dict[str, type[QmtlError]]] = {}
+
+    def __init__(self, message: str, **details: Any) -> None:
+        super().__init__(message)
+        self.message = message
+        #: Extra machine-readable fields for the error body (e.g. ``hits`` of the guard).
+        self.details = details
+
+    def __init_subclass__(cls, **kwargs: Any) -> None:
+        super().__init_subclass__(**kwargs)
+        if "code" in cls.__dict__:
+            QmtlError._by_code[cls.code] = cls
+
+    def body(self) -> dict[str, Any]:
+        """The one error shape of every QMTL HTTP API."""
+        out: dict[str, Any] = {"error": self.code, "message": self.message}
+        if self.retryable:
+            out["retryable"] = True
+        out.update(self.details)
+        return out
+
+
+def from_code(code: str, message: str, fallback: type[QmtlError] | None = None) -> QmtlError:
+    """Rebuild the domain error a remote service reported by its ``code``."""
+    cls = QmtlError._by_code.get(code) or fallback or QmtlError
+    return cls(message)
+
+
+# --------------------------------------------------------------------- client errors
+class InvalidInput(QmtlError, ValueError):
+    code = "invalid_input"
+
+
+class InvalidJson(InvalidInput):
+    code = "invalid_json"
+
+
+class InvalidRequest(InvalidInput):
+    code = "invalid_request"
+
+
+class InvalidDag(InvalidInput):
+    code = "invalid_dag"
+
+
+class PayloadTooLarge(InvalidInput):
+    code = "payload_too_large"
+
+
+class AuthError(QmtlError):
+    code = "auth_required"
+
+    def __init__(self, message: str, *, forbidden: bool = False, **details: Any) -> None:
+        super().__init__(message, **details)
+        self.forbidden = forbidden
+
+
+class NotFound(QmtlError, LookupError):
+    code = "not_found"
+
+
+class UnknownWorld(NotFound):
+    code = "unknown_world"
+
+
+class UnknownStrategy(NotFound):
+    code = "unknown_strategy"
+
+
+class UnknownSubmission(NotFound):
+    code = "unknown_submission"
+
+
+class UnknownRun(NotFound):
+    code = "unknown_run"
+
+
+class Conflict(QmtlError):
+    code = "conflict"
+
+
+class CrossContextViolation(Conflict):
+    code = "cross_context_violation"
+
+
+class QueueNameCollision(Conflict):
+    code = "queue_name_collision"
+
+
+class ApplyInProgress(Conflict):
+    code = "apply_in_progress"
+
+
+class WorldFrozen(Conflict):
+    code = "world_frozen"
+    retryable = True
+
+
+class GuardBlocked(Conflict):
+    """Promotions are blocked: unresolved cross-context hits, or the hold after a reset."""
+
+    code = "promotion_blocked"
+
+
+# --------------------------------------------------------------------- outages
+class Unavailable(QmtlError):
+    code = "unavailable"
+    retryable = True
+
+
+class BackendUnavailable(Unavailable):
+    code = "backend_unavailable"
+
+
+class QueueCreationFailed(Unavailable):
+    code = "queue_creation_failed"
+
+
+class GuardUnavailable(Unavailable):
+    code = "promotion_guard_unavailable"
