@@ -1,15 +1,17 @@
 """``qmtl ops``: operator tools behind the runbooks (docs/runbooks.md).
 
-    qmtl ops cross-context show            # step 1: offending label sets
+    qmtl ops cross-context show            # step 1: offending label sets, promotion hold
     qmtl ops cache purge --node NODE_ID    # step 4: flush SDK node caches
-    qmtl ops cross-context reset           # step 5: clear the counter series
+    qmtl ops cross-context reset           # step 5: clear the counter series everywhere
     qmtl ops gc-trigger                    # one GC sweep, prints its report
     qmtl ops fault SERVICE NAME=VALUE...   # drills: inject a fault (see docs/operations.md)
     qmtl ops fault SERVICE --clear
 
-Targets come from qmtl.yml (each service's host/port, ``sdk.admin_port``) or
-``--target URL`` (repeatable).  Admin tokens from the config are sent as Bearer tokens.
-Exit codes: 0 ok, 1 a target failed or (for ``show``) hits exist, 2 bad usage.
+Targets come from qmtl.yml (each service's host/port; for cross-context, the DAG Manager
+and the SDK admin URLs the WorldService learned from submissions; for cache purges,
+``sdk.admin_port``) or ``--target URL`` (repeatable).  Admin tokens from the config are sent as Bearer tokens.
+Exit codes: 0 ok, 1 a target failed or (for ``show``) hits exist or the hold runs,
+2 bad usage.
 """
 
 from __future__ import annotations
@@ -24,11 +26,14 @@ import yaml
 
 from qmtl.foundation.config import QmtlConfig
 
-__all__ = ["main"]
+__all__ = ["cache", "cross_context", "fault", "gc_trigger", "service_urls"]
 
 
 def _url(host: str, port: int) -> str:
-    return f"http://{host}:{port}"
+    host = host or "127.0.0.1"
+    if host in ("0.0.0.0", "::"):
+        host = "127.0.0.1"
+    return f"http://[{host}]:{port}" if ":" in host else f"http://{host}:{port}"
 
 
 def service_urls(config: QmtlConfig) -> dict[str, tuple[str, str | None]]:
@@ -43,7 +48,7 @@ def service_urls(config: QmtlConfig) -> dict[str, tuple[str, str | None]]:
             _url(config.worldservice.host, config.worldservice.port),
             config.worldservice.admin_token,
         ),
-        "sdk": (_url("127.0.0.1", config.sdk.admin_port), None),
+        "sdk": (_url("127.0.0.1", config.sdk.admin_port), config.sdk.admin_token),
     }
 
 
@@ -61,23 +66,58 @@ def _call(
         return response.status_code, {"error": "bad_response", "message": response.text[:200]}
 
 
-def _targets(
-    args: argparse.Namespace, config: QmtlConfig, default: list[str]
-) -> list[tuple[str, str, str | None]]:
+def _message(body: Any) -> str:
+    return str(body.get("message", body)) if isinstance(body, dict) else str(body)
+
+
+def _sources(args: argparse.Namespace, config: QmtlConfig) -> list[tuple[str, str, str | None]]:
+    """(name, base URL, token) of every process that may hold cross-context hits."""
     if args.target:
         return [(url, url.rstrip("/"), args.token) for url in args.target]
     urls = service_urls(config)
-    return [(name, urls[name][0], args.token or urls[name][1]) for name in default]
+    found = [("dagmanager", *urls["dagmanager"])]
+    ws, ws_token = urls["worldservice"]
+    status, body = _call("GET", f"{ws}/promotion-guard/sources", args.token or ws_token)
+    if status == 200:
+        # The SDK processes that submitted with their admin URL, as the guard knows them.
+        for source in body.get("sources", []):
+            base = source["url"].rstrip("/")
+            found.append((f"sdk {base}", base, config.sdk.admin_token))
+    else:  # no WorldService to ask: the SDK admin port of this qmtl.yml
+        print(f"worldservice: cannot list SDK sources: {_message(body)}", file=sys.stderr)
+        found.append(("sdk", *urls["sdk"]))
+    return [(name, base, args.token or token) for name, base, token in found]
 
 
-def cross_context(args: argparse.Namespace, config: QmtlConfig) -> int:
-    failed = hits_found = 0
-    for name, base, token in _targets(args, config, ["dagmanager", "sdk"]):
+def _hold(config: QmtlConfig, token: str | None) -> str | None:
+    """The WorldService's view of the promotion hold, as one line."""
+    ws, ws_token = service_urls(config)["worldservice"]
+    status, body = _call("GET", f"{ws}/promotion-guard", token or ws_token)
+    if status == 0:
+        return f"worldservice: cannot read the promotion guard: {_message(body)}"
+    if status == 503:
+        return f"promotions blocked: {_message(body)}"
+    if body.get("hold_remaining_seconds"):
+        return (
+            f"promotions on hold for {body['hold_remaining_seconds']:.0f} s more "
+            f"(until {body['hold_until_iso']}): the counter must stay at zero for "
+            f"{body['hold_seconds']:.0f} s after the last hit"
+        )
+    if body.get("blocked"):
+        return "promotions blocked while hits are unresolved"
+    return "promotions allowed"
+
+
+def cross_context(args: argparse.Namespace) -> int:
+    config: QmtlConfig = args.qmtl_config
+    failed: list[str] = []
+    hits_found = 0
+    for name, base, token in _sources(args, config):
         if args.action == "show":
             status, body = _call("GET", f"{base}/admin/cross-context", token)
             if status != 200:
-                print(f"{name}: cannot read hits: {body.get('message', body)}", file=sys.stderr)
-                failed += 1
+                print(f"{name}: cannot read hits: {_message(body)}", file=sys.stderr)
+                failed.append(name)
                 continue
             hits = body.get("hits", [])
             hits_found += len(hits)
@@ -88,23 +128,37 @@ def cross_context(args: argparse.Namespace, config: QmtlConfig) -> int:
         else:
             status, body = _call("POST", f"{base}/admin/cross-context/reset", token)
             if status != 200:
-                print(f"{name}: reset failed: {body.get('message', body)}", file=sys.stderr)
-                failed += 1
+                print(f"{name}: reset failed: {_message(body)}", file=sys.stderr)
+                failed.append(name)
                 continue
             print(f"{name}: cleared {body.get('reset_series', 0)} series")
+    hold = None if args.target else _hold(config, args.token)
+    if hold:
+        print(hold)
+    if failed:
+        verb = "read" if args.action == "show" else "reset"
+        print(f"could not {verb}: {', '.join(failed)}", file=sys.stderr)
     if args.action == "show" and hits_found:
         print(
             "promotions stay blocked until the hits are remediated and reset (see docs/runbooks.md)"
         )
-    return 1 if failed or (args.action == "show" and hits_found) else 0
+    on_hold = bool(hold and hold.startswith("promotions on hold"))
+    return 1 if failed or (args.action == "show" and (hits_found or on_hold)) else 0
 
 
-def cache(args: argparse.Namespace, config: QmtlConfig) -> int:
+def cache(args: argparse.Namespace) -> int:
+    config: QmtlConfig = args.qmtl_config
+    urls = service_urls(config)
+    targets = (
+        [(url, url.rstrip("/"), args.token) for url in args.target]
+        if args.target
+        else [("sdk", urls["sdk"][0], args.token or urls["sdk"][1])]
+    )
     failed = 0
-    for name, base, token in _targets(args, config, ["sdk"]):
+    for name, base, token in targets:
         status, body = _call("POST", f"{base}/admin/cache/purge", token, {"node_id": args.node})
         if status != 200:
-            print(f"{name}: purge failed: {body.get('message', body)}", file=sys.stderr)
+            print(f"{name}: purge failed: {_message(body)}", file=sys.stderr)
             failed += 1
             continue
         for node, items in body.get("purged", {}).items():
@@ -112,66 +166,42 @@ def cache(args: argparse.Namespace, config: QmtlConfig) -> int:
     return 1 if failed else 0
 
 
-def gc_trigger(args: argparse.Namespace, config: QmtlConfig) -> int:
-    ((_, base, token),) = _targets(args, config, ["dagmanager"])[:1]
-    status, body = _call("POST", f"{base}/admin/gc-trigger", token)
+def gc_trigger(args: argparse.Namespace) -> int:
+    config: QmtlConfig = args.qmtl_config
+    base, token = service_urls(config)["dagmanager"]
+    if args.target:
+        base = args.target[0].rstrip("/")
+    status, body = _call("POST", f"{base}/admin/gc-trigger", args.token or token)
     print(json.dumps(body, indent=2))
     return 0 if status == 200 else 1
 
 
-def fault(args: argparse.Namespace, config: QmtlConfig) -> int:
-    urls = service_urls(config)
-    if args.service not in urls:
-        print(f"unknown service {args.service!r}; one of {', '.join(urls)}", file=sys.stderr)
-        return 2
-    base, token = urls[args.service]
+def fault(args: argparse.Namespace) -> int:
+    from qmtl.cli import UserError
+
+    config: QmtlConfig = args.qmtl_config
+    base, token = service_urls(config)[args.service]
     if args.target:
         base = args.target[0].rstrip("/")
-    if args.clear and args.service == "sdk":
-        status, body = _call("POST", f"{base}/admin/faults/clear", args.token or token, {})
-    elif args.clear:
-        status, body = _call("DELETE", f"{base}/admin/faults", args.token or token)
+    token = args.token or token
+    if args.clear:
+        status, body = _call("DELETE", f"{base}/admin/faults", token)
     else:
+        if not args.settings:
+            raise UserError("give NAME=VALUE settings or --clear", exit_code=2)
         changes = {}
         for item in args.settings:
             if "=" not in item:
-                print(f"fault setting {item!r} must look like NAME=VALUE", file=sys.stderr)
-                return 2
+                raise UserError(f"fault setting {item!r} must look like NAME=VALUE", exit_code=2)
             key, raw = item.split("=", 1)
             changes[key] = yaml.safe_load(raw)
-        status, body = _call("POST", f"{base}/admin/faults", args.token or token, changes)
+        status, body = _call("POST", f"{base}/admin/faults", token, changes)
+    if status == 404:
+        print(
+            f"{args.service}: no fault switches here; drills are off (set drills.enabled: true "
+            "in qmtl.yml, as `qmtl up` does)",
+            file=sys.stderr,
+        )
+        return 1
     print(json.dumps(body))
     return 0 if status == 200 else 1
-
-
-def build_parser() -> argparse.ArgumentParser:
-    common = argparse.ArgumentParser(add_help=False)
-    common.add_argument(
-        "--target", action="append", help="service base URL (repeatable); default from qmtl.yml"
-    )
-    common.add_argument("--token", help="admin bearer token (default: from qmtl.yml)")
-    parser = argparse.ArgumentParser(prog="qmtl ops", description=__doc__.splitlines()[0])
-    sub = parser.add_subparsers(dest="command", required=True)
-    cc = sub.add_parser(
-        "cross-context", parents=[common], help="show or reset cross-context cache hits"
-    )
-    cc.add_argument("action", choices=["show", "reset"])
-    cc.set_defaults(run=cross_context)
-    ca = sub.add_parser("cache", parents=[common], help="SDK node caches")
-    ca.add_argument("action", choices=["purge"])
-    ca.add_argument("--node", help="node id to purge (default: all nodes)")
-    ca.set_defaults(run=cache)
-    gc = sub.add_parser("gc-trigger", parents=[common], help="run one DAG Manager GC sweep")
-    gc.set_defaults(run=gc_trigger)
-    fa = sub.add_parser("fault", parents=[common], help="inject or clear a fault for drills")
-    fa.add_argument("service", help="dagmanager | gateway | worldservice | sdk")
-    fa.add_argument("settings", nargs="*", help="NAME=VALUE (YAML scalars)")
-    fa.add_argument("--clear", action="store_true")
-    fa.set_defaults(run=fault)
-    return parser
-
-
-def main(args: argparse.Namespace) -> int:
-    """Entry from ``qmtl ops ...`` (the top-level CLI has loaded the config)."""
-    ops_args = build_parser().parse_args(list(args.rest))
-    return int(ops_args.run(ops_args, args.qmtl_config))

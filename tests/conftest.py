@@ -47,7 +47,7 @@ def start_dagmanager(tmp_path: Path):  # type: ignore[no-untyped-def]
     """Factory: run `qmtl service dagmanager server` with config overrides; stopped after the test."""
     started: list[devstack.Service] = []
 
-    def start(**overrides: object) -> tuple[devstack.Service, str]:
+    def start(*, drills: bool = False, **overrides: object) -> tuple[devstack.Service, str]:
         workdir = tmp_path / f"dagmanager{len(started)}"
         workdir.mkdir()
         http_port, grpc_port = devstack.free_port(), devstack.free_port()
@@ -58,7 +58,7 @@ def start_dagmanager(tmp_path: Path):  # type: ignore[no-untyped-def]
             "breaker_probe_seconds": 0.5,
             **overrides,
         }
-        config = write_config(workdir, {"dagmanager": section})
+        config = write_config(workdir, {"dagmanager": section, "drills": {"enabled": drills}})
         service = devstack.start_service(
             "dagmanager", config, health_url=f"http://127.0.0.1:{http_port}/health", workdir=workdir
         )

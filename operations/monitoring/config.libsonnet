@@ -13,6 +13,8 @@
     eventWindow: '10m',  // how long a one-off event (lost request, failure) keeps an alert firing
     orphanGrowthWindow: '3h',
     applyRateWindow: '30m',
+    // A slow freeze ACK keeps ControlBusApplyAckLatencyHigh firing this long (then it resolves).
+    ackLatencyWindow: '15m',
 
     // Thresholds (units in the names), as strings so they render exactly as written.
     diffDurationP95Ms: '200',

@@ -26,10 +26,12 @@ from typing import Any
 
 import httpx
 
-from qmtl.cli import resolve_config
 from qmtl.examples.questdb_parallel_example import MovingAverageCross
 from qmtl.foundation.common.tracing import setup_tracing, shutdown_tracing
+from qmtl.foundation.config import resolve_config
+from qmtl.foundation.contracts import SubmissionRequest
 from qmtl.foundation.dag import chain_dag
+from qmtl.foundation.faults import FaultSet, Switch
 from qmtl.runtime.io import SQLiteRecorder
 from qmtl.runtime.sdk import (
     BackfillEngine,
@@ -59,35 +61,22 @@ def strategy_id(strategy: Strategy) -> str:
     return f"{strategy.name}-{asset}" if asset else strategy.name
 
 
-class DemoFaults:
-    """Drill switches; each one makes a real code path misbehave."""
-
-    def __init__(self) -> None:
-        self.node_delay_ms = 0.0
-        self.node_fail = False
-        self.cross_context = False
-        self.cache_ballast_mb = 0.0
-        self.allocations_paused = False
-        self.canary_paused = False
-
-    def update(self, changes: dict[str, Any]) -> dict[str, Any]:
-        for name, value in changes.items():
-            current = getattr(self, name, None)
-            if name.startswith("_") or current is None:
-                raise ValueError(f"unknown fault {name!r}; known: {sorted(vars(self))}")
-            if isinstance(current, bool) != isinstance(value, bool) or not isinstance(
-                value, bool | int | float
-            ):
-                raise ValueError(f"fault {name} takes a {type(current).__name__}, got {value!r}")
-        for name, value in changes.items():
-            setattr(self, name, type(getattr(self, name))(value))
-        return vars(self).copy()
+def demo_faults() -> FaultSet:
+    """Drill switches of the demo; each one makes a real code path misbehave."""
+    return FaultSet(
+        Switch("node_delay_ms", 0.0, "the drill node computes this slowly"),
+        Switch("node_fail", False, "the drill node raises"),
+        Switch("cross_context", False, "a backtest context reuses the live caches once"),
+        Switch("cache_ballast_mb", 0.0, "a node cache holds this many MB of real bytes"),
+        Switch("allocations_paused", False, "allocation snapshots stop being refreshed"),
+        Switch("canary_paused", False, "no more canary diffs"),
+    )
 
 
 class Drill(Strategy):
     """A node whose speed and failures the drills control (NodeSlowProcessing, NodeFailures)."""
 
-    def __init__(self, faults: DemoFaults) -> None:
+    def __init__(self, faults: FaultSet) -> None:
         super().__init__()
         self.faults = faults
 
@@ -115,7 +104,7 @@ class DemoRunner:
         self.allocation_seconds = allocation_seconds
         self.gateway = f"http://{config.gateway.host}:{config.gateway.port}"
         self.worldservice = f"http://{config.worldservice.host}:{config.worldservice.port}"
-        self.faults = DemoFaults()
+        self.faults = demo_faults()
         self.stop = threading.Event()
         self.ballast: NodeCache | None = None
         # The demo runs in the state directory: its payloads land in events.db there.
@@ -129,27 +118,22 @@ class DemoRunner:
         self.backfill = BackfillEngine(max_retries=2, backoff_seconds=0.2)
         self.submitted = 0
         self.canaries = 0
+        #: This process's admin endpoint, sent with submissions for the promotion guard.
+        self.admin_url = f"http://127.0.0.1:{config.sdk.admin_port}"
 
-    # -- admin actions -----------------------------------------------------------------------
-    def fault_action(self, body: dict[str, Any]) -> tuple[int, dict[str, Any]]:
-        try:
-            state = self.faults.update(body)
-        except ValueError as exc:
-            return 400, {"error": "unknown_fault", "message": str(exc)}
+    # -- drills --------------------------------------------------------------------------------
+    def faults_changed(self) -> None:
+        """Called by the admin server after every change of the drill switches."""
         self._apply_ballast()
         if self.faults.cross_context:
             self._cross_context_hit()
-        return 200, state
-
-    def clear_action(self, _body: dict[str, Any]) -> tuple[int, dict[str, Any]]:
-        return self.fault_action({k: type(v)() for k, v in vars(DemoFaults()).items()})
 
     def _apply_ballast(self) -> None:
         """Real bytes in a real node cache, reported by nodecache_resident_bytes."""
         if self.ballast is not None:
             self.ballast.close()
             self.ballast = None
-        megabytes = self.faults.cache_ballast_mb
+        megabytes = float(self.faults.cache_ballast_mb)
         if megabytes > 0:
             self.ballast = NodeCache("drill_ballast", period=max(1, int(megabytes)))
             for i in range(max(1, int(megabytes))):
@@ -160,7 +144,7 @@ class DemoRunner:
         executor, _ = self.executors[0]
         executor.set_context(ComputeContext(world_id="backtest-world", execution_domain="backtest"))
         executor.set_context(ComputeContext(world_id=WORLD, execution_domain="live"))
-        self.faults.cross_context = False
+        self.faults.update({"cross_context": False})
 
     # -- workload ------------------------------------------------------------------------------
     def prepare(self) -> None:
@@ -174,6 +158,7 @@ class DemoRunner:
                     world_id=WORLD,
                     execution_domain="live",
                     strategy_id=strategy_id(instance),
+                    admin_url=self.admin_url,
                 )
                 self.submitted += 1
                 log.info("submitted %s: %d queues", instance.name, len(result["queue_map"]))
@@ -228,10 +213,14 @@ class DemoRunner:
 
         async def probe() -> None:
             client = DagManagerClient(
-                f"{self.config.dagmanager.host}:{self.config.dagmanager.grpc_port}", timeout=30
+                f"{self.config.dagmanager.host}:{self.config.dagmanager.grpc_port}",
+                timeout=30,
+                token=self.config.dagmanager.admin_token,
             )
             try:
-                await client.diff("canary", CANARY_DAG, world_id="canary")
+                await client.diff(
+                    SubmissionRequest(strategy_id="canary", dag_json=CANARY_DAG, world_id="canary")
+                )
             finally:
                 await client.close()
 
@@ -284,7 +273,9 @@ def main(argv: list[str] | None = None) -> int:
     runner = DemoRunner(config, args.rate, args.canary_seconds, args.allocation_seconds)
     admin = start_admin_server(
         config.sdk.admin_port,
-        actions={"/admin/faults": runner.fault_action, "/admin/faults/clear": runner.clear_action},
+        token=config.sdk.admin_token,
+        faults=runner.faults,
+        on_faults=runner.faults_changed,
     )
     log.info("demo runner: metrics and admin on %s", admin.url)
     signal.signal(signal.SIGTERM, lambda *_: runner.stop.set())

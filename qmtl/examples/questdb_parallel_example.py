@@ -2,9 +2,12 @@
 
     python -m qmtl.examples.questdb_parallel_example
         [--questdb 'http::addr=localhost:9000;'] [--recorder sqlite:events.db]
-        [--metrics-port 8000] [--events 600] [--rate 200] [--fail-every 0]
+        [--metrics-port 8000] [--events 600] [--rate 10] [--fail-every 0]
 
-Serves ``/metrics`` while it runs and prints the aggregated metrics at the end.  When
+Prints its metrics URL first, serves ``/metrics`` while it runs -- about a minute with
+the defaults (600 events at 10/s), long enough to watch and scrape; ``--events`` and
+``--rate`` make short runs, Ctrl-C ends it early -- and prints the aggregated metrics at
+the end.  When
 QuestDB cannot be reached the run still completes; the summary says so and
 ``event_recorder_errors_total`` shows the rows that were not persisted.
 """
@@ -24,7 +27,15 @@ from prometheus_client.parser import text_string_to_metric_families
 
 from qmtl.foundation.metrics import MetricsServerError
 from qmtl.runtime.io import EventRecorder, open_recorder
-from qmtl.runtime.sdk import Executor, ProcessingNode, Runner, Strategy, StreamInput, metrics
+from qmtl.runtime.sdk import (
+    Executor,
+    ProcessingNode,
+    Runner,
+    RunResult,
+    Strategy,
+    StreamInput,
+    metrics,
+)
 
 __all__ = ["MovingAverageCross", "main"]
 
@@ -97,17 +108,25 @@ def random_walk(seed: int, events: int, start_price: float) -> list[tuple[float,
     return items
 
 
-def run_strategy(strategy: MovingAverageCross, items: list, rate: float, results: dict) -> None:
+def run_strategy(
+    strategy: MovingAverageCross,
+    items: list[tuple[float, dict[str, float]]],
+    rate: float,
+    results: dict[str, RunResult],
+    stop: threading.Event,
+) -> None:
     instance = Runner.build(strategy)
     executor = Executor(instance.ordered_nodes())
     stream = instance.nodes[0]
     started = time.monotonic()
     for index, (ts, payload) in enumerate(items):
+        if stop.is_set():
+            break
         executor.feed(stream, ts, payload)  # type: ignore[arg-type]
         if rate > 0:  # pace the feed so the run can be watched on /metrics
             delay = started + (index + 1) / rate - time.monotonic()
             if delay > 0:
-                time.sleep(delay)
+                stop.wait(delay)
     results[strategy.asset] = executor.result
     executor.close()
 
@@ -134,8 +153,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument(
         "--rate",
         type=float,
-        default=200.0,
-        help="events per second per strategy (0: as fast as possible)",
+        default=10.0,
+        help="events per second per strategy (default 10: a one-minute run to watch on "
+        "/metrics; 0: as fast as possible)",
     )
     parser.add_argument(
         "--fail-every", type=int, default=0, help="inject a compute error about every N signals"
@@ -164,20 +184,32 @@ def main(argv: list[str] | None = None) -> int:
         MovingAverageCross("btc", 5, 20, recorder, args.fail_every),
         MovingAverageCross("eth", 10, 40, recorder, args.fail_every),
     ]
-    results: dict = {}
+    results: dict[str, RunResult] = {}
+    stop = threading.Event()
     threads = [
         threading.Thread(
             target=run_strategy,
-            args=(s, random_walk(args.seed + i, args.events, 100.0 * (i + 1)), args.rate, results),
+            args=(s, random_walk(args.seed + i, args.events, 100.0 * (i + 1)), args.rate, results,
+                  stop),
             name=f"strategy-{s.asset}",
         )
         for i, s in enumerate(strategies)
-    ]
+    ]  # fmt: skip
     started = time.monotonic()
     for thread in threads:
         thread.start()
-    for thread in threads:
-        thread.join()
+    seconds = args.events / args.rate if args.rate > 0 else 0
+    print(f"running {len(strategies)} strategies, {args.events} events each"
+          + (f" over about {seconds:.0f}s" if seconds else "") + "; Ctrl-C stops early", flush=True)  # fmt: skip
+    try:
+        while any(t.is_alive() for t in threads):
+            for thread in threads:
+                thread.join(0.2)
+    except KeyboardInterrupt:
+        print("\nstopping early (Ctrl-C) ...", flush=True)
+        stop.set()
+        for thread in threads:
+            thread.join()
     recorder.close()
     elapsed = time.monotonic() - started
 

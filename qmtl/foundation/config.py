@@ -32,6 +32,7 @@ __all__ = [
     "TelemetryConfig",
     "WorldServiceConfig",
     "load_config",
+    "resolve_config",
 ]
 
 ENV_PREFIX = "QMTL_"
@@ -51,6 +52,9 @@ class TelemetryConfig(_Section):
     otel_exporter_endpoint: str | None = None
     #: Fraction of root traces sampled; per-node spans are only created when sampled.
     sample_ratio: float = Field(default=1.0, ge=0.0, le=1.0)
+    #: Distinct label sets per metric whose labels come from clients (worlds, contexts);
+    #: beyond it values become ``__other__`` and qmtl_dropped_label_values_total counts them.
+    max_series_per_metric: int = Field(default=1000, ge=1)
 
     @field_validator("otel_exporter_endpoint")
     @classmethod
@@ -72,6 +76,9 @@ class ControlBusConfig(_Section):
     url: str = "http://127.0.0.1:8020"
     brokers: str = "127.0.0.1:9092"
     topic: str = "qmtl.controlbus"
+    #: Bearer token for publishing to a WorldService-hosted log that listens beyond
+    #: loopback (the WorldService accepts it, or its admin_token).
+    token: str | None = None
 
 
 class DagManagerConfig(_Section):
@@ -84,8 +91,16 @@ class DagManagerConfig(_Section):
     kafka_brokers: str = "127.0.0.1:9092"
     #: Timeout of each Kafka admin call; a dead broker fails a diff after about this long.
     kafka_timeout_seconds: float = Field(default=5.0, gt=0)
-    #: Prefix queues as ``{world}.{domain}.`` so tenants cannot collide.
-    namespace_queues: bool = False
+    #: Compute-key isolation of queues (the default): each compute context (world,
+    #: execution domain, as_of, partition) gets its own queues.  ``false`` shares queues
+    #: between contexts; a diff under a second context is then refused and counted in
+    #: cross_context_cache_hit_total.
+    namespace_queues: bool = True
+    #: Byte budget of the diff plan cache (parsed DAGs kept for re-submissions).
+    plan_cache_bytes: int = Field(default=64 * 1024 * 1024, ge=0)
+    #: Replicas: GC and the lag monitor run on the holder of this lease; a standby takes
+    #: over within this many seconds after the leader dies.
+    leader_lease_seconds: float = Field(default=15.0, gt=0)
     max_dag_bytes: int = Field(default=16 * 1024 * 1024, gt=0)
     gc_interval_seconds: float = Field(default=60.0, gt=0)
     orphan_ttl_seconds: float = Field(default=3600.0, ge=0)
@@ -99,6 +114,8 @@ class DagManagerConfig(_Section):
     breaker_probe_seconds: float = Field(default=5.0, gt=0)
     #: Window of the diff_duration_ms_p95 gauge (the seed's 5 minutes).
     p95_window_seconds: float = Field(default=300.0, gt=0)
+    #: Bearer token of the admin endpoints and, beyond loopback, of the gRPC port
+    #: (Gateways send it as ``authorization`` metadata).
     admin_token: str | None = None
 
 
@@ -115,7 +132,24 @@ class GatewayConfig(_Section):
     max_attempts: int = Field(default=20, gt=0)
     #: Window of the gateway_e2e_latency_p95 gauge (the seed's 5 minutes).
     p95_window_seconds: float = Field(default=300.0, gt=0)
+    #: This replica's name: lease owner in the submission log, ControlBus consumer group,
+    #: gateway_id of its ACKs.  Keep it stable across restarts; unique per replica.
+    #: Default: ``gateway-<port>`` (one replica per port on a host).
+    instance_id: str | None = Field(default=None, pattern=r"^[A-Za-z0-9_.:-]{1,64}$")
+    #: How long a submission being worked on stays leased to its replica; longer than
+    #: the DAG Manager call timeout (30 s), so no replica retries an in-flight submission.
+    lease_seconds: float = Field(default=60.0, gt=0)
+    #: Extra wait before another replica takes over a lapsed lease (the holder goes first).
+    claim_grace_seconds: float = Field(default=5.0, ge=0)
+    #: Heartbeat on the ControlBus: WorldServices wait for the ACKs of live Gateways.
+    heartbeat_seconds: float = Field(default=5.0, gt=0)
+    #: A freeze lapses by itself after its deadline (sent by the WorldService), and never
+    #: later than this; also how far back a (re)joining Gateway replays the ControlBus.
+    max_freeze_seconds: float = Field(default=120.0, gt=0)
     admin_token: str | None = None
+    #: Bearer token of ``POST /strategies`` when the Gateway listens beyond loopback
+    #: (SDK processes send ``sdk.gateway_token``); exposed without it, submissions are refused.
+    submit_token: str | None = None
 
 
 class WorldServiceConfig(_Section):
@@ -126,16 +160,42 @@ class WorldServiceConfig(_Section):
     stale_after_seconds: float = Field(default=300.0, gt=0)
     stale_interval_seconds: float = Field(default=15.0, gt=0)
     runs_kept_per_world: int = Field(default=20, gt=0)
-    #: When set, the promotion guard also asks this Prometheus for cross-context hits.
-    prometheus_url: str | None = None
-    #: ``/admin/cross-context`` URLs (DAG Manager, SDK runners) the promotion guard polls.
+    #: Gateways send freeze/unfreeze ACKs; one that sent no heartbeat for this long is
+    #: not waited for.
+    gateway_liveness_seconds: float = Field(default=15.0, gt=0)
+    #: Gateways unfreeze a world by themselves this long after a freeze (should this
+    #: WorldService die mid-apply).  Default: twice the longest apply (2 x 2 ACK timeouts).
+    freeze_deadline_seconds: float | None = Field(default=None, gt=0)
+    #: One apply run per world across replicas: the lease outlives any run.
+    apply_lease_seconds: float = Field(default=120.0, gt=0)
+    #: The promotion guard always reads the DAG Manager of this file and every SDK
+    #: process that submitted with its admin URL; these are extra ``/admin/cross-context``
+    #: URLs.  When ``prometheus_url`` is set it also asks Prometheus.
     cross_context_sources: list[str] = Field(default_factory=list)
+    prometheus_url: str | None = None
+    #: The seed: the counter must stay at zero this long after the last hit is cleared
+    #: before promotions resume.
+    promotion_hold_seconds: float = Field(default=600.0, ge=0)
+    #: How often the guard reads its sources between applies (to notice resets).
+    guard_poll_seconds: float = Field(default=15.0, gt=0)
+    #: An SDK source unreachable this long is treated as ended (its counter died with it).
+    guard_source_expiry_seconds: float = Field(default=600.0, gt=0)
+    #: Largest accepted request body (worlds, allocations, apply plans, events).
+    max_request_bytes: int = Field(default=1024 * 1024, gt=0)
     admin_token: str | None = None
+
+    @property
+    def freeze_deadline(self) -> float:
+        return self.freeze_deadline_seconds or 4 * self.ack_timeout_seconds
 
 
 class SdkConfig(_Section):
     #: Admin/metrics port of SDK runner processes started by `qmtl up` (cache purge, resets).
     admin_port: int = Field(default=8001, ge=0, le=65535)
+    #: Bearer token of the SDK admin endpoints when they listen beyond loopback.
+    admin_token: str | None = None
+    #: Sent as the bearer token of submissions (the Gateway's ``submit_token``).
+    gateway_token: str | None = None
 
 
 class DrillsConfig(_Section):
@@ -232,3 +292,19 @@ def load_config(
         problems = "; ".join(_describe(e) for e in exc.errors())
         via = f" (environment overrides: {', '.join(applied)})" if applied else ""
         raise ConfigError(f"{source}: invalid configuration{via}: {problems}") from None
+
+
+def resolve_config(path: str | os.PathLike[str] | None = None) -> QmtlConfig:
+    """The configuration a QMTL process runs with.
+
+    ``path`` (``--config``) if given, else ``$QMTL_CONFIG``, else ``./qmtl.yml`` when it
+    exists, else built-in defaults -- always plus ``QMTL_SECTION__KEY`` overrides.  Every
+    process (services, ``qmtl ops``, SDK runners) resolves it the same way, so one file
+    configures, e.g., tracing for all of them.
+    """
+    if path is None:
+        path = os.environ.get("QMTL_CONFIG") or None
+    if path is not None:
+        return load_config(path)
+    default = Path("qmtl.yml")
+    return load_config(default if default.is_file() else None)

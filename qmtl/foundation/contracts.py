@@ -24,10 +24,13 @@ from qmtl.foundation.errors import InvalidRequest
 __all__ = [
     "DOMAINS",
     "FIELD_RULES",
+    "MAX_METADATA_BYTES",
     "BufferInstruction",
     "ComputeContext",
     "DiffResult",
     "SubmissionRequest",
+    "check_domain",
+    "check_field",
     "compute_key",
 ]
 

@@ -1,10 +1,13 @@
 """Shared Prometheus helpers: the only place collectors are created.
 
-Every QMTL metric lives on prometheus_client's global ``REGISTRY`` so that
-``start_http_server``/``generate_latest`` see all of them.  Modules call
-:func:`counter`, :func:`gauge` or :func:`histogram`, which return the already
-registered collector when the module is imported twice (tests, reloads) instead of
-failing with "Duplicated timeseries".
+Every QMTL metric is described once, in :mod:`qmtl.monitoring.catalogue`, and built
+once, by :func:`create`, on prometheus_client's global ``REGISTRY`` (so
+``start_http_server``/``generate_latest`` see all of them).  Creating the same name twice
+raises, as prometheus_client does: a metric cannot be defined in two places unnoticed.
+
+Label values that come from clients are bounded by :class:`LabelBudget`: past a cap per
+metric, new values become ``__other__`` and ``qmtl_dropped_label_values_total`` counts
+them, so no client can grow a process's series without bound.
 
 ``_created`` series are disabled process-wide: they double the exposition size and no
 alert or dashboard reads them.
@@ -17,48 +20,53 @@ import math
 import threading
 import time
 from collections import OrderedDict, deque
-from collections.abc import Callable, Hashable, Iterable, Sequence
+from collections.abc import Callable, Hashable, Sequence
 from dataclasses import dataclass
-from typing import Any, TypeVar
+from typing import Any
 
 import prometheus_client
 from prometheus_client import REGISTRY, Counter, Gauge, Histogram
 from prometheus_client.registry import CollectorRegistry
 
+from qmtl.monitoring.catalogue import MS_BUCKETS, MetricSpec, spec
+
 __all__ = [
     "MS_BUCKETS",
+    "OTHER",
     "UNSET",
     "BoundedSeries",
+    "LabelBudget",
     "MetricsServer",
     "MetricsServerError",
     "QuantileWindow",
+    "ValueBudget",
+    "bind_p95",
     "clear_series",
-    "counter",
-    "gauge",
-    "histogram",
+    "create",
+    "dropped_label_values_total",
     "nonzero_series",
     "normalize_label",
-    "p95_gauge",
     "remove_series",
     "sample_value",
+    "set_series_budget",
     "start_metrics_server",
 ]
 
-prometheus_client.disable_created_metrics()
-
-#: Millisecond buckets that straddle every latency alert threshold (150, 200, 500 ms, 5 s).
-MS_BUCKETS: tuple[float, ...] = (
-    1, 2.5, 5, 10, 25, 50, 100, 150, 200, 250, 500, 1000, 2500, 5000, 10000,
-)  # fmt: skip
+prometheus_client.disable_created_metrics()  # type: ignore[no-untyped-call]
 
 #: Value used for empty, ``None`` or unknown context labels, so alerts can route on it.
 UNSET = "__unset__"
+#: Value of client-controlled labels once a metric's series budget is spent.
+OTHER = "__other__"
 
-_C = TypeVar("_C", Counter, Gauge, Histogram)
-_lock = threading.Lock()
+_KINDS: dict[str, type[Counter] | type[Gauge] | type[Histogram]] = {
+    "counter": Counter,
+    "gauge": Gauge,
+    "histogram": Histogram,
+}
 
 
-def normalize_label(value: object, allowed: Iterable[str] | None = None) -> str:
+def normalize_label(value: object, allowed: Sequence[str] | frozenset[str] | None = None) -> str:
     """Map ``None``/empty/unknown label values to :data:`UNSET`.
 
     ``allowed`` bounds cardinality for labels with a known vocabulary: anything
@@ -74,53 +82,111 @@ def normalize_label(value: object, allowed: Iterable[str] | None = None) -> str:
     return text
 
 
-def _get_or_create(
-    kind: type[_C],
-    name: str,
-    documentation: str,
-    labelnames: Sequence[str],
-    registry: CollectorRegistry,
-    **kwargs: Any,
-) -> _C:
-    with _lock:
-        existing = registry._names_to_collectors.get(name)
-        if existing is not None:
-            if not isinstance(existing, kind):
-                raise ValueError(
-                    f"metric {name} is already registered as {type(existing).__name__}, "
-                    f"not {kind.__name__}"
-                )
-            if tuple(existing._labelnames) != tuple(labelnames):
-                raise ValueError(
-                    f"metric {name} is already registered with labels "
-                    f"{existing._labelnames}, not {tuple(labelnames)}"
-                )
-            return existing
-        return kind(name, documentation, labelnames=labelnames, registry=registry, **kwargs)
+def create(entry: MetricSpec | str, *, registry: CollectorRegistry = REGISTRY) -> Any:
+    """Build the collector of a catalogue entry (or name) on ``registry``.
+
+    Raises ``ValueError`` when the name is already registered there: each metric has
+    exactly one defining module.  Tests that need isolation pass a fresh registry.
+    """
+    entry = spec(entry) if isinstance(entry, str) else entry
+    kind = _KINDS[entry.kind]
+    if kind is Histogram:
+        return Histogram(
+            entry.name, entry.help, labelnames=entry.labels, registry=registry,
+            buckets=entry.buckets,
+        )  # fmt: skip
+    return kind(entry.name, entry.help, labelnames=entry.labels, registry=registry)
 
 
-def counter(
-    name: str, documentation: str, labelnames: Sequence[str] = (), *,
-    registry: CollectorRegistry = REGISTRY,
-) -> Counter:  # fmt: skip
-    """Get or create a counter; ``name`` is the full exposed name (``..._total``)."""
-    return _get_or_create(Counter, name, documentation, labelnames, registry)
+dropped_label_values_total = create("qmtl_dropped_label_values_total")
+_budget_lock = threading.Lock()
+_series_budget = 1000
 
 
-def gauge(
-    name: str, documentation: str, labelnames: Sequence[str] = (), *,
-    registry: CollectorRegistry = REGISTRY,
-) -> Gauge:  # fmt: skip
-    """Get or create a gauge."""
-    return _get_or_create(Gauge, name, documentation, labelnames, registry)
+def set_series_budget(cap: int) -> None:
+    """Distinct label sets allowed per budgeted metric in this process (config)."""
+    global _series_budget
+    if cap < 1:
+        raise ValueError("the series budget must be at least 1")
+    _series_budget = cap
 
 
-def histogram(
-    name: str, documentation: str, labelnames: Sequence[str] = (), *,
-    buckets: Sequence[float] = MS_BUCKETS, registry: CollectorRegistry = REGISTRY,
-) -> Histogram:  # fmt: skip
-    """Get or create a histogram; defaults to :data:`MS_BUCKETS` (milliseconds)."""
-    return _get_or_create(Histogram, name, documentation, labelnames, registry, buckets=buckets)
+class LabelBudget:
+    """Bounded label sets for a metric whose label values come from clients.
+
+    The first ``cap`` distinct label sets pass unchanged; after that, the spec's free
+    labels of a new set become ``__other__`` (one overflow series) and
+    ``qmtl_dropped_label_values_total{metric}`` counts the replacement.  ``cap``
+    defaults to the process budget (:func:`set_series_budget`).
+    """
+
+    def __init__(self, metric: Any, entry: MetricSpec | str, cap: int | None = None) -> None:
+        self.metric = metric
+        self.spec = spec(entry) if isinstance(entry, str) else entry
+        self.cap = cap
+        self._free = tuple(name in self.spec.free_labels for name in self.spec.labels)
+        self._seen: set[tuple[str, ...]] = set()
+
+    def values(self, *values: str) -> tuple[str, ...]:
+        """The label values to use for ``values`` (themselves, or with ``__other__``)."""
+        key = tuple(values)
+        if key in self._seen:
+            return key
+        with _budget_lock:
+            if key in self._seen:
+                return key
+            if len(self._seen) < (self.cap or _series_budget):
+                self._seen.add(key)
+                return key
+        dropped_label_values_total.labels(self.spec.name).inc()
+        return tuple(OTHER if free else v for free, v in zip(self._free, key, strict=True))
+
+    def labels(self, *values: str) -> Any:
+        return self.metric.labels(*self.values(*values))
+
+    def forget(self, predicate: Callable[[tuple[str, ...]], bool]) -> int:
+        """Drop the series whose label values match ``predicate`` (e.g. a deleted world)."""
+        with _budget_lock:
+            gone = [key for key in self._seen if predicate(key)]
+            self._seen.difference_update(gone)
+        for key in gone:
+            remove_series(self.metric, *key)
+        return len(gone)
+
+    def clear(self) -> int:
+        with _budget_lock:
+            self._seen.clear()
+        return clear_series(self.metric)
+
+
+class ValueBudget:
+    """Bounded values of one client-controlled label (e.g. ``world_id``) across metrics.
+
+    The first ``cap`` distinct values pass; later ones become ``__other__`` and are
+    counted in ``qmtl_dropped_label_values_total{metric=<name>}``.  :meth:`forget`
+    frees a slot (a deleted world).
+    """
+
+    def __init__(self, name: str, cap: int | None = None) -> None:
+        self.name = name
+        self.cap = cap
+        self._seen: set[str] = set()
+
+    def value(self, value: str) -> str:
+        if value in self._seen:
+            return value
+        with _budget_lock:
+            if value in self._seen:
+                return value
+            if len(self._seen) < (self.cap or _series_budget):
+                self._seen.add(value)
+                return value
+        dropped_label_values_total.labels(self.name).inc()
+        return OTHER
+
+    def forget(self, value: str) -> None:
+        with _budget_lock:
+            self._seen.discard(value)
 
 
 def remove_series(metric: Counter | Gauge | Histogram, *labelvalues: str) -> bool:
@@ -216,9 +282,8 @@ class QuantileWindow:
         return values[rank - 1]
 
 
-def p95_gauge(name: str, documentation: str, window: QuantileWindow) -> Gauge:
-    """A gauge whose value is ``window``'s p95, computed at scrape time."""
-    metric = gauge(name, documentation)
+def bind_p95(metric: Gauge, window: QuantileWindow) -> Gauge:
+    """Make ``metric`` report ``window``'s p95, computed at scrape time."""
     metric.set_function(lambda: window.quantile(0.95))
     return metric
 

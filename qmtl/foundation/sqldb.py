@@ -13,12 +13,17 @@ from __future__ import annotations
 
 import sqlite3
 import threading
+import time
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager, suppress
 from pathlib import Path
 from typing import Any
 
-__all__ = ["SqlDatabase"]
+__all__ = ["Leases", "SqlDatabase"]
+
+#: Advisory-lock stripes for :meth:`SqlDatabase.lock_keys`: enough to let unrelated work
+#: run in parallel, few enough to stay far below PostgreSQL's per-transaction lock slots.
+LOCK_STRIPES = 64
 
 
 class SqlDatabase:
@@ -75,6 +80,22 @@ class SqlDatabase:
                     conn.rollback()
                 raise
 
+    def lock_keys(self, cur: Any, keys: Sequence[str]) -> None:
+        """Serialise, across processes, transactions that touch the same ``keys``.
+
+        PostgreSQL: transaction-scoped advisory locks on the keys' stripes, taken in
+        order (no deadlocks), released at commit or rollback.  SQLite: nothing to do;
+        one connection per process under :attr:`_lock`, and replicas need PostgreSQL.
+        """
+        if self.dialect != "postgresql" or not keys:
+            return
+        cur.execute(
+            "SELECT pg_advisory_xact_lock(7151, s) FROM (SELECT DISTINCT "
+            f"(hashtext(k) & {LOCK_STRIPES - 1}) AS s FROM unnest(%s::text[]) AS t(k) "
+            "ORDER BY s) x",
+            (list(keys),),
+        )
+
     def select(self, sql: str, params: Sequence[Any] = ()) -> list[tuple[Any, ...]]:
         with self.txn() as cur:
             cur.execute(self.q(sql), params)
@@ -109,3 +130,49 @@ class SqlDatabase:
     def close(self) -> None:
         with suppress(Exception):
             self._conn.close()
+
+
+class Leases:
+    """Named leases in a shared database: who owns a singleton job, until when.
+
+    Replicas of a service call :meth:`acquire` periodically; the owner renews, the
+    others get ``False`` until the owner stops renewing and the lease expires, then one
+    of them takes over.  One atomic upsert per call, the same SQL on SQLite and
+    PostgreSQL.  Times are the replicas' wall clocks (keep them NTP-synchronised).
+    """
+
+    SCHEMA = (
+        """CREATE TABLE IF NOT EXISTS qmtl_leases (
+            name TEXT PRIMARY KEY, owner TEXT NOT NULL,
+            expires_at DOUBLE PRECISION NOT NULL)""",
+    )
+
+    def __init__(self, db: SqlDatabase) -> None:
+        self.db = db
+        db.create(self.SCHEMA)
+
+    def acquire(self, name: str, owner: str, ttl: float, now: float | None = None) -> bool:
+        """Take or renew ``name`` for ``ttl`` seconds; False while someone else holds it."""
+        now = time.time() if now is None else now
+        with self.db.txn() as cur:
+            cur.execute(
+                self.db.q(
+                    "INSERT INTO qmtl_leases (name, owner, expires_at) VALUES (?, ?, ?) "
+                    "ON CONFLICT (name) DO UPDATE SET owner = excluded.owner, "
+                    "expires_at = excluded.expires_at "
+                    "WHERE qmtl_leases.owner = excluded.owner OR qmtl_leases.expires_at < ?"
+                ),
+                (name, owner, now + ttl, now),
+            )
+            return bool(cur.rowcount == 1)
+
+    def release(self, name: str, owner: str) -> None:
+        self.db.execute("DELETE FROM qmtl_leases WHERE name = ? AND owner = ?", (name, owner))
+
+    def holder(self, name: str, now: float | None = None) -> str | None:
+        """The live owner of ``name``, or None when free or expired."""
+        now = time.time() if now is None else now
+        rows = self.db.select(
+            "SELECT owner FROM qmtl_leases WHERE name = ? AND expires_at >= ?", (name, now)
+        )
+        return str(rows[0][0]) if rows else None

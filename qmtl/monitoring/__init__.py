@@ -1,5 +1,4 @@
-"""Monitoring as code: render the Jsonnet mixin and package the bundle."""
-
-from qmtl.monitoring.render import MonitoringError, Rendered, alert_names, render, rendered_files
-
-__all__ = ["MonitoringError", "Rendered", "alert_names", "render", "rendered_files"]
+"""Monitoring as code: the metric catalogue (:mod:`.catalogue`), the Jsonnet mixin renderer
+(:mod:`.render`) and the bundle packager (:mod:`.packaging`); ``python -m qmtl.monitoring``
+regenerates every artefact.
+"""

@@ -25,6 +25,7 @@ from typing import Any
 
 from qmtl.monitoring.render import (
     MONITORING_DIR,
+    REPO_ROOT,
     MonitoringError,
     dump_json,
     dump_yaml,
@@ -41,12 +42,13 @@ __all__ = [
     "build_samples",
     "build_terraform",
     "dns1123",
+    "ensure_writable",
     "package",
 ]
 
 DEFAULT_BUNDLE = MONITORING_DIR / "seamless_v2.jsonnet"
-DEFAULT_OUTPUT = MONITORING_DIR / "dist"
-DEFAULT_SAMPLES = MONITORING_DIR / "samples"
+DEFAULT_OUTPUT = REPO_ROOT / "operations" / "monitoring" / "dist"
+DEFAULT_SAMPLES = REPO_ROOT / "operations" / "monitoring" / "samples"
 SOURCES = MONITORING_DIR / "packaging"
 #: Kubernetes rejects ConfigMaps whose data exceeds 1 MiB; keep room for metadata.
 CONFIGMAP_LIMIT_BYTES = 1024 * 1024 - 16 * 1024
@@ -185,11 +187,17 @@ commonLabels:
   team: qmtl
 grafanaDashboards:
   enabled: true
-  # Appended to the default dashboards, e.g.:
+  # Appended to the default dashboards. Two entry shapes are accepted:
+  # {name, json} (name = the file name), or the upstream {uid, title, json}
+  # (file name "<uid>.json"). For example:
   # extraDashboards:
   #   - name: my-team.json
   #     json: |-
   #       {"uid": "my-team", "title": "My team", "panels": []}
+  #   - uid: trading-desk
+  #     title: Trading desk
+  #     json: |-
+  #       {"uid": "trading-desk", "title": "Trading desk", "panels": []}
   extraDashboards: []
 prometheusRule:
   enabled: true
@@ -231,7 +239,9 @@ prometheus_rule_labels = {
   release = "kube-prometheus-stack"
 }
 
-# Added to the bundled dashboards: file name => dashboard JSON.
+# Added to the bundled dashboards: a map of file name => dashboard JSON, or a list in the
+# Helm chart's shape, e.g. [{ uid = "trading-desk", title = "Trading desk", json = "..." }]
+# (file name "<uid>.json" when name is absent).
 extra_dashboards = {}
 """
 
@@ -303,7 +313,7 @@ def _diff_trees(expected: Path, actual: Path) -> list[str]:
     return problems
 
 
-def _ensure_writable(directory: Path) -> None:
+def ensure_writable(directory: Path) -> None:
     """Fail before touching anything when a destination cannot be written."""
     probe = directory
     while not probe.exists():
@@ -364,7 +374,7 @@ def package(
                     problems.append(f"out of date: {target_file}")
             return problems
         for _, target in [*targets, (None, Path(samples) / "x")]:
-            _ensure_writable(target.parent)
+            ensure_writable(target.parent)
         try:
             for staged, target in targets:
                 _replace_tree(staged, target)

@@ -32,8 +32,14 @@ __all__ = [
     "rendered_files",
 ]
 
-REPO_ROOT = Path(__file__).resolve().parents[2]
-MONITORING_DIR = REPO_ROOT / "operations" / "monitoring"
+#: The Jsonnet mixin.  In a checkout ``qmtl/monitoring/mixin`` is a symlink to
+#: ``operations/monitoring`` (the path the seed documents); a wheel carries the files
+#: themselves, so an installed ``qmtl up`` renders its rules from the same source.
+MONITORING_DIR = (Path(__file__).resolve().parent / "mixin").resolve()
+_CHECKOUT = MONITORING_DIR.parents[1]
+#: Where generated artefacts go by default: the repository root in a checkout, else the
+#: current directory (``python -m qmtl.monitoring --output DIR`` chooses explicitly).
+REPO_ROOT = _CHECKOUT if (_CHECKOUT / "pyproject.toml").is_file() else Path.cwd()
 GENERATED_HEADER = (
     "# Generated from operations/monitoring by `python -m qmtl.monitoring`; do not edit.\n"
 )

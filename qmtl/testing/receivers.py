@@ -53,6 +53,10 @@ class _BaseReceiver(ABC):
         receiver = self
 
         class Handler(BaseHTTPRequestHandler):
+            # Keep-alive like real OTLP/QuestDB endpoints: clients reuse connections, and
+            # an HTTP/1.0 close after every answer shows up as "peer disconnected" retries.
+            protocol_version = "HTTP/1.1"
+
             def do_POST(self) -> None:
                 length = int(self.headers.get("Content-Length", "0"))
                 body = self.rfile.read(length)

@@ -70,9 +70,17 @@ def test_postgres_accepts_queries_and_stops() -> None:
 
 def test_prometheus_scrapes_a_metrics_server(tmp_path: Path) -> None:
     """A real Prometheus scrapes our exporter and answers a PromQL query about it."""
-    gauge = metrics.gauge("harness_probe_value", "harness test gauge")
+    from prometheus_client import CollectorRegistry
+
+    from qmtl.monitoring.catalogue import MetricSpec
+
+    registry = CollectorRegistry()
+    gauge = metrics.create(
+        MetricSpec("harness_probe_value", "gauge", (), ("any",), "harness test gauge"),
+        registry=registry,
+    )
     gauge.set(42)
-    exporter = metrics.start_metrics_server(port=0)
+    exporter = metrics.start_metrics_server(port=0, registry=registry)
     config = f"""
 global: {{scrape_interval: 1s, evaluation_interval: 1s}}
 scrape_configs:

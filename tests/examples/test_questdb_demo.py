@@ -80,3 +80,30 @@ def test_demo_port_in_use_exits_2(tmp_path: Path) -> None:
             capture_output=True, text=True, timeout=60,
         )  # fmt: skip
     assert result.returncode == 2 and "already in use" in result.stderr
+
+
+def test_defaults_stay_scrapeable_and_ctrl_c_ends_with_a_summary(tmp_path: Path) -> None:
+    """With its defaults the demo runs about a minute (it used to end in ~3 s): a user
+    following the seed can watch /metrics; Ctrl-C stops early and still prints the summary."""
+    import signal
+    import time
+
+    with IlpReceiver() as rx:
+        proc, port = run_demo(tmp_path, "--questdb", rx.conf)
+        try:
+            url = f"http://127.0.0.1:{port}/metrics"
+            proc.wait_ready(lambda: devstack.http_ok(url), timeout=60)
+            first = sum(scrape(url).series("node_processed_total").values())
+            started = time.monotonic()
+            devstack.wait_for(
+                lambda: time.monotonic() - started > 5 and sum(scrape(url).series("node_processed_total").values()) > first,
+                timeout=30, what="the demo to keep processing for more than 5 s",
+            )  # fmt: skip
+            assert proc.alive(), "the default run lasts about 60 s"
+            assert proc.log_tail(5).splitlines()[0].startswith("metrics: http://127.0.0.1:")
+            proc.signal(signal.SIGINT)
+            assert proc.popen.wait(timeout=30) == 0
+        finally:
+            proc.stop()
+    log = proc.log_tail(40)
+    assert "stopping early (Ctrl-C)" in log and "aggregated metrics:" in log

@@ -6,7 +6,6 @@ import asyncio
 import itertools
 
 import pytest
-from prometheus_client import REGISTRY
 
 from qmtl.foundation.common import AsyncCircuitBreaker, CircuitOpenError, breakers
 
@@ -135,8 +134,21 @@ def test_is_failure_filter_does_not_count_client_errors() -> None:
 
 def test_named_breaker_exports_metrics() -> None:
     """<name>_breaker_open_total counts openings; <name>_breaker_state tracks state."""
+    from prometheus_client import CollectorRegistry
+
+    from qmtl.foundation.metrics import create
+    from qmtl.monitoring.catalogue import MetricSpec
+
     name = unique_name()
-    breaker, target = AsyncCircuitBreaker(name=name), Target()
+    REGISTRY = CollectorRegistry()
+    open_total = create(
+        MetricSpec(f"{name}_breaker_open_total", "counter", (), ("any",), "doc"), registry=REGISTRY
+    )
+    state = create(
+        MetricSpec(f"{name}_breaker_state", "gauge", (), ("any",), "doc"), registry=REGISTRY
+    )
+    breaker = AsyncCircuitBreaker(name=name, open_total=open_total, state=state)
+    target = Target()
     assert REGISTRY.get_sample_value(f"{name}_breaker_state") == 0
     assert REGISTRY.get_sample_value(f"{name}_breaker_open_total") == 0
     run(fail_times(breaker, target, 3))

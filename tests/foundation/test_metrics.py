@@ -6,9 +6,12 @@ import math
 
 import httpx
 import pytest
-from prometheus_client import Counter, Gauge
+from prometheus_client import CollectorRegistry, Counter, Gauge
 
 from qmtl.foundation import metrics as m
+from qmtl.monitoring import catalogue
+from qmtl.monitoring.catalogue import MetricSpec
+from qmtl.testing.metrics import Snapshot
 
 
 class FakeClock:
@@ -19,28 +22,79 @@ class FakeClock:
         return self.now
 
 
-def test_get_or_create_returns_same_collector() -> None:
-    """Importing a metrics module twice must not raise 'Duplicated timeseries'."""
-    a = m.counter("helpers_test_events_total", "doc", ["kind"])
-    b = m.counter("helpers_test_events_total", "doc", ["kind"])
-    assert a is b
-    assert isinstance(a, Counter)
+def spec(
+    name: str, kind: str = "counter", labels: tuple[str, ...] = (), free: tuple[str, ...] = ()
+) -> MetricSpec:
+    return MetricSpec(name, kind, labels, ("any",), "doc", free)
 
 
-def test_get_or_create_refuses_type_or_label_conflicts() -> None:
-    m.gauge("helpers_test_conflict", "doc")
-    with pytest.raises(ValueError, match="already registered as Gauge"):
-        m.counter("helpers_test_conflict", "doc")
-    with pytest.raises(ValueError, match="labels"):
-        m.gauge("helpers_test_conflict", "doc", ["x"])
+def test_create_builds_from_the_catalogue() -> None:
+    """Name, type, labels and help come from the catalogue entry."""
+    registry = CollectorRegistry()
+    hits = m.create("cross_context_cache_hit_total", registry=registry)
+    assert isinstance(hits, Counter)
+    assert tuple(hits._labelnames) == catalogue.CONTEXT_LABELS
+    assert hits._documentation == catalogue.spec("cross_context_cache_hit_total").help
+    latency = m.create("gateway_e2e_latency_ms", registry=registry)
+    assert tuple(latency._upper_bounds[:-1]) == m.MS_BUCKETS
+
+
+def test_a_metric_is_created_once() -> None:
+    """Defining a name twice raises, as prometheus_client does (no silent get-or-create)."""
+    registry = CollectorRegistry()
+    m.create("diff_requests_total", registry=registry)
+    with pytest.raises(ValueError, match="Duplicated timeseries"):
+        m.create("diff_requests_total", registry=registry)
+    import qmtl.services.dagmanager.metrics  # noqa: F401 - defines it on the global registry
+
+    with pytest.raises(ValueError, match="Duplicated timeseries"):
+        m.create("diff_requests_total")
+    with pytest.raises(KeyError, match="not in the metric catalogue"):
+        m.create("no_such_metric_total", registry=registry)
 
 
 def test_created_series_are_disabled() -> None:
     """`_created` samples would double the exposition; nothing reads them."""
-    c = m.counter("helpers_test_created_total", "doc")
+    registry = CollectorRegistry()
+    c = m.create(spec("helpers_test_created_total"), registry=registry)
     c.inc()
-    assert m.sample_value("helpers_test_created_created") is None
-    assert m.sample_value("helpers_test_created_total") == 1
+    assert registry.get_sample_value("helpers_test_created_created") is None
+    assert registry.get_sample_value("helpers_test_created_total") == 1
+
+
+def test_label_budget_caps_client_values_and_counts_drops() -> None:
+    """Past the cap, free labels become __other__ and the drop is counted."""
+    registry = CollectorRegistry()
+    entry = spec("helpers_test_budget_total", labels=("world_id", "phase"), free=("world_id",))
+    metric = m.create(entry, registry=registry)
+    budget = m.LabelBudget(metric, entry, cap=3)
+    dropped = Snapshot("qmtl_dropped_label_values_total")
+    for i in range(10):
+        budget.labels(f"w{i}", "freeze").inc()
+    worlds = {s.labels["world_id"] for f in metric.collect() for s in f.samples}
+    assert worlds == {"w0", "w1", "w2", m.OTHER}
+    assert (
+        registry.get_sample_value(
+            "helpers_test_budget_total", {"world_id": m.OTHER, "phase": "freeze"}
+        )
+        == 7
+    )
+    assert dropped.delta("qmtl_dropped_label_values_total", metric="helpers_test_budget_total") == 7
+    assert budget.forget(lambda key: key[0] == "w1") == 1
+    budget.labels("w9", "unfreeze").inc()  # the freed slot is reused
+    assert (
+        registry.get_sample_value(
+            "helpers_test_budget_total", {"world_id": "w9", "phase": "unfreeze"}
+        )
+        == 1
+    )
+
+
+def test_value_budget_bounds_one_label_across_metrics() -> None:
+    budget = m.ValueBudget("helpers_test_world", cap=2)
+    assert [budget.value(w) for w in ("a", "b", "c", "a")] == ["a", "b", m.OTHER, "a"]
+    budget.forget("b")
+    assert budget.value("c") == "c"
 
 
 @pytest.mark.parametrize(
@@ -87,39 +141,45 @@ def test_quantile_window_bounded_memory() -> None:
 def test_p95_gauge_reads_window_at_scrape_time() -> None:
     clock = FakeClock()
     window = m.QuantileWindow(300, clock=clock)
-    m.p95_gauge("helpers_test_latency_p95", "doc", window)
-    assert math.isnan(m.sample_value("helpers_test_latency_p95"))
+    registry = CollectorRegistry()
+    m.bind_p95(m.create(spec("helpers_test_latency_p95", "gauge"), registry=registry), window)
+    assert math.isnan(registry.get_sample_value("helpers_test_latency_p95"))
     for v in (10, 20, 300):
         window.observe(v)
-    assert m.sample_value("helpers_test_latency_p95") == 300
+    assert registry.get_sample_value("helpers_test_latency_p95") == 300
 
 
 def test_bounded_series_drops_oldest_members() -> None:
     """Only the newest `keep` run ids of a world keep their series."""
-    runs = m.counter("helpers_test_runs_total", "doc", ["world_id", "run_id"])
+    registry = CollectorRegistry()
+    runs = m.create(
+        spec("helpers_test_runs_total", labels=("world_id", "run_id")), registry=registry
+    )
     bounded = m.BoundedSeries(keep=2)
     for run in ("r1", "r2", "r3"):
         runs.labels("w", run).inc()
         bounded.track("w", run, runs, ("w", run))
     runs.labels("other", "r1").inc()
     bounded.track("other", "r1", runs, ("other", "r1"))
-    assert m.sample_value("helpers_test_runs_total", {"world_id": "w", "run_id": "r1"}) is None
-    assert m.sample_value("helpers_test_runs_total", {"world_id": "w", "run_id": "r3"}) == 1
-    assert m.sample_value("helpers_test_runs_total", {"world_id": "other", "run_id": "r1"}) == 1
+    value = registry.get_sample_value
+    assert value("helpers_test_runs_total", {"world_id": "w", "run_id": "r1"}) is None
+    assert value("helpers_test_runs_total", {"world_id": "w", "run_id": "r3"}) == 1
+    assert value("helpers_test_runs_total", {"world_id": "other", "run_id": "r1"}) == 1
     assert bounded.members("w") == ["r2", "r3"]
 
 
 def test_remove_series_is_idempotent() -> None:
-    g = m.gauge("helpers_test_resident", "doc", ["node_id"])
+    g = m.create(spec("helpers_test_resident", "gauge", ("node_id",)), registry=CollectorRegistry())
     g.labels("a").set(1)
     assert m.remove_series(g, "a") is True
     assert m.remove_series(g, "a") is False
 
 
-def test_metrics_server_serves_global_registry_and_stops() -> None:
-    g: Gauge = m.gauge("helpers_test_served", "doc")
+def test_metrics_server_serves_a_registry_and_stops() -> None:
+    registry = CollectorRegistry()
+    g: Gauge = m.create(spec("helpers_test_served", "gauge"), registry=registry)
     g.set(7)
-    server = m.start_metrics_server(port=0)
+    server = m.start_metrics_server(port=0, registry=registry)
     try:
         body = httpx.get(server.url, timeout=5).text
         assert "helpers_test_served 7.0" in body
@@ -140,10 +200,8 @@ def test_metrics_server_port_in_use_is_clear() -> None:
 
 def test_nonzero_series_and_clear_series() -> None:
     """Operator resets: list the series above zero, then drop them all."""
-    from prometheus_client import CollectorRegistry
-
     registry = CollectorRegistry()
-    hits = m.counter("helpers_test_hits_total", "doc", ["node_id"], registry=registry)
+    hits = m.create(spec("helpers_test_hits_total", labels=("node_id",)), registry=registry)
     hits.labels("a").inc(2)
     hits.labels("b")  # exported at 0, not a hit
     assert m.nonzero_series(hits) == [{"labels": {"node_id": "a"}, "value": 2.0}]

@@ -115,6 +115,25 @@ def test_extra_dashboards_are_appended(helm: str, tmp_path: Path) -> None:
     assert "seamless-observability-qmtl-queues-gc" in maps
 
 
+def test_extra_dashboards_in_the_upstream_uid_shape(helm: str, tmp_path: Path) -> None:
+    """{uid, title, json} entries (the reference implementation's shape) work too."""
+    extra = {"uid": "trading-desk", "title": "Trading desk", "panels": []}
+    override = tmp_path / "upstream.yaml"
+    entry = {"uid": "trading-desk", "title": "Trading desk", "json": json.dumps(extra)}
+    override.write_text(yaml.safe_dump({"grafanaDashboards": {"extraDashboards": [entry]}}))
+    maps = config_maps(template(helm, CHART / "values-sample.yaml", override))
+    assert (
+        json.loads(maps["seamless-observability-trading-desk"]["data"]["trading-desk.json"])
+        == extra
+    )
+    assert len(maps) == 8
+
+
+def test_sample_values_show_both_entry_shapes() -> None:
+    text = (CHART / "values-sample.yaml").read_text()
+    assert "#   - name: my-team.json" in text and "#   - uid: trading-desk" in text
+
+
 def test_dashboards_override_replaces_defaults(helm: str, tmp_path: Path) -> None:
     override = tmp_path / "replace.yaml"
     override.write_text(
@@ -135,7 +154,7 @@ def test_dashboard_without_json_fails_clearly(helm: str, tmp_path: Path) -> None
     override.write_text("grafanaDashboards: {extraDashboards: [{name: x.json}]}\n")
     result = run_tool([helm, "template", "r", str(CHART), "-f", str(override)])
     assert result.returncode != 0
-    assert "needs `name`" in result.stderr
+    assert "needs `name` (file name) or `uid`, and `json`" in result.stderr
 
 
 # ---------------------------------------------------------------------- terraform
@@ -188,6 +207,36 @@ def test_terraform_hcl_parses_and_declares_resources() -> None:
     } <= variables
     hcl2.loads((MODULE / "terraform.tfvars.example").read_text())
     assert "outputs.tf" in parsed
+
+
+@pytest.mark.parametrize(
+    "extra",
+    [
+        '{"team-x.json" = "{}"}',
+        '[{ uid = "trading-desk", title = "Trading desk", json = "{}" }, { name = "n.json", json = "{}" }]',
+    ],
+)
+def test_terraform_accepts_both_extra_dashboard_shapes(tf_copy: Path, extra: str) -> None:
+    content = tf_copy / "modules" / "content"
+    assert terraform(content, "init", "-input=false", "-no-color").returncode == 0
+    apply = terraform(
+        content, "apply", "-auto-approve", "-input=false", "-no-color",
+        "-var", "name_prefix=p", "-var", "namespace=n", "-var", f"extra_dashboards={extra}",
+    )  # fmt: skip
+    assert apply.returncode == 0, apply.stdout + apply.stderr
+    names = set(json.loads(terraform(content, "output", "-json").stdout)["config_maps"]["value"])
+    expected = {"team-x.json"} if "team-x" in extra else {"trading-desk.json", "n.json"}
+    assert expected <= names
+
+
+def test_terraform_refuses_an_entry_without_json(tf_copy: Path) -> None:
+    content = tf_copy / "modules" / "content"
+    assert terraform(content, "init", "-input=false", "-no-color").returncode == 0
+    apply = terraform(
+        content, "apply", "-auto-approve", "-input=false", "-no-color",
+        "-var", "name_prefix=p", "-var", "namespace=n", "-var", 'extra_dashboards=[{ uid = "x" }]',
+    )  # fmt: skip
+    assert apply.returncode != 0 and "json" in apply.stderr
 
 
 def test_terraform_content_module_validates_and_matches_helm(helm: str, tf_copy: Path) -> None:

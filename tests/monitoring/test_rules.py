@@ -7,9 +7,8 @@ import re
 import pytest
 import yaml
 
-from qmtl.monitoring import alert_names, render
 from qmtl.monitoring.catalogue import PROMETHEUS_BUILTINS, metric_names
-from qmtl.monitoring.render import MONITORING_DIR, REPO_ROOT
+from qmtl.monitoring.render import MONITORING_DIR, REPO_ROOT, alert_names, render
 
 from .conftest import run_tool
 

@@ -100,7 +100,7 @@ def test_dagmanager_outage_opens_breaker_and_nothing_is_lost(stack: LocalStack) 
         m.get_value("dagclient_breaker_open_total") == 1
         and m.get_value("dagclient_breaker_state") == 1
     )
-    assert "circuit breaker is open" in queued[-1].json()["message"]
+    assert "circuit breaker 'dagclient' is open" in queued[-1].json()["message"]
     stack.start_service("dagmanager")
     gw = stack.url("gateway")
 
@@ -125,10 +125,11 @@ def test_log_write_failure_is_lost_and_retryable(stack: LocalStack) -> None:
     )
     failed = submit(stack, "lost")
     assert failed.status_code == 503
-    assert failed.json() | {"message": ""} == {
+    assert failed.json() | {"message": "", "submission_id": ""} == {
         "error": "submission_not_persisted",
         "retryable": True,
         "message": "",
+        "submission_id": "",
     }
     assert gw_metrics(stack).get_value("lost_requests_total") == 1
     httpx.delete(f"{gw}/admin/faults", timeout=10)
@@ -206,11 +207,33 @@ def test_run_ids_are_pruned_per_world(tmp_path: Path) -> None:
         assert {dict(k)["run_id"] for k in series} == {"r2", "r3"}
 
 
-def test_promotion_guard_blocks_until_reset(tmp_path: Path) -> None:
-    port = devstack.free_port()
+def test_promotion_path_is_isolated_and_applies_by_default(stack: LocalStack) -> None:
+    """Backtest, then live, of the same DAG: both succeed, no hit, and the apply goes through."""
+    ws = stack.url("worldservice")
+    httpx.post(f"{ws}/worlds", json={"world_id": "promo"}, timeout=10)
+    back = submit(
+        stack, "promo", strategy_id="promo", world_id="promo", execution_domain="backtest"
+    )
+    live = submit(stack, "promo", strategy_id="promo", world_id="promo", execution_domain="live")
+    assert back.status_code == live.status_code == 200, (back.text, live.text)
+    assert set(back.json()["queue_map"].values()).isdisjoint(live.json()["queue_map"].values())
+    assert (
+        scrape(f"{stack.url('dagmanager')}/metrics").series("cross_context_cache_hit_total") == {}
+    )
+    guard = httpx.get(f"{ws}/promotion-guard", timeout=10).json()
+    assert guard["blocked"] is False and guard["unreachable"] == []
+    applied = httpx.post(f"{ws}/worlds/promo/apply", json={"wait": True}, timeout=30)
+    assert applied.status_code == 200, applied.text
+    # GC keeps both deployments' queues: the live one is not an orphan of the backtest one.
+    report = httpx.post(f"{stack.url('dagmanager')}/admin/gc-trigger", timeout=10).json()
+    assert report["orphans"] == 0, report
+
+
+def test_promotion_guard_blocks_until_reset_then_holds(tmp_path: Path) -> None:
+    """With defaults the guard reads the DAG Manager; after a reset it holds promotions."""
     overrides = {
-        "dagmanager": {"http_port": port},
-        "worldservice": {"cross_context_sources": [f"http://127.0.0.1:{port}/admin/cross-context"]},
+        "dagmanager": {"namespace_queues": False},
+        "worldservice": {"promotion_hold_seconds": 4, "guard_poll_seconds": 0.5},
     }
     with LocalStack(tmp_path / "guard", overrides) as stack:
         ws = stack.url("worldservice")
@@ -221,23 +244,55 @@ def test_promotion_guard_blocks_until_reset(tmp_path: Path) -> None:
         blocked = httpx.post(f"{ws}/worlds/live/apply", json={"wait": True}, timeout=30)
         assert blocked.status_code == 409 and blocked.json()["error"] == "promotion_blocked"
         assert blocked.json()["hits"][0]["labels"]["world_id"] == "backtest-world"
+        assert "world_id=backtest-world" in blocked.json()["message"]
 
-        env_config = ["--config", str(stack.config_path)]
-        shown = run_cli(
-            ["ops", "cross-context", "show", "--target", stack.url("dagmanager")], env_config
-        )
-        assert shown.returncode == 1 and "world_id=backtest-world" in shown.stdout
-        reset = run_cli(
-            ["ops", "cross-context", "reset", "--target", stack.url("dagmanager")], env_config
-        )
-        assert reset.returncode == 0 and "cleared 4 series" in reset.stdout
-        devstack.wait_for(lambda: httpx.get(f"{stack.url('gateway')}/status", timeout=5).json()["controlbus"]["ready"],
-                         timeout=30, what="gateway subscribed")  # fmt: skip
+        config = ["--config", str(stack.config_path)]
+        shown = run_cli(["ops", "cross-context", "show"], config)
+        assert shown.returncode == 1 and "world_id=backtest-world" in shown.stdout, shown
+        reset = run_cli(["ops", "cross-context", "reset"], config)
+        assert "dagmanager: cleared 4 series" in reset.stdout, reset
+        held = httpx.post(f"{ws}/worlds/live/apply", json={"wait": True}, timeout=30)
+        assert held.status_code == 409 and held.json()["error"] == "promotion_blocked"
+        assert "promotions resume at" in held.json()["message"] and held.json()["resume_at"]
+        during = run_cli(["ops", "cross-context", "show"], config)
+        assert during.returncode == 1 and "promotions on hold for" in during.stdout, during
+        devstack.wait_for(
+            lambda: httpx.get(f"{ws}/promotion-guard", timeout=5).json()["blocked"] is False,
+            timeout=30, what="the promotion hold to end",
+        )  # fmt: skip
         allowed = httpx.post(f"{ws}/worlds/live/apply", json={"wait": True}, timeout=30)
         assert allowed.status_code == 200, allowed.text
+        after = run_cli(["ops", "cross-context", "show"], config)
+        assert after.returncode == 0 and "promotions allowed" in after.stdout, after
+
+
+def test_unreachable_source_fails_closed_then_expires(tmp_path: Path) -> None:
+    """An SDK source that stops answering blocks applies (503) until it is forgotten."""
+    overrides = {"worldservice": {"guard_source_expiry_seconds": 3, "guard_poll_seconds": 0.5}}
+    with LocalStack(tmp_path / "expire", overrides) as stack:
+        ws = stack.url("worldservice")
+        httpx.post(f"{ws}/worlds", json={"world_id": "w"}, timeout=10)
+        dead = f"http://127.0.0.1:{devstack.free_port()}"
+        body = {"dag": json.loads(chain_dag(2, salt="src")), "world_id": "w", "admin_url": dead}
         assert (
-            scrape(f"{stack.url('dagmanager')}/metrics").series("cross_context_cache_hit_total")
-            == {}
+            httpx.post(f"{stack.url('gateway')}/strategies", json=body, timeout=30).status_code
+            == 200
+        )
+        devstack.wait_for(
+            lambda: httpx.get(f"{ws}/promotion-guard/sources", timeout=5).json()["sources"],
+            timeout=30, what="the Gateway to register the SDK source",
+        )  # fmt: skip
+        refused = httpx.post(f"{ws}/worlds/w/apply", json={"wait": True}, timeout=30)
+        assert (
+            refused.status_code == 503 and refused.json()["error"] == "promotion_guard_unavailable"
+        )
+        assert dead in refused.json()["message"]
+        devstack.wait_for(
+            lambda: httpx.get(f"{ws}/promotion-guard/sources", timeout=5).json()["sources"] == [],
+            timeout=30, what="the dead source to be forgotten",
+        )  # fmt: skip
+        assert (
+            httpx.post(f"{ws}/worlds/w/apply", json={"wait": True}, timeout=30).status_code == 200
         )
 
 

@@ -80,7 +80,7 @@ def test_stack_on_postgresql_and_kafka(tmp_path: Path, postgres: devstack.Postgr
             response = httpx.post(f"{stack.url('gateway')}/strategies", json=body, timeout=60)
             assert response.status_code == 200, response.text
             gw_status = httpx.get(f"{stack.url('gateway')}/status", timeout=10).json()
-            assert gw_status["submission_log"].startswith("postgresql://")
+            assert gw_status["submission_log"]["backend"].startswith("postgresql://")
             assert gw_status["controlbus"]["backend"] == "kafka"
             devstack.wait_for(
                 lambda: httpx.get(f"{stack.url('gateway')}/status", timeout=5).json()["controlbus"]["ready"],
@@ -90,7 +90,7 @@ def test_stack_on_postgresql_and_kafka(tmp_path: Path, postgres: devstack.Postgr
             httpx.post(f"{ws}/worlds", json={"world_id": "w"}, timeout=10)
             devstack.wait_for(lambda: httpx.get(f"{ws}/status", timeout=5).json()["controlbus"]["ready"],
                              timeout=60, what="worldservice joined the Kafka ControlBus group")  # fmt: skip
-            applied = httpx.post(f"{ws}/worlds/w/apply", json={"wait": True}, timeout=60)
+            applied = httpx.post(f"{ws}/worlds/w/apply", json={"wait": True}, timeout=120)
             assert applied.status_code == 200, applied.text
             m = scrape(f"{stack.url('gateway')}/metrics")
             assert m.get_value("controlbus_apply_ack_total", world_id="w", phase="freeze") == 1

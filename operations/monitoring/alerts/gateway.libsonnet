@@ -20,10 +20,21 @@ local alert = import '../lib/alert.libsonnet';
           'dagclient_breaker_state > 0',
           'critical', 'The Gateway circuit breaker to the DAG Manager is open.',
           'gRPC calls from {{ $labels.instance }} to the DAG Manager are refused; submissions wait in the durable log.'),
-        a('ControlBusApplyAckLatencyHigh',
-          'controlbus_apply_ack_latency_ms{phase="freeze"} > %(freezeAckLatencyMs)s' % c,
+        // The gauge holds the latest ACK's latency; it only counts while freeze ACKs keep
+        // coming: the alert resolves once none was seen for ackLatencyWindow, instead of
+        // latching until the next apply.  ACK series are born at their first increment, so
+        // "new in the window" is `x unless x offset W`, beside increase() for older series.
+        a('ControlBusApplyAckLatencyHigh', |||
+          controlbus_apply_ack_latency_ms{phase="freeze"} > %(freezeAckLatencyMs)s
+          and on (job, instance, world_id, phase)
+          (
+            (controlbus_apply_ack_total{phase="freeze"} unless controlbus_apply_ack_total{phase="freeze"} offset %(ackLatencyWindow)s)
+            or
+            increase(controlbus_apply_ack_total{phase="freeze"}[%(ackLatencyWindow)s]) > 0
+          )
+        ||| % c,
           'warning', 'Freeze acknowledgements on the ControlBus are slow.',
-          'The last freeze ACK for world {{ $labels.world_id }} took {{ $value | printf "%%.0f" }} ms (threshold %(freezeAckLatencyMs)s ms).' % c),
+          'The last freeze ACK for world {{ $labels.world_id }} took {{ $value | printf "%%.0f" }} ms (threshold %(freezeAckLatencyMs)s ms); it was sent within the last %(ackLatencyWindow)s.' % c),
         a('QmtlServiceDown',
           'up{%(qmtlJobSelector)s} == 0' % c,
           'critical', 'A QMTL process is not being scraped.',

@@ -15,5 +15,7 @@ prometheus_rule_labels = {
   release = "kube-prometheus-stack"
 }
 
-# Added to the bundled dashboards: file name => dashboard JSON.
+# Added to the bundled dashboards: a map of file name => dashboard JSON, or a list in the
+# Helm chart's shape, e.g. [{ uid = "trading-desk", title = "Trading desk", json = "..." }]
+# (file name "<uid>.json" when name is absent).
 extra_dashboards = {}

@@ -1,60 +1,100 @@
-"""Admin endpoint guard shared by every QMTL HTTP service.
+"""Who may change state: the rule every QMTL listener applies (HTTP, gRPC, SDK admin).
 
-On loopback, admin endpoints are open unless a token is configured.  Beyond loopback
-they require ``Authorization: Bearer <admin_token>``; with no token configured they
-are refused outright, so exposing a service never exposes its admin surface by accident.
+A listener bound only to loopback addresses trusts its callers: admin and
+state-changing endpoints are open unless a token is configured.  A listener bound to
+anything else -- a routable address, or every interface (``host: ""``, ``0.0.0.0``,
+``::``) -- is *exposed*: every state-changing call needs ``Authorization: Bearer
+<token>``, and with no token configured such calls are refused outright, so exposing
+a service never exposes its admin surface by accident.
+
+Exposure is decided from the address the socket binds (what ``getaddrinfo`` resolves
+the configured host to), never from the configured string.
 """
 
 from __future__ import annotations
 
 import hmac
 import ipaddress
+import socket
+from typing import Any
 
 from fastapi import HTTPException, Request
 
-__all__ = ["AdminGuard", "is_loopback"]
+from qmtl.foundation.errors import AuthError
+
+__all__ = ["AdminGuard", "check_bearer", "is_exposed", "is_loopback"]
 
 
 def is_loopback(host: str) -> bool:
-    if host in ("localhost", ""):
+    """True when ``host`` is a loopback IP address or ``localhost`` (no DNS lookup)."""
+    if host == "localhost":
         return True
     try:
-        return ipaddress.ip_address(host).is_loopback
+        return ipaddress.ip_address(host.strip("[]")).is_loopback
     except ValueError:
         return False
 
 
+def is_exposed(host: str) -> bool:
+    """Whether a listener configured with ``host`` binds any non-loopback address."""
+    try:
+        infos = socket.getaddrinfo(
+            host or None, 0, type=socket.SOCK_STREAM, flags=socket.AI_PASSIVE
+        )
+    except socket.gaierror:
+        return True  # unknown: treat as exposed (the bind will fail anyway)
+    addresses = {info[4][0] for info in infos}
+    return not addresses or not all(is_loopback(str(a)) for a in addresses)
+
+
+def check_bearer(
+    supplied: str | None,
+    token: str | None,
+    *,
+    exposed: bool,
+    what: str,
+    token_key: str = "admin_token",
+) -> None:
+    """Apply the rule to one call; raise :class:`AuthError` when it is refused.
+
+    ``token_key`` names the config key of the token in messages.
+    """
+    if token:
+        if not supplied or not supplied.startswith("Bearer "):
+            raise AuthError(f"{what} needs 'Authorization: Bearer <token>'")
+        if not hmac.compare_digest(supplied.removeprefix("Bearer ").encode(), token.encode()):
+            raise AuthError(f"{what}: the bearer token does not match", forbidden=True)
+        return
+    if exposed:
+        raise AuthError(
+            f"{what} is refused: this service listens beyond loopback and has no {token_key}; "
+            f"set {token_key} in qmtl.yml (or bind 127.0.0.1)",
+            forbidden=True,
+        )
+
+
 class AdminGuard:
-    """FastAPI dependency: ``Depends(AdminGuard(host, token))``."""
+    """FastAPI dependency: ``Depends(AdminGuard(host, token))`` on state-changing routes."""
 
     def __init__(self, bind_host: str, token: str | None) -> None:
         self.bind_host = bind_host
         self.token = token
+        self.exposed = is_exposed(bind_host)
 
     def __call__(self, request: Request) -> None:
-        if self.token:
-            supplied = request.headers.get("authorization", "")
-            if not supplied.startswith("Bearer "):
-                raise HTTPException(
-                    401,
-                    {
-                        "error": "admin_auth_required",
-                        "message": "send Authorization: Bearer <admin_token>",
-                    },
-                    headers={"WWW-Authenticate": "Bearer"},
-                )
-            if not hmac.compare_digest(
-                supplied.removeprefix("Bearer ").encode(), self.token.encode()
-            ):
-                raise HTTPException(
-                    403, {"error": "admin_auth_invalid", "message": "admin token does not match"}
-                )
-            return
-        if not is_loopback(self.bind_host):
-            raise HTTPException(
-                403,
-                {
-                    "error": "admin_disabled",
-                    "message": f"service listens on {self.bind_host}; set admin_token in qmtl.yml to use admin endpoints",
-                },
+        try:
+            check_bearer(
+                request.headers.get("authorization"),
+                self.token,
+                exposed=self.exposed,
+                what=f"{request.method} {request.url.path}",
             )
+        except AuthError as exc:
+            status = 403 if exc.forbidden else 401
+            headers: dict[str, Any] = {} if exc.forbidden else {"WWW-Authenticate": "Bearer"}
+            code = "admin_disabled" if "refused" in exc.message else (
+                "admin_auth_invalid" if exc.forbidden else "admin_auth_required"
+            )  # fmt: skip
+            raise HTTPException(
+                status, {"error": code, "message": exc.message}, headers=headers
+            ) from None

@@ -8,9 +8,10 @@ closes a breaker only on an explicit success signal, i.e. a health probe that is
     if await client.status():
         client.breaker.reset()
 
-A named breaker exports ``<name>_breaker_open_total`` (times it opened) and
-``<name>_breaker_state`` (1 open, 0 closed) and can be looked up with :func:`breakers`
-for ``/status`` pages.
+A breaker reports to the ``<name>_breaker_open_total`` counter (times it opened) and
+``<name>_breaker_state`` gauge (1 open, 0 closed) it is given; the owning service
+defines those collectors from the catalogue.  Named breakers can be looked up with
+:func:`breakers` for ``/status`` pages.
 """
 
 from __future__ import annotations
@@ -20,7 +21,7 @@ import threading
 from collections.abc import Awaitable, Callable
 from typing import Any, ParamSpec, TypeVar
 
-from qmtl.foundation import metrics
+from qmtl.foundation.errors import Unavailable
 
 __all__ = ["AsyncCircuitBreaker", "CircuitOpenError", "breakers"]
 
@@ -31,8 +32,10 @@ _registry: dict[str, AsyncCircuitBreaker] = {}
 _registry_lock = threading.Lock()
 
 
-class CircuitOpenError(RuntimeError):
-    """Raised instead of calling the target while the breaker is open."""
+class CircuitOpenError(Unavailable):
+    """Raised instead of calling the target while the breaker is open (an outage: retry)."""
+
+    code = "circuit_open"
 
     def __init__(self, name: str | None, failures: int) -> None:
         label = f"circuit breaker {name!r}" if name else "circuit breaker"
@@ -72,6 +75,8 @@ class AsyncCircuitBreaker:
         on_failure: Callable[[int], None] | None = None,
         name: str | None = None,
         is_failure: Callable[[BaseException], bool] | None = None,
+        open_total: Any | None = None,
+        state: Any | None = None,
     ) -> None:
         if max_failures < 1:
             raise ValueError("max_failures must be at least 1")
@@ -84,16 +89,11 @@ class AsyncCircuitBreaker:
         self._failures = 0
         self._open = False
         self._lock = threading.Lock()
-        self._open_total = None
-        self._state = None
+        self._open_total = open_total
+        self._state = state
+        if state is not None:
+            state.set(0)
         if name is not None:
-            self._open_total = metrics.counter(
-                f"{name}_breaker_open_total", f"Times the {name} circuit breaker opened."
-            )
-            self._state = metrics.gauge(
-                f"{name}_breaker_state", f"State of the {name} circuit breaker (1 open, 0 closed)."
-            )
-            self._state.set(0)
             with _registry_lock:
                 _registry[name] = self
 
@@ -126,8 +126,9 @@ class AsyncCircuitBreaker:
         if self._on_failure is not None:
             self._on_failure(count)
         if opened:
-            if self._open_total is not None and self._state is not None:
+            if self._open_total is not None:
                 self._open_total.inc()
+            if self._state is not None:
                 self._state.set(1)
             if self._on_open is not None:
                 self._on_open()

@@ -1,26 +1,95 @@
-"""Pieces every QMTL FastAPI service shares: /metrics and machine-readable errors."""
+"""Pieces every QMTL FastAPI service shares: /metrics, the error table, body limits.
+
+Handlers raise the domain errors of :mod:`qmtl.foundation.errors`; :data:`HTTP_STATUS`
+maps them to status codes once, for the Gateway and the WorldService alike, and every
+error body has the same shape: ``{"error": code, "message": ..., ...}``.
+"""
 
 from __future__ import annotations
 
+import json
+import time
+from collections.abc import Awaitable, Callable, MutableMapping
 from typing import Any
 
 from fastapi import FastAPI, HTTPException, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse, Response
-from prometheus_client import CONTENT_TYPE_LATEST, REGISTRY, generate_latest
+from prometheus_client import REGISTRY
+from prometheus_client.exposition import choose_encoder
 
-__all__ = ["error", "install_common_routes"]
+from qmtl.foundation.errors import (
+    AuthError,
+    Conflict,
+    InvalidInput,
+    InvalidJson,
+    NotFound,
+    PayloadTooLarge,
+    QmtlError,
+    Unavailable,
+)
+
+__all__ = [
+    "HTTP_STATUS",
+    "BodyLimit",
+    "SafeJSONResponse",
+    "error",
+    "http_status",
+    "install_common_routes",
+    "metrics_response",
+]
+
+#: Domain error -> HTTP status; the most specific class in an error's MRO wins.
+HTTP_STATUS: dict[type[QmtlError], int] = {
+    InvalidJson: 400,
+    PayloadTooLarge: 413,
+    InvalidInput: 422,
+    AuthError: 401,
+    NotFound: 404,
+    Conflict: 409,
+    Unavailable: 503,
+    QmtlError: 500,
+}
+
+
+class SafeJSONResponse(JSONResponse):
+    """JSON with non-ASCII escaped: an error message echoing hostile input (a lone
+    surrogate, say) still renders, where UTF-8 encoding of the raw text would raise."""
+
+    def render(self, content: Any) -> bytes:
+        return json.dumps(
+            content, ensure_ascii=True, allow_nan=False, separators=(",", ":")
+        ).encode()
+
+
+def http_status(exc: QmtlError) -> int:
+    if isinstance(exc, AuthError) and exc.forbidden:
+        return 403
+    for cls in type(exc).__mro__:
+        if cls in HTTP_STATUS:
+            return HTTP_STATUS[cls]
+    return 500
 
 
 def error(status: int, code: str, message: str, **extra: Any) -> JSONResponse:
     """The one error shape of every QMTL HTTP API: ``{"error": code, "message": ...}``."""
-    return JSONResponse({"error": code, "message": message, **extra}, status_code=status)
+    return SafeJSONResponse({"error": code, "message": message, **extra}, status_code=status)
+
+
+def metrics_response(accept: str | None) -> Response:
+    """The registry in the format the scraper asks for (OpenMetrics carries exemplars)."""
+    encoder, content_type = choose_encoder(accept or "")
+    return Response(encoder(REGISTRY), media_type=content_type)
 
 
 def install_common_routes(app: FastAPI) -> None:
     @app.get("/metrics", include_in_schema=False)
-    def metrics_endpoint() -> Response:
-        return Response(generate_latest(REGISTRY), media_type=CONTENT_TYPE_LATEST)
+    def metrics_endpoint(request: Request) -> Response:
+        return metrics_response(request.headers.get("accept"))
+
+    @app.exception_handler(QmtlError)
+    async def domain_error(_request: Request, exc: QmtlError) -> JSONResponse:
+        return SafeJSONResponse(exc.body(), status_code=http_status(exc))
 
     @app.exception_handler(HTTPException)
     async def http_error(_request: Request, exc: HTTPException) -> JSONResponse:
@@ -29,12 +98,112 @@ def install_common_routes(app: FastAPI) -> None:
             if isinstance(exc.detail, dict)
             else {"error": "http_error", "message": str(exc.detail)}
         )
-        return JSONResponse(detail, status_code=exc.status_code, headers=exc.headers)
+        return SafeJSONResponse(detail, status_code=exc.status_code, headers=exc.headers)
 
     @app.exception_handler(RequestValidationError)
     async def invalid_request(_request: Request, exc: RequestValidationError) -> JSONResponse:
+        errors = exc.errors()
+        if any(e.get("type") == "json_invalid" for e in errors):
+            return error(400, "invalid_json", "body is not valid JSON")
         problems = "; ".join(
             f"{'.'.join(str(p) for p in e['loc'] if p != 'body') or 'body'}: {e['msg']}"
-            for e in exc.errors()
+            for e in errors
         )
         return error(422, "invalid_request", problems)
+
+
+class _TooLarge(Exception):
+    pass
+
+
+Scope = MutableMapping[str, Any]
+Receive = Callable[[], Awaitable[MutableMapping[str, Any]]]
+Send = Callable[[MutableMapping[str, Any]], Awaitable[None]]
+
+
+class BodyLimit:
+    """ASGI middleware: refuse bodies over ``limit`` bytes *before* reading them.
+
+    A declared ``Content-Length`` over the limit is answered 413 at once, without
+    reading a byte; a streamed (chunked) body is counted as it arrives and reading
+    stops at the limit.  A malformed ``Content-Length`` is a 400.
+    """
+
+    def __init__(
+        self,
+        app: Any,
+        limit: int,
+        on_refused: Callable[[str, str, int, float], None] | None = None,
+    ) -> None:
+        self.app = app
+        self.limit = limit
+        #: Called as (method, path, status, elapsed ms) for every request refused here, so
+        #: services can count these answers like any other (e.g. gateway_submissions_total).
+        self.on_refused = on_refused
+
+    async def _reply(self, send: Send, status: int, code: str, message: str) -> None:
+        body = SafeJSONResponse({"error": code, "message": message}).body
+        await send(
+            {
+                "type": "http.response.start",
+                "status": status,
+                "headers": [
+                    (b"content-type", b"application/json"),
+                    (b"content-length", str(len(body)).encode()),
+                    (b"connection", b"close"),
+                ],
+            }
+        )
+        await send({"type": "http.response.body", "body": body})
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        started = time.perf_counter()
+
+        async def refuse(status: int, code: str, message: str) -> None:
+            await self._reply(send, status, code, message)
+            if self.on_refused is not None:
+                elapsed = (time.perf_counter() - started) * 1000.0
+                self.on_refused(scope.get("method", ""), scope.get("path", ""), status, elapsed)
+
+        too_large = (
+            f"request body is over the {self.limit}-byte limit; split the strategy or raise "
+            "the service's max request size"
+        )
+        for name, value in scope.get("headers", ()):
+            if name == b"content-length":
+                try:
+                    declared = int(value)
+                    if declared < 0:
+                        raise ValueError
+                except ValueError:
+                    await refuse(400, "invalid_request", "malformed Content-Length")
+                    return
+                if declared > self.limit:
+                    await refuse(413, "payload_too_large", too_large)
+                    return
+        received = 0
+        responded = False
+
+        async def limited_receive() -> MutableMapping[str, Any]:
+            nonlocal received
+            message = await receive()
+            if message["type"] == "http.request":
+                received += len(message.get("body", b""))
+                if received > self.limit:
+                    raise _TooLarge
+            return message
+
+        async def tracking_send(message: MutableMapping[str, Any]) -> None:
+            nonlocal responded
+            if message["type"] == "http.response.start":
+                responded = True
+            await send(message)
+
+        try:
+            await self.app(scope, limited_receive, tracking_send)
+        except _TooLarge:
+            if not responded:
+                await refuse(413, "payload_too_large", too_large)

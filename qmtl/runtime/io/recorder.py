@@ -108,7 +108,7 @@ class EventRecorder(ABC):
 
     # -- worker --------------------------------------------------------------------------
     def _take_batch(self) -> list[Row]:
-        batch = []
+        batch: list[Row] = []
         queue = self._queue
         while queue and len(batch) < self.batch_size:
             batch.append(queue.popleft())
@@ -224,7 +224,7 @@ class QuestDBRecorder(EventRecorder):
             from questdb import Sender
 
             sender = Sender.from_conf(self.conf)
-            sender.establish()
+            sender.establish()  # type: ignore[no-untyped-call]
             self._sender = sender
         return self._sender
 

@@ -2,36 +2,39 @@
 
 ``start_admin_server(port)`` serves, on 127.0.0.1 by default:
 
-* ``GET /metrics`` -- the process registry (same as ``metrics.start_metrics_server``)
-* ``GET /admin/cross-context`` -- unresolved cross-context hits (label sets)
+* ``GET /metrics`` -- the process registry (OpenMetrics when asked: exemplars)
+* ``GET /health``
+* ``GET /admin/cross-context`` -- unresolved cross-context hits, last hit, last reset
 * ``POST /admin/cross-context/reset`` -- clear them (runbook step 5)
 * ``POST /admin/cache/purge`` ``{"node_id": ...}`` -- flush node caches (runbook step 4)
+* ``GET|POST|DELETE /admin/faults`` -- drill switches, when the process has any
 
-Beyond loopback every admin call needs ``Authorization: Bearer <token>``.
+Admin calls follow the rule of every QMTL listener (``qmtl.foundation.common.admin``):
+open on a loopback-only bind, ``Authorization: Bearer <token>`` beyond it, refused when
+exposed without a token.  Bodies are JSON objects of at most 64 KiB.
 """
 
 from __future__ import annotations
 
-import hmac
 import json
 import threading
 from collections.abc import Callable
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
 
-from prometheus_client import CONTENT_TYPE_LATEST, REGISTRY, generate_latest
+from prometheus_client import REGISTRY
+from prometheus_client.exposition import choose_encoder
 
-from qmtl.foundation.common.admin import is_loopback
-from qmtl.foundation.metrics import clear_series, nonzero_series
+from qmtl.foundation import crosscontext
+from qmtl.foundation.common.admin import check_bearer, is_exposed
+from qmtl.foundation.errors import AuthError, InvalidRequest
+from qmtl.foundation.faults import FaultSet
 from qmtl.runtime.sdk import metrics
 
-__all__ = ["AdminServer", "cross_context_hits", "purge_caches", "start_admin_server"]
+__all__ = ["MAX_BODY_BYTES", "AdminServer", "purge_caches", "start_admin_server"]
 
 Action = Callable[[dict[str, Any]], tuple[int, dict[str, Any]]]
-
-
-def cross_context_hits() -> list[dict[str, Any]]:
-    return nonzero_series(metrics.cross_context_cache_hit_total)
+MAX_BODY_BYTES = 64 * 1024
 
 
 def purge_caches(node_id: str | None) -> dict[str, int]:
@@ -43,17 +46,39 @@ def purge_caches(node_id: str | None) -> dict[str, int]:
     return purged
 
 
+def _purge(body: dict[str, Any]) -> tuple[int, dict[str, Any]]:
+    node_id = body.get("node_id")
+    if node_id is not None and not isinstance(node_id, str):
+        return 400, {"error": "invalid_node_id", "message": "node_id must be a string"}
+    purged = purge_caches(node_id)
+    if node_id is not None and not purged:
+        return 404, {
+            "error": "unknown_node",
+            "message": f"no cache for node {node_id} in this process",
+        }
+    return 200, {"service": "sdk", "purged": purged}
+
+
+def _reset(_body: dict[str, Any]) -> tuple[int, dict[str, Any]]:
+    return 200, {"service": "sdk", "reset_series": crosscontext.reset()}
+
+
 class AdminServer:
     def __init__(
-        self, host: str, port: int, token: str | None, actions: dict[str, Action] | None = None
+        self,
+        host: str,
+        port: int,
+        token: str | None,
+        actions: dict[str, Action] | None = None,
+        faults: FaultSet | None = None,
+        on_faults: Callable[[], None] | None = None,
     ) -> None:
         self.token = token
         self.host = host
+        self.exposed = is_exposed(host)
+        self.faults = faults
         self.actions: dict[str, Action] = {
-            "/admin/cross-context/reset": lambda _body: (
-                200,
-                {"service": "sdk", "reset_series": _reset()},
-            ),
+            "/admin/cross-context/reset": _reset,
             "/admin/cache/purge": _purge,
             **(actions or {}),
         }
@@ -71,56 +96,91 @@ class AdminServer:
                 self._send(status, json.dumps(data).encode())
 
             def _authorized(self) -> bool:
-                if server.token:
-                    given = self.headers.get("Authorization", "").removeprefix("Bearer ")
-                    if not hmac.compare_digest(given.encode(), server.token.encode()):
-                        self._json(
-                            401,
-                            {"error": "admin_auth_required", "message": "Bearer token required"},
-                        )
-                        return False
-                elif not is_loopback(server.host):
-                    self._json(
-                        403,
-                        {
-                            "error": "admin_disabled",
-                            "message": "set an admin token to expose admin endpoints",
-                        },
-                    )
+                try:
+                    check_bearer(
+                        self.headers.get("Authorization"), server.token, exposed=server.exposed,
+                        what=f"{self.command} {self.path}", token_key="sdk.admin_token",
+                    )  # fmt: skip
+                except AuthError as exc:
+                    self._json(403 if exc.forbidden else 401, exc.body())
                     return False
                 return True
 
+            def _body(self) -> dict[str, Any]:
+                raw_length = self.headers.get("Content-Length", "0") or "0"
+                try:
+                    length = int(raw_length)
+                    if length < 0:
+                        raise ValueError
+                except ValueError:
+                    self.close_connection = True
+                    raise InvalidRequest(f"malformed Content-Length {raw_length[:20]!r}") from None
+                if length > MAX_BODY_BYTES:
+                    self.close_connection = True
+                    raise InvalidRequest(f"body over {MAX_BODY_BYTES} bytes")
+                try:
+                    body = json.loads(self.rfile.read(length) or b"{}")
+                except (ValueError, RecursionError):
+                    raise InvalidRequest("body must be JSON") from None
+                if not isinstance(body, dict):
+                    raise InvalidRequest("body must be a JSON object")
+                return body
+
             def do_GET(self) -> None:
-                if self.path == "/metrics":
-                    self._send(200, generate_latest(REGISTRY), CONTENT_TYPE_LATEST)
-                elif self.path == "/health":
+                path = self.path.split("?")[0]
+                if path == "/metrics":
+                    encoder, ctype = choose_encoder(self.headers.get("Accept") or "")
+                    self._send(200, encoder(REGISTRY), ctype)
+                elif path == "/health":
                     self._json(200, {"status": "ok"})
-                elif self.path == "/admin/cross-context":
+                elif path == "/admin/cross-context":
                     if self._authorized():
-                        self._json(200, {"service": "sdk", "hits": cross_context_hits()})
+                        self._json(200, crosscontext.report("sdk"))
+                elif path == "/admin/faults" and server.faults is not None:
+                    if self._authorized():
+                        self._json(200, server.faults.as_dict())
                 else:
-                    self._json(404, {"error": "not_found", "message": self.path})
+                    self._json(404, {"error": "not_found", "message": self.path[:200]})
 
             def do_POST(self) -> None:
-                action = server.actions.get(self.path.split("?")[0])
-                if action is None:
-                    self._json(404, {"error": "not_found", "message": self.path})
+                path = self.path.split("?")[0]
+                faults = path == "/admin/faults" and server.faults is not None
+                action = server.actions.get(path)
+                if action is None and not faults:
+                    self._json(404, {"error": "not_found", "message": self.path[:200]})
                     return
                 if not self._authorized():
                     return
-                length = int(self.headers.get("Content-Length", "0") or 0)
                 try:
-                    body = json.loads(self.rfile.read(length) or b"{}")
-                except ValueError:
-                    self._json(400, {"error": "invalid_json", "message": "body must be JSON"})
+                    body = self._body()
+                    if faults:
+                        assert server.faults is not None
+                        state = server.faults.update(body)
+                        if on_faults is not None:
+                            on_faults()
+                        self._json(200, state)
+                        return
+                    assert action is not None
+                    status, data = action(body)
+                except InvalidRequest as exc:
+                    self._json(400, exc.body())
                     return
-                status, data = action(body)
                 self._json(status, data)
+
+            def do_DELETE(self) -> None:
+                if self.path.split("?")[0] != "/admin/faults" or server.faults is None:
+                    self._json(404, {"error": "not_found", "message": self.path[:200]})
+                    return
+                if self._authorized():
+                    state = server.faults.clear()
+                    if on_faults is not None:
+                        on_faults()
+                    self._json(200, state)
 
             def log_message(self, *args: object) -> None:
                 pass
 
-        self._httpd = ThreadingHTTPServer((host, port), Handler)
+        self._httpd = ThreadingHTTPServer((host or "0.0.0.0", port), Handler)
         self._httpd.daemon_threads = True
         self.port = int(self._httpd.server_address[1])
         self._thread = threading.Thread(
@@ -130,28 +190,12 @@ class AdminServer:
 
     @property
     def url(self) -> str:
-        return f"http://{self.host}:{self.port}"
+        host = self.host if self.host not in ("", "0.0.0.0") else "127.0.0.1"
+        return f"http://{host}:{self.port}"
 
     def stop(self) -> None:
         self._httpd.shutdown()
         self._httpd.server_close()
-
-
-def _reset() -> int:
-    return clear_series(metrics.cross_context_cache_hit_total)
-
-
-def _purge(body: dict[str, Any]) -> tuple[int, dict[str, Any]]:
-    node_id = body.get("node_id")
-    if node_id is not None and not isinstance(node_id, str):
-        return 400, {"error": "invalid_node_id", "message": "node_id must be a string"}
-    purged = purge_caches(node_id)
-    if node_id is not None and not purged:
-        return 404, {
-            "error": "unknown_node",
-            "message": f"no cache for node {node_id} in this process",
-        }
-    return 200, {"service": "sdk", "purged": purged}
 
 
 def start_admin_server(
@@ -160,5 +204,7 @@ def start_admin_server(
     *,
     token: str | None = None,
     actions: dict[str, Action] | None = None,
+    faults: FaultSet | None = None,
+    on_faults: Callable[[], None] | None = None,
 ) -> AdminServer:
-    return AdminServer(host, port, token, actions)
+    return AdminServer(host, port, token, actions, faults, on_faults)

@@ -12,32 +12,12 @@ from __future__ import annotations
 import sys
 from collections import deque
 from collections.abc import Iterator, Mapping
-from dataclasses import dataclass
 from typing import Any
 
-from qmtl.foundation.dag import compute_key
+from qmtl.foundation.contracts import ComputeContext
 from qmtl.runtime.sdk import metrics
 
 __all__ = ["CacheView", "ComputeContext", "NodeCache"]
-
-
-@dataclass(frozen=True)
-class ComputeContext:
-    """Where a computation runs; a missing execution domain counts as ``backtest``."""
-
-    world_id: str = ""
-    execution_domain: str = ""
-    as_of: str = ""
-    partition: str = ""
-
-    def key(self, node_id: str) -> str:
-        return compute_key(
-            node_id, self.world_id, self.execution_domain, self.as_of, self.partition
-        )
-
-    @property
-    def effective_domain(self) -> str:
-        return self.execution_domain or "backtest"
 
 
 def _item_size(item: tuple[float, Any]) -> int:

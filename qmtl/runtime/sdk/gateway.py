@@ -4,7 +4,10 @@
     result["queue_map"]  # node id -> queue
 
 Retryable answers (503 ``retryable``, 409 ``world_frozen``, transport errors) are retried
-with backoff; 202 ``queued`` is followed until the Gateway completes the submission.
+with backoff, the same body each time (the Gateway deduplicates it: one submission, however
+many replicas saw it); 202 ``queued`` is followed, by submission id, until the Gateway
+completes it.  Pass ``admin_url`` (this process's SDK admin endpoint) so the promotion
+guard of the WorldService can read this process's cross-context hits.
 """
 
 from __future__ import annotations
@@ -15,7 +18,9 @@ from typing import Any
 import httpx
 
 from qmtl.foundation.common.tracing import get_tracer, inject_http_headers
+from qmtl.foundation.contracts import ComputeContext, check_field
 from qmtl.runtime.sdk.runner import Runner, Strategy
+from qmtl.runtime.sdk.telemetry import ensure_tracing, sdk_config
 
 __all__ = ["SubmissionError", "submit"]
 
@@ -40,40 +45,56 @@ def submit(
     as_of: str = "",
     partition: str = "",
     strategy_id: str | None = None,
+    admin_url: str = "",
+    token: str | None = None,
     attempts: int = 6,
     wait_seconds: float = 60.0,
 ) -> dict[str, Any]:
+    """Submit ``strategy``; returns the diff result (``queue_map``, ``buffering``, ...).
+
+    Raises :class:`qmtl.foundation.errors.InvalidRequest` for bad ids or context values
+    before anything is sent, :class:`SubmissionError` when the Gateway refuses.
+    """
+    ensure_tracing()
     instance = Runner.build(strategy)
+    dag = instance.dag()
+    sid = check_field("strategy_id", strategy_id or instance.name)
+    ComputeContext(world_id, execution_domain, as_of, partition)  # validates before sending
+    if admin_url:
+        check_field("admin_url", admin_url)
     payload = {
-        "strategy_id": strategy_id or instance.name,
-        "dag": instance.dag(),
+        "strategy_id": sid,
+        "dag": dag,
         "world_id": world_id,
         "execution_domain": execution_domain,
         "as_of": as_of,
         "partition": partition,
     }
+    if admin_url:
+        payload["admin_url"] = admin_url
+    token = token if token is not None else sdk_config().sdk.gateway_token
     base = gateway_url.rstrip("/")
-    with _tracer.start_as_current_span(
-        "sdk.submit", attributes={"qmtl.strategy_id": payload["strategy_id"]}
-    ):
+    with _tracer.start_as_current_span("sdk.submit", attributes={"qmtl.strategy_id": sid}):
         headers = dict(inject_http_headers({}))
+        if token:
+            headers["Authorization"] = f"Bearer {token}"
         delay = 0.2
         for attempt in range(1, attempts + 1):
             try:
                 response = httpx.post(
                     f"{base}/strategies", json=payload, headers=headers, timeout=30
                 )
-            except httpx.HTTPError as exc:
+                body = response.json()
+            except (httpx.HTTPError, ValueError) as exc:
                 if attempt == attempts:
                     raise SubmissionError("unreachable", f"{base}: {exc}", 0) from None
                 time.sleep(delay)
                 delay *= 2
                 continue
-            body = response.json()
             if response.status_code == 200:
                 return dict(body)
             if response.status_code == 202:
-                return _follow(base, payload["strategy_id"], wait_seconds)
+                return _follow(base, body["submission_id"], wait_seconds, headers)
             if body.get("retryable") and attempt < attempts:
                 time.sleep(delay)
                 delay *= 2
@@ -84,13 +105,24 @@ def submit(
     raise SubmissionError("retries_exhausted", f"gave up after {attempts} attempts", 0)
 
 
-def _follow(base: str, strategy_id: str, wait_seconds: float) -> dict[str, Any]:
+def _follow(
+    base: str, submission_id: str, wait_seconds: float, headers: dict[str, str]
+) -> dict[str, Any]:
+    """Poll this submission (by id: never another world's) until it is final."""
     deadline = time.monotonic() + wait_seconds
+    delay = 0.1
     while time.monotonic() < deadline:
-        status = httpx.get(f"{base}/strategies/{strategy_id}/status", timeout=10).json()
-        if status.get("status") == "completed":
-            return dict(status["result"])
-        if status.get("status") in ("rejected", "abandoned"):
-            raise SubmissionError(status["status"], status.get("error") or "", 422)
-        time.sleep(0.5)
+        try:
+            status = httpx.get(f"{base}/submissions/{submission_id}", headers=headers, timeout=10)
+            body = status.json()
+        except (httpx.HTTPError, ValueError):
+            body = {}
+        if body.get("status") == "completed":
+            return {**body["result"], "submission_id": submission_id, "status": "completed"}
+        if body.get("status") in ("rejected", "abandoned"):
+            raise SubmissionError(
+                body.get("error_code") or body["status"], body.get("error") or "", 422
+            )
+        time.sleep(delay)
+        delay = min(delay * 1.5, 1.0)
     raise SubmissionError("timeout", f"submission still queued after {wait_seconds:g}s", 202)

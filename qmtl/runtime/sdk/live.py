@@ -87,9 +87,11 @@ class LiveRunner:
                 message = consumer.poll(0.2)
                 if message is None or message.error() is not None:
                     continue
-                stream = streams[message.topic()]
+                stream = streams.get(message.topic() or "")
+                if stream is None:
+                    continue
                 try:
-                    record = json.loads(message.value())
+                    record = json.loads(message.value() or b"")
                     ts, payload = float(record.get("ts", time.time())), record["payload"]
                 except (ValueError, KeyError, TypeError) as exc:
                     log.warning("live: skipping malformed record on %s: %s", message.topic(), exc)

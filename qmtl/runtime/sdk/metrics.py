@@ -26,7 +26,10 @@ from prometheus_client import REGISTRY, generate_latest
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, HistogramMetricFamily
 from prometheus_client.registry import Collector
 
+from qmtl.foundation import crosscontext
 from qmtl.foundation import metrics as m
+from qmtl.foundation.crosscontext import cross_context_cache_hit_total
+from qmtl.monitoring.catalogue import spec
 
 __all__ = [
     "CONTEXT_LABELS",
@@ -51,6 +54,8 @@ __all__ = [
     "observe_recorder_errors",
     "read_stats",
     "register_cache",
+    "release_node",
+    "release_reads",
     "reset_metrics",
     "start_metrics_server",
     "unregister_cache",
@@ -67,16 +72,18 @@ class NodeStats:
     """Per-node execution counters, updated without locks.
 
     ``processed`` is not stored: it is the sum of the bucket counts, computed at scrape
-    time, which saves one increment per execution on the hot path.
+    time, which saves one increment per execution on the hot path.  ``users`` counts the
+    executors holding the slot; when the last one closes, the node's series go.
     """
 
-    __slots__ = ("buckets", "failures", "node_id", "sum_ms")
+    __slots__ = ("buckets", "failures", "node_id", "sum_ms", "users")
 
     def __init__(self, node_id: str) -> None:
         self.node_id = node_id
         self.failures = 0
         self.sum_ms = 0.0
         self.buckets = [0] * (len(_BOUNDS) + 1)  # last slot: +Inf
+        self.users = 0
 
     @property
     def processed(self) -> int:
@@ -94,13 +101,14 @@ class NodeStats:
 
 
 class ReadStats:
-    __slots__ = ("count", "interval", "last", "upstream_id")
+    __slots__ = ("count", "interval", "last", "upstream_id", "users")
 
     def __init__(self, upstream_id: str, interval: str) -> None:
         self.upstream_id = upstream_id
         self.interval = interval
         self.count = 0
         self.last = 0.0
+        self.users = 0
 
     def hit(self) -> None:
         self.count += 1
@@ -113,21 +121,51 @@ _caches: weakref.WeakValueDictionary[str, Any] = weakref.WeakValueDictionary()
 _slots_lock = threading.Lock()
 
 
-def node_stats(node_id: str) -> NodeStats:
-    """The stats slot of a node; resolve once, then update it directly on the hot path."""
+def node_stats(node_id: str, *, acquire: bool = False) -> NodeStats:
+    """The stats slot of a node; resolve once, then update it directly on the hot path.
+
+    ``acquire`` registers one more user (an executor); :func:`release_node` undoes it.
+    """
     stats = _nodes.get(node_id)
-    if stats is None:
+    if stats is None or acquire:
         with _slots_lock:
             stats = _nodes.setdefault(node_id, NodeStats(node_id))
+            if acquire:
+                stats.users += 1
     return stats
 
 
-def read_stats(upstream_id: str, interval: int | str) -> ReadStats:
+def release_node(node_id: str) -> None:
+    """An executor closed: drop the node's series once no executor uses it (bounded series)."""
+    with _slots_lock:
+        stats = _nodes.get(node_id)
+        if stats is None:
+            return
+        stats.users -= 1
+        if stats.users <= 0:
+            del _nodes[node_id]
+
+
+def release_reads(upstream_id: str, interval: int | str) -> None:
+    """Like :func:`release_node`, for the cache-read series of one (upstream, interval)."""
+    key = (upstream_id, str(interval))
+    with _slots_lock:
+        stats = _reads.get(key)
+        if stats is None:
+            return
+        stats.users -= 1
+        if stats.users <= 0:
+            del _reads[key]
+
+
+def read_stats(upstream_id: str, interval: int | str, *, acquire: bool = False) -> ReadStats:
     key = (upstream_id, str(interval))
     stats = _reads.get(key)
-    if stats is None:
+    if stats is None or acquire:
         with _slots_lock:
             stats = _reads.setdefault(key, ReadStats(*key))
+            if acquire:
+                stats.users += 1
     return stats
 
 
@@ -141,18 +179,26 @@ def unregister_cache(node_id: str) -> None:
     _caches.pop(node_id, None)
 
 
+#: The hot-path families are described by the catalogue like every other metric.
+_HELP = {
+    name: spec(name).help
+    for name in (
+        "node_processed_total", "node_process_failure_total", "node_process_duration_ms",
+        "cache_read_total", "cache_last_read_timestamp", "nodecache_resident_bytes",
+    )
+}  # fmt: skip
+
+
 class _HotPathCollector(Collector):
     def collect(self) -> Iterator[Any]:
         processed = CounterMetricFamily(
-            "node_processed", "Node compute executions.", labels=["node_id"]
+            "node_processed", _HELP["node_processed_total"], labels=["node_id"]
         )
         failures = CounterMetricFamily(
-            "node_process_failure", "Node compute failures.", labels=["node_id"]
+            "node_process_failure", _HELP["node_process_failure_total"], labels=["node_id"]
         )
         duration = HistogramMetricFamily(
-            "node_process_duration_ms",
-            "Duration of node compute execution (ms).",
-            labels=["node_id"],
+            "node_process_duration_ms", _HELP["node_process_duration_ms"], labels=["node_id"]
         )
         for stats in list(_nodes.values()):
             processed.add_metric([stats.node_id], stats.processed)
@@ -165,22 +211,22 @@ class _HotPathCollector(Collector):
         yield from (processed, failures, duration)
 
         reads = CounterMetricFamily(
-            "cache_read",
-            "Cache reads by upstream and interval.",
-            labels=["upstream_id", "interval"],
+            "cache_read", _HELP["cache_read_total"], labels=["upstream_id", "interval"]
         )
         last = GaugeMetricFamily(
             "cache_last_read_timestamp",
-            "Unix time of the latest cache read.",
+            _HELP["cache_last_read_timestamp"],
             labels=["upstream_id", "interval"],
         )
-        for stats in list(_reads.values()):
-            reads.add_metric([stats.upstream_id, stats.interval], stats.count)
-            last.add_metric([stats.upstream_id, stats.interval], stats.last)
+        for read in list(_reads.values()):
+            reads.add_metric([read.upstream_id, read.interval], read.count)
+            last.add_metric([read.upstream_id, read.interval], read.last)
         yield from (reads, last)
 
         resident = GaugeMetricFamily(
-            "nodecache_resident_bytes", "Bytes held by node caches.", labels=["node_id", "scope"]
+            "nodecache_resident_bytes",
+            _HELP["nodecache_resident_bytes"],
+            labels=["node_id", "scope"],
         )
         total = 0
         caches = list(_caches.items())
@@ -202,39 +248,16 @@ class _HotPathCollector(Collector):
         yield GaugeMetricFamily("nodecache_resident_bytes", "", labels=["node_id", "scope"])
 
 
-def _register_hot_path() -> _HotPathCollector:
-    existing = REGISTRY._names_to_collectors.get("node_processed_total")
-    if isinstance(existing, _HotPathCollector):
-        return existing
-    collector = _HotPathCollector()
-    REGISTRY.register(collector)
-    return collector
-
-
-_collector = _register_hot_path()
+_collector = _HotPathCollector()
+REGISTRY.register(_collector)  # once per process; a second registration raises
 
 # ----------------------------------------------------------------- rare events
 
-backfill_last_timestamp = m.gauge(
-    "backfill_last_timestamp", "Latest timestamp successfully backfilled.", ["node_id", "interval"]
-)
-backfill_jobs_in_progress = m.gauge("backfill_jobs_in_progress", "Active backfill jobs.")
-backfill_failure_total = m.counter(
-    "backfill_failure_total", "Backfill jobs that ultimately failed.", ["node_id", "interval"]
-)
-backfill_retry_total = m.counter(
-    "backfill_retry_total",
-    "Backfill retry attempts (attempts after the first).",
-    ["node_id", "interval"],
-)
-cross_context_cache_hit_total = m.counter(
-    "cross_context_cache_hit_total",
-    "Cache entries or queue bindings reached from a different compute context (SLO 0).",
-    CONTEXT_LABELS,
-)
-event_recorder_errors_total = m.counter(
-    "event_recorder_errors_total", "Rows the event recorder failed to persist.", ["recorder"]
-)
+backfill_last_timestamp = m.create("backfill_last_timestamp")
+backfill_jobs_in_progress = m.create("backfill_jobs_in_progress")
+backfill_failure_total = m.create("backfill_failure_total")
+backfill_retry_total = m.create("backfill_retry_total")
+event_recorder_errors_total = m.create("event_recorder_errors_total")
 RECORDERS = frozenset({"questdb", "sqlite", "memory"})
 
 # ----------------------------------------------------------------- observe_* API
@@ -255,9 +278,7 @@ def observe_cache_read(upstream_id: str, interval: int | str) -> None:
 def observe_cross_context_hit(
     node_id: object, world_id: object, execution_domain: object, as_of: object, partition: object
 ) -> None:
-    cross_context_cache_hit_total.labels(
-        *(m.normalize_label(v) for v in (node_id, world_id, execution_domain, as_of, partition))
-    ).inc()
+    crosscontext.observe_hit(node_id, world_id, execution_domain, as_of, partition)
 
 
 def observe_backfill_start(node_id: str, interval: int | str) -> None:
@@ -304,12 +325,8 @@ def reset_metrics() -> None:
     with _slots_lock:
         _nodes.clear()
         _reads.clear()
-    for metric in (
-        backfill_last_timestamp,
-        backfill_failure_total,
-        backfill_retry_total,
-        cross_context_cache_hit_total,
-    ):
+    for metric in (backfill_last_timestamp, backfill_failure_total, backfill_retry_total):
         metric.clear()
+    crosscontext.reset()
     event_recorder_errors_total.clear()
     backfill_jobs_in_progress.set(0)

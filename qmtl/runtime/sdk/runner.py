@@ -32,6 +32,7 @@ from qmtl.runtime.sdk import metrics
 from qmtl.runtime.sdk.backfill import BackfillEngine
 from qmtl.runtime.sdk.cache import ComputeContext, NodeCache
 from qmtl.runtime.sdk.node import Node, ProcessingNode, StreamInput
+from qmtl.runtime.sdk.telemetry import ensure_tracing
 
 __all__ = ["Executor", "RunResult", "Runner", "Strategy"]
 
@@ -138,7 +139,7 @@ class Executor:
         self.plans: dict[str, list[_Step]] = {}
         for source in (n for n in order if isinstance(n, StreamInput)):
             descendants: dict[str, Node] = {}
-            frontier = [source]
+            frontier: list[Node] = [source]
             while frontier:
                 for child in children[frontier.pop().node_id]:
                     if child.node_id not in descendants:
@@ -159,12 +160,23 @@ class Executor:
                             (u.node_id, cache.buffer(u.node_id, u.interval or 0))
                             for u in node.inputs
                         ),
-                        stats=(stats := metrics.node_stats(node.node_id)),
+                        stats=(stats := metrics.node_stats(node.node_id, acquire=True)),
                         view=cache.view,
                         buckets=stats.buckets,
                     )
                 )
             self.plans[source.node_id] = steps
+        self._reads = sorted(
+            {
+                (u.node_id, u.interval or 0)
+                for steps in self.plans.values()
+                for step in steps
+                for u in step.node.inputs
+            }
+        )
+        for upstream_id, interval in self._reads:
+            metrics.read_stats(upstream_id, interval, acquire=True)
+        self._closed = False
 
     def _cache_for(self, node: ProcessingNode) -> NodeCache:
         cache = self.caches.get(node.node_id)
@@ -217,6 +229,8 @@ class Executor:
                 else:
                     step.stats.observe_bucket(elapsed)
             else:
+                # Traced (or unmeasured) executions: one span per node, the same metrics.
+                started = _perf()
                 try:
                     if self.trace_nodes:
                         with _tracer.start_as_current_span(
@@ -226,10 +240,12 @@ class Executor:
                     else:
                         out = step.fn(step.view)
                 except Exception as exc:
+                    if self.metrics_enabled:
+                        step.stats.failures += 1
                     self._failed(step, exc)
                     out = None
                 if self.metrics_enabled:
-                    step.stats.observe(0.0)
+                    step.stats.observe((_perf() - started) * 1000.0)
             result.executions += 1
             if out is not None:
                 produced[step.node_id] = out
@@ -246,8 +262,17 @@ class Executor:
             )  # fmt: skip
 
     def close(self) -> None:
+        """Release caches and this executor's metric series (bounded cardinality)."""
+        if self._closed:
+            return
+        self._closed = True
         for cache in self.caches.values():
             cache.close()
+        for steps in self.plans.values():
+            for step in steps:
+                metrics.release_node(step.node_id)
+        for upstream, interval in self._reads:
+            metrics.release_reads(upstream, interval)
 
 
 class Runner:
@@ -280,6 +305,7 @@ class Runner:
         Items come from ``data[stream]`` when given, else from the stream's
         ``history_provider(start, end)`` through ``backfill`` (retries, metrics).
         """
+        ensure_tracing()
         instance = Runner.build(strategy)
         nodes = instance.ordered_nodes()
         executor = Executor(

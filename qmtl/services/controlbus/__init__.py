@@ -5,8 +5,11 @@ At-least-once delivery on every backend; consumers deduplicate by envelope id.
 
 from qmtl.services.controlbus.bus import (
     ACK,
+    EVENT_TYPES,
     FREEZE,
+    HEARTBEAT,
     UNFREEZE,
+    WORLD_DELETED,
     ControlBus,
     Envelope,
     EventLog,
@@ -15,12 +18,16 @@ from qmtl.services.controlbus.bus import (
     KafkaBus,
     LocalLogBus,
     open_bus,
+    parse_envelope,
 )
 
 __all__ = [
     "ACK",
+    "EVENT_TYPES",
     "FREEZE",
+    "HEARTBEAT",
     "UNFREEZE",
+    "WORLD_DELETED",
     "ControlBus",
     "Envelope",
     "EventLog",
@@ -29,4 +36,5 @@ __all__ = [
     "KafkaBus",
     "LocalLogBus",
     "open_bus",
+    "parse_envelope",
 ]

@@ -10,28 +10,47 @@
 Every backend delivers at least once: a subscriber may see an envelope twice (a
 retried POST, a consumer restart), so :class:`ControlBus` drops ids it has seen.
 Handlers run on the bus's own thread.
+
+Robustness rules, the same on every backend:
+
+* envelopes are validated (:func:`parse_envelope`); a malformed or failing event is
+  logged, counted in ``controlbus_invalid_events_total{reason}`` and skipped -- it
+  never ends the delivery loop;
+* :meth:`ControlBus.healthy` is true only while the delivery loop is alive and
+  subscribed, so ``/status`` readiness cannot lie;
+* a consumer that joins (a new Gateway, or one restarted mid-apply) first replays the
+  events of the last ``replay_seconds`` -- Kafka from its committed offset or, for a
+  new group, the start of the topic; HTTP by time -- so nothing published while it
+  was joining or down is missed.  Subscribers ignore events older than they care for.
 """
 
 from __future__ import annotations
 
 import json
 import logging
+import re
 import threading
 import time
 import uuid
 from abc import ABC, abstractmethod
 from collections import OrderedDict, deque
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from dataclasses import asdict, dataclass, field
 from datetime import UTC, datetime
 from typing import Any
 
 import httpx
 
+from qmtl.foundation.errors import InvalidRequest
+from qmtl.services.controlbus.metrics import controlbus_invalid_events_total
+
 __all__ = [
     "ACK",
+    "EVENT_TYPES",
     "FREEZE",
+    "HEARTBEAT",
     "UNFREEZE",
+    "WORLD_DELETED",
     "ControlBus",
     "Envelope",
     "EventLog",
@@ -40,13 +59,33 @@ __all__ = [
     "KafkaBus",
     "LocalLogBus",
     "open_bus",
+    "parse_envelope",
 ]
 
 log = logging.getLogger(__name__)
 FREEZE = "qmtl.apply.freeze"
 UNFREEZE = "qmtl.apply.unfreeze"
 ACK = "qmtl.apply.ack"
+HEARTBEAT = "qmtl.gateway.heartbeat"
+WORLD_DELETED = "qmtl.world.deleted"
+EVENT_TYPES = (FREEZE, UNFREEZE, ACK, HEARTBEAT, WORLD_DELETED)
 Handler = Callable[["Envelope"], None]
+
+_ID = re.compile(r"[A-Za-z0-9_.:-]{1,128}")
+_WORLD = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.-]{0,63}")
+_TEXT_LIMIT = 256
+#: Fields of ``data`` each event type requires, with their checks.
+_DATA_RULES: dict[str, dict[str, Callable[[Any], bool]]] = {
+    FREEZE: {"world_id": lambda v: isinstance(v, str) and bool(_WORLD.fullmatch(v)),
+             "run_id": lambda v: isinstance(v, str) and bool(_ID.fullmatch(v))},
+    UNFREEZE: {"world_id": lambda v: isinstance(v, str) and bool(_WORLD.fullmatch(v)),
+               "run_id": lambda v: isinstance(v, str) and bool(_ID.fullmatch(v))},
+    ACK: {"world_id": lambda v: isinstance(v, str) and bool(_WORLD.fullmatch(v)),
+          "phase": lambda v: v in ("freeze", "unfreeze"),
+          "correlation_id": lambda v: isinstance(v, str) and bool(_ID.fullmatch(v))},
+    HEARTBEAT: {"gateway_id": lambda v: isinstance(v, str) and bool(_ID.fullmatch(v))},
+    WORLD_DELETED: {"world_id": lambda v: isinstance(v, str) and bool(_WORLD.fullmatch(v))},
+}  # fmt: skip
 
 
 def _now_iso() -> str:
@@ -69,20 +108,63 @@ class Envelope:
     def epoch(self) -> float:
         return datetime.fromisoformat(self.time.replace("Z", "+00:00")).timestamp()
 
+    def age(self) -> float:
+        return time.time() - self.epoch()
+
+    def as_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
     def to_json(self) -> str:
         return json.dumps(asdict(self), sort_keys=True)
 
     @classmethod
-    def from_dict(cls, data: dict[str, Any]) -> Envelope:
-        missing = {"type", "source", "subject", "data", "id", "time"} - set(data)
-        if missing:
-            raise ValueError(f"envelope lacks {', '.join(sorted(missing))}")
-        known = {
-            k: data[k]
-            for k in ("type", "source", "subject", "data", "id", "time", "specversion")
-            if k in data
-        }
-        return cls(**known)
+    def from_dict(cls, data: Any) -> Envelope:
+        return parse_envelope(data)
+
+
+def parse_envelope(raw: Any) -> Envelope:
+    """Validate a CloudEvents envelope of ours; :class:`InvalidRequest` names the problem."""
+    if not isinstance(raw, Mapping):
+        raise InvalidRequest("an event must be a JSON object (CloudEvents structured mode)")
+    missing = {"specversion", "type", "source", "subject", "data", "id", "time"} - set(raw)
+    if missing:
+        raise InvalidRequest(f"event lacks {', '.join(sorted(missing))}")
+    unknown = set(raw) - {f for f in Envelope.__dataclass_fields__}
+    if unknown:
+        raise InvalidRequest(f"event has unknown attribute(s) {', '.join(sorted(unknown))}")
+    if raw["specversion"] != "1.0":
+        raise InvalidRequest(f"specversion must be '1.0', got {raw['specversion']!r}")
+    if raw["type"] not in EVENT_TYPES:
+        raise InvalidRequest(f"type must be one of {', '.join(EVENT_TYPES)}; got {raw['type']!r}")
+    if not isinstance(raw["id"], str) or not _ID.fullmatch(raw["id"]):
+        raise InvalidRequest("id must be 1-128 characters of [A-Za-z0-9_.:-]")
+    for name in ("source", "subject"):
+        value = raw[name]
+        if not isinstance(value, str) or len(value) > _TEXT_LIMIT:
+            raise InvalidRequest(f"{name} must be a string of at most {_TEXT_LIMIT} characters")
+    if raw.get("datacontenttype", "application/json") != "application/json":
+        raise InvalidRequest("datacontenttype must be application/json")
+    stamp = raw["time"]
+    try:
+        if not isinstance(stamp, str):
+            raise ValueError
+        datetime.fromisoformat(stamp.replace("Z", "+00:00")).timestamp()
+    except (ValueError, OverflowError, OSError):
+        raise InvalidRequest("time must be an RFC 3339 timestamp") from None
+    data = raw["data"]
+    if not isinstance(data, dict):
+        raise InvalidRequest("data must be a JSON object")
+    for name, check in _DATA_RULES[raw["type"]].items():
+        if name not in data or not check(data[name]):
+            raise InvalidRequest(f"data.{name} is missing or invalid for a {raw['type']} event")
+    if "deadline" in data and (
+        isinstance(data["deadline"], bool) or not isinstance(data["deadline"], int | float)
+    ):
+        raise InvalidRequest("data.deadline must be a unix time in seconds")
+    return Envelope(
+        type=raw["type"], source=raw["source"], subject=raw["subject"], data=dict(data),
+        id=raw["id"], time=stamp, specversion="1.0",
+    )  # fmt: skip
 
 
 class ControlBus(ABC):
@@ -93,15 +175,31 @@ class ControlBus(ABC):
         self._seen: OrderedDict[str, None] = OrderedDict()
         self._seen_lock = threading.Lock()
         self.duplicates = 0
+        self.invalid = 0
         #: Set once the subscriber side receives new events (Kafka group joined, log reached).
         self.ready = threading.Event()
+        self._thread: threading.Thread | None = None
 
     def subscribe(self, handler: Handler) -> None:
         self._handlers.append(handler)
 
+    def _rejected(self, reason: str, detail: object) -> None:
+        self.invalid += 1
+        log.warning("controlbus: skipping an event (%s): %s", reason, detail)
+        controlbus_invalid_events_total.labels(reason).inc()
+
     @abstractmethod
     def publish(self, envelope: Envelope) -> None:
         """Hand ``envelope`` to the backend; raise ConnectionError when it cannot."""
+
+    def deliver_raw(self, raw: Any) -> None:
+        """Validate and deliver one event from the wire; never raises."""
+        try:
+            envelope = parse_envelope(raw)
+        except InvalidRequest as exc:
+            self._rejected("invalid_envelope", exc)
+            return
+        self._deliver(envelope)
 
     def _deliver(self, envelope: Envelope) -> None:
         with self._seen_lock:
@@ -114,8 +212,14 @@ class ControlBus(ABC):
         for handler in list(self._handlers):
             try:
                 handler(envelope)
-            except Exception:
+            except Exception as exc:
                 log.exception("controlbus handler failed for %s %s", envelope.type, envelope.id)
+                self._rejected("handler_error", exc)
+
+    def healthy(self) -> bool:
+        """Subscribed and the delivery loop is alive."""
+        thread = self._thread
+        return self.ready.is_set() and (thread is None or thread.is_alive())
 
     def start(self) -> None:
         """Optional hook: begin delivering to subscribers."""
@@ -138,14 +242,14 @@ class EventLog:
     """Ordered, bounded event log with long-poll reads (hosted by the WorldService)."""
 
     def __init__(self, capacity: int = 10_000) -> None:
-        self._events: deque[tuple[int, Envelope]] = deque(maxlen=capacity)
+        self._events: deque[tuple[int, float, Envelope]] = deque(maxlen=capacity)
         self._seq = 0
         self._changed = threading.Condition()
 
     def append(self, envelope: Envelope) -> int:
         with self._changed:
             self._seq += 1
-            self._events.append((self._seq, envelope))
+            self._events.append((self._seq, envelope.epoch(), envelope))
             self._changed.notify_all()
             return self._seq
 
@@ -160,8 +264,16 @@ class EventLog:
                 if remaining <= 0:
                     return self._seq, []
                 self._changed.wait(remaining)
-            events = [(s, e) for s, e in self._events if s > after][:limit]
+            events = [(s, e) for s, _t, e in self._events if s > after][:limit]
         return (events[-1][0] if events else after), [e for _, e in events]
+
+    def since(self, epoch: float) -> int:
+        """The sequence just before the first event at or after ``epoch`` (replay start)."""
+        with self._changed:
+            for seq, stamp, _ in self._events:
+                if stamp >= epoch:
+                    return seq - 1
+            return self._seq
 
     @property
     def head(self) -> int:
@@ -175,7 +287,6 @@ class LocalLogBus(ControlBus):
         super().__init__()
         self.log = event_log
         self._stop = threading.Event()
-        self._thread: threading.Thread | None = None
 
     def publish(self, envelope: Envelope) -> None:
         self.log.append(envelope)
@@ -185,9 +296,12 @@ class LocalLogBus(ControlBus):
             position = self.log.head
             self.ready.set()
             while not self._stop.is_set():
-                position, events = self.log.read(position, wait=0.5)
-                for event in events:
-                    self._deliver(event)
+                try:
+                    position, events = self.log.read(position, wait=0.5)
+                    for event in events:
+                        self._deliver(event)
+                except Exception as exc:  # never let one event end the loop
+                    self._rejected("delivery_error", exc)
 
         self._thread = threading.Thread(target=follow, daemon=True, name="controlbus-local")
         self._thread.start()
@@ -199,20 +313,36 @@ class LocalLogBus(ControlBus):
 class HttpBus(ControlBus):
     """Client of a WorldService-hosted log: long-polls events, POSTs envelopes (with retries)."""
 
-    def __init__(self, base_url: str, *, poll_wait: float = 5.0) -> None:
+    def __init__(
+        self,
+        base_url: str,
+        *,
+        poll_wait: float = 5.0,
+        replay_seconds: float = 0.0,
+        token: str | None = None,
+    ) -> None:
         super().__init__()
         self.base_url = base_url.rstrip("/")
         self.poll_wait = poll_wait
+        self.replay_seconds = replay_seconds
+        self._headers = {"content-type": "application/json"}
+        if token:
+            self._headers["authorization"] = f"Bearer {token}"
         self._stop = threading.Event()
-        self._thread: threading.Thread | None = None
         self.connected = False
 
     def publish(self, envelope: Envelope) -> None:
         last: Exception | None = None
         for attempt in range(5):
             try:
-                response = httpx.post(f"{self.base_url}/controlbus/events", content=envelope.to_json(),
-                                      headers={"content-type": "application/json"}, timeout=5)  # fmt: skip
+                response = httpx.post(
+                    f"{self.base_url}/controlbus/events", content=envelope.to_json(),
+                    headers=self._headers, timeout=5,
+                )  # fmt: skip
+                if 400 <= response.status_code < 500:
+                    raise ConnectionError(
+                        f"controlbus refused the event ({response.status_code}): {response.text[:200]}"
+                    )
                 response.raise_for_status()
                 return
             except httpx.HTTPError as exc:
@@ -220,58 +350,69 @@ class HttpBus(ControlBus):
                 time.sleep(0.2 * 2**attempt)
         raise ConnectionError(f"controlbus publish to {self.base_url} failed: {last}")
 
+    def _poll(self, client: httpx.Client, position: int | None) -> int | None:
+        if position is None:  # first contact: replay the recent past, then follow
+            params: dict[str, Any] = {"since": time.time() - self.replay_seconds}
+            body = client.get(f"{self.base_url}/controlbus/events", params=params).json()
+            self.ready.set()
+            return int(body["last"])
+        params = {"wait": self.poll_wait, "after": position}
+        body = client.get(f"{self.base_url}/controlbus/events", params=params).json()
+        if body["head"] < position:  # the log restarted: follow it from scratch
+            return 0
+        for raw in body["events"]:
+            self.deliver_raw(raw)
+        return int(body["last"])
+
     def start(self) -> None:
         def follow() -> None:
             position: int | None = None
             with httpx.Client(timeout=self.poll_wait + 5) as client:
                 while not self._stop.is_set():
                     try:
-                        params = {
-                            "wait": self.poll_wait,
-                            "after": -1 if position is None else position,
-                        }
-                        body = client.get(
-                            f"{self.base_url}/controlbus/events", params=params
-                        ).json()
+                        position = self._poll(client, position)
                         self.connected = True
-                    except (httpx.HTTPError, ValueError) as exc:
+                    except (httpx.HTTPError, ValueError, KeyError, TypeError) as exc:
                         if self.connected:
                             log.warning("controlbus: lost %s (%s); retrying", self.base_url, exc)
                         self.connected = False
                         self._stop.wait(1.0)
-                        continue
-                    if position is None:  # first contact: start at the head, not the history
-                        position = body["head"]
-                        self.ready.set()
-                        continue
-                    if body["head"] < position:  # the log restarted: follow it from scratch
-                        position = 0
-                        continue
-                    position = body["last"]
-                    for raw in body["events"]:
-                        self._deliver(Envelope.from_dict(raw))
+                    except Exception as exc:  # never let anything end the loop
+                        self._rejected("delivery_error", exc)
+                        self._stop.wait(0.5)
 
         self._thread = threading.Thread(target=follow, daemon=True, name="controlbus-http")
         self._thread.start()
+
+    def healthy(self) -> bool:
+        return super().healthy() and self.connected
 
     def close(self) -> None:
         self._stop.set()
 
 
 class KafkaBus(ControlBus):
-    """Envelopes as JSON records on one Kafka topic; each process reads with its own group."""
+    """Envelopes as JSON records on one Kafka topic.
 
-    def __init__(self, brokers: str, topic: str, *, group: str) -> None:
+    ``group`` decides where a consumer resumes: a stable group per Gateway replica
+    resumes from its committed offset after a restart; a new group starts at
+    ``offset_reset`` (``earliest`` for Gateways: nothing published while it joined is
+    missed; subscribers skip what is too old to matter).
+    """
+
+    def __init__(
+        self, brokers: str, topic: str, *, group: str, offset_reset: str = "earliest"
+    ) -> None:
         super().__init__()
         from confluent_kafka import Producer
 
         self.brokers, self.topic, self.group = brokers, topic, group
+        self.offset_reset = offset_reset
         self._producer = Producer({"bootstrap.servers": brokers, "enable.idempotence": False})
         self._stop = threading.Event()
-        self._thread: threading.Thread | None = None
 
     def ensure_topic(self) -> None:
-        from confluent_kafka.admin import AdminClient, NewTopic
+        from confluent_kafka.admin import AdminClient, NewTopic  # type: ignore[attr-defined]
 
         admin = AdminClient({"bootstrap.servers": self.brokers})  # must outlive its future
         futures = admin.create_topics([NewTopic(self.topic, 1, 1)])
@@ -293,21 +434,27 @@ class KafkaBus(ControlBus):
 
         self.ensure_topic()
         consumer = Consumer({
-            "bootstrap.servers": self.brokers, "group.id": self.group, "auto.offset.reset": "latest",
-            "enable.auto.commit": True, "session.timeout.ms": 6000,
+            "bootstrap.servers": self.brokers, "group.id": self.group,
+            "auto.offset.reset": self.offset_reset, "enable.auto.commit": True,
+            "auto.commit.interval.ms": 1000, "session.timeout.ms": 6000,
         })  # fmt: skip
         consumer.subscribe([self.topic], on_assign=lambda _consumer, _partitions: self.ready.set())
 
         def follow() -> None:
             try:
                 while not self._stop.is_set():
-                    message = consumer.poll(0.5)
-                    if message is None or message.error() is not None:
-                        continue
                     try:
-                        self._deliver(Envelope.from_dict(json.loads(message.value())))
-                    except (ValueError, TypeError) as exc:
-                        log.warning("controlbus: skipping malformed record: %s", exc)
+                        message = consumer.poll(0.5)
+                        if message is None or message.error() is not None:
+                            continue
+                        try:
+                            raw = json.loads(message.value() or b"")
+                        except (ValueError, TypeError) as exc:
+                            self._rejected("invalid_json", exc)
+                            continue
+                        self.deliver_raw(raw)
+                    except Exception as exc:  # never let anything end the loop
+                        self._rejected("delivery_error", exc)
             finally:
                 consumer.close()
 
@@ -320,12 +467,31 @@ class KafkaBus(ControlBus):
             self._thread.join(timeout=5)
 
 
-def open_bus(config: Any, *, role: str, event_log: EventLog | None = None) -> ControlBus:
-    """The bus for ``role`` (``worldservice`` hosts the log, ``gateway`` reads it)."""
+def open_bus(
+    config: Any,
+    *,
+    role: str,
+    instance_id: str,
+    event_log: EventLog | None = None,
+    replay_seconds: float = 0.0,
+) -> ControlBus:
+    """The bus for ``role`` (``worldservice`` hosts the log, ``gateway`` reads it).
+
+    Gateways consume with a group per replica (``instance_id``), so a restart resumes
+    where it stopped; the WorldService reads only the ACKs of runs it is waiting for.
+    """
     if config.backend == "kafka":
-        return KafkaBus(config.brokers, config.topic, group=f"qmtl-{role}-{uuid.uuid4().hex[:6]}")
+        if role == "gateway":
+            return KafkaBus(
+                config.brokers, config.topic, group=f"qmtl-gateway-{instance_id}",
+                offset_reset="earliest",
+            )  # fmt: skip
+        return KafkaBus(
+            config.brokers, config.topic, group=f"qmtl-{role}-{uuid.uuid4().hex[:8]}",
+            offset_reset="latest",
+        )  # fmt: skip
     if config.backend == "inprocess":
         return InProcessBus()
     if event_log is not None:
         return LocalLogBus(event_log)
-    return HttpBus(config.url)
+    return HttpBus(config.url, replay_seconds=replay_seconds, token=config.token)

@@ -1,105 +1,143 @@
-"""Async gRPC client of the DAG Manager (used by the Gateway, tests and benchmarks).
+"""Async gRPC client of the DAG Manager (used by the Gateway, the demo, tests, benchmarks).
 
-``diff`` goes through :attr:`breaker` (when given); ``status`` never does, so the
-seed's recipe works even while the breaker is open::
+``diff`` goes through :attr:`breaker` -- every client has one, the ``dagclient``
+breaker (three consecutive failures) -- and ``status`` never does, so the seed's
+recipe works even while the breaker is open::
 
     if await client.status():
         client.breaker.reset()
+
+Failures come back as the domain errors of :mod:`qmtl.foundation.errors`, rebuilt from
+the server's ``qmtl-error-code`` trailer: a rejected DAG is ``InvalidDag``, a queue-name
+collision ``QueueNameCollision`` -- the caller's problem, never counted by the breaker;
+transport failures and server outages are ``Unavailable`` and are counted.
 
 Importing this module does not register DAG Manager metrics.
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from typing import Any
 
 import grpc
 
 from qmtl.foundation.common import AsyncCircuitBreaker
 from qmtl.foundation.common.tracing import grpc_metadata
+from qmtl.foundation.contracts import BufferInstruction, DiffResult, SubmissionRequest
+from qmtl.foundation.errors import (
+    AuthError,
+    BackendUnavailable,
+    Conflict,
+    InvalidRequest,
+    NotFound,
+    QmtlError,
+    Unavailable,
+    from_code,
+)
 from qmtl.services.dagmanager.proto import dagmanager_pb2 as pb
 from qmtl.services.dagmanager.proto import dagmanager_pb2_grpc as pb_grpc
 
-__all__ = ["CLIENT_ERRORS", "DagManagerClient", "DiffReply", "is_remote_failure"]
+__all__ = ["BREAKER_THRESHOLD", "DagManagerClient", "is_remote_failure"]
 
-#: Statuses that say the request was bad, not that the DAG Manager is unhealthy.
-CLIENT_ERRORS = frozenset(
-    {
-        grpc.StatusCode.INVALID_ARGUMENT,
-        grpc.StatusCode.FAILED_PRECONDITION,
-        grpc.StatusCode.NOT_FOUND,
-    }
-)
+#: The seed: both breakers open after three consecutive failures and are not configurable.
+BREAKER_THRESHOLD = 3
+ERROR_TRAILER = "qmtl-error-code"
+#: Fallback when a server sends no trailer: gRPC status -> domain error class.
+_BY_STATUS: dict[grpc.StatusCode, type[QmtlError]] = {
+    grpc.StatusCode.INVALID_ARGUMENT: InvalidRequest,
+    grpc.StatusCode.FAILED_PRECONDITION: Conflict,
+    grpc.StatusCode.NOT_FOUND: NotFound,
+    grpc.StatusCode.UNAUTHENTICATED: AuthError,
+    grpc.StatusCode.PERMISSION_DENIED: AuthError,
+}
 
 
 def is_remote_failure(exc: BaseException) -> bool:
-    """Breaker filter: only transport/server failures count, not rejected input."""
-    return not (isinstance(exc, grpc.aio.AioRpcError) and exc.code() in CLIENT_ERRORS)
+    """Breaker filter: outages count; rejected input, conflicts and auth errors do not."""
+    return not isinstance(exc, QmtlError) or isinstance(exc, Unavailable)
 
 
-@dataclass
-class DiffReply:
-    queue_map: dict[str, str] = field(default_factory=dict)
-    buffering: list[tuple[str, int, int]] = field(default_factory=list)
-    sentinel_id: str = ""
-    version: str = ""
-    crc32: int = 0
-    total_nodes: int = 0
-    new_queues: int = 0
+def _domain_error(exc: grpc.aio.AioRpcError) -> QmtlError:
+    trailers = dict(exc.trailing_metadata() or ())
+    code = trailers.get(ERROR_TRAILER)
+    details = exc.details() or exc.code().name
+    if isinstance(code, str):
+        return from_code(code, details, BackendUnavailable)
+    cls = _BY_STATUS.get(exc.code(), BackendUnavailable)
+    if cls is BackendUnavailable:
+        details = f"DAG Manager unavailable: {exc.code().name}: {details}"
+    return cls(details)
 
 
 class DagManagerClient:
     def __init__(
-        self, target: str, *, breaker: AsyncCircuitBreaker | None = None, timeout: float = 30.0
+        self,
+        target: str,
+        *,
+        breaker: AsyncCircuitBreaker | None = None,
+        timeout: float = 30.0,
+        token: str | None = None,
     ) -> None:
         self.target = target
         self.timeout = timeout
-        self.breaker = breaker
+        self.breaker = breaker or AsyncCircuitBreaker(
+            BREAKER_THRESHOLD, name="dagclient", is_failure=is_remote_failure
+        )
+        self._auth: tuple[tuple[str, str], ...] = (
+            (("authorization", f"Bearer {token}"),) if token else ()
+        )
         self._channel = grpc.aio.insecure_channel(
-            target, options=[("grpc.max_send_message_length", 64 * 1024 * 1024)]
+            target,
+            options=[
+                ("grpc.max_send_message_length", 64 * 1024 * 1024),
+                ("grpc.max_receive_message_length", 64 * 1024 * 1024),
+            ],
         )
-        self._stub = pb_grpc.DagManagerStub(self._channel)
+        self._stub = pb_grpc.DagManagerStub(self._channel)  # type: ignore[no-untyped-call]
 
-    async def _diff(self, request: pb.DiffRequest) -> DiffReply:
-        reply = DiffReply()
-        stream = self._stub.Diff(request, timeout=self.timeout, metadata=grpc_metadata())
-        async for chunk in stream:
-            reply.queue_map.update(chunk.queue_map)
-            if chunk.final:
-                reply.sentinel_id = chunk.sentinel_id
-                reply.version = chunk.version
-                reply.crc32 = chunk.crc32
-                reply.total_nodes = chunk.total_nodes
-                reply.new_queues = chunk.new_queues
-                reply.buffering = [(b.node_id, b.period, b.interval) for b in chunk.buffering]
-        return reply
-
-    async def diff(
-        self,
-        strategy_id: str,
-        dag_json: str,
-        *,
-        world_id: str = "",
-        execution_domain: str = "",
-        as_of: str = "",
-        partition: str = "",
-    ) -> DiffReply:
-        request = pb.DiffRequest(
-            strategy_id=strategy_id,
-            dag_json=dag_json,
-            world_id=world_id,
-            execution_domain=execution_domain,
-            as_of=as_of,
-            partition=partition,
+    async def _diff(self, request: pb.DiffRequest) -> DiffResult:
+        queue_map: dict[str, str] = {}
+        final: Any = None
+        try:
+            stream = self._stub.Diff(
+                request, timeout=self.timeout, metadata=(*grpc_metadata(), *self._auth)
+            )
+            async for chunk in stream:
+                queue_map.update(chunk.queue_map)
+                if chunk.final:
+                    final = chunk
+        except grpc.aio.AioRpcError as exc:
+            raise _domain_error(exc) from None
+        if final is None:
+            raise BackendUnavailable("DAG Manager ended the diff stream without a final chunk")
+        return DiffResult(
+            queue_map=queue_map,
+            buffering=tuple(
+                BufferInstruction(b.node_id, b.period, b.interval) for b in final.buffering
+            ),
+            sentinel_id=final.sentinel_id,
+            version=final.version,
+            crc32=final.crc32,
+            new_queues=final.new_queues,
+            total_nodes=final.total_nodes,
         )
-        if self.breaker is None:
-            return await self._diff(request)
-        return await self.breaker.call(self._diff, request)
+
+    async def diff(self, request: SubmissionRequest) -> DiffResult:
+        """Diff ``request`` through the breaker; raises domain errors."""
+        message = pb.DiffRequest(
+            strategy_id=request.strategy_id,
+            dag_json=request.dag_json,
+            world_id=request.world_id,
+            execution_domain=request.execution_domain,
+            as_of=request.as_of,
+            partition=request.partition,
+        )
+        return await self.breaker.call(self._diff, message)
 
     async def status(self) -> bool:
         """Health probe; never routed through the breaker, never raises."""
         try:
-            reply = await self._stub.Health(pb.HealthRequest(), timeout=2.0)
+            reply = await self._stub.Health(pb.HealthRequest(), timeout=2.0, metadata=self._auth)
         except grpc.aio.AioRpcError:
             return False
         return bool(reply.ok)

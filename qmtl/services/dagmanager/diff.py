@@ -4,103 +4,71 @@ Plain synchronous Python (the gRPC handler runs it in a worker thread).  Cost is
 linear in the number of nodes: one parse, one hash per node, one batched lookup, at
 most one batched topic creation and one store transaction.
 
-Failure modes, each with its own exception (and gRPC status in the handler):
+Failures are domain errors (:mod:`qmtl.foundation.errors`), mapped once by each adapter:
 
-* :class:`InvalidDag` -- malformed JSON, cycles, unknown inputs, oversized payloads;
-* :class:`CrossContextViolation` -- a queue already bound under another compute key;
-* :class:`QueueCreationFailed` -- the queue backend refused new topics;
-* :class:`BackendUnavailable` -- store or queue backend unreachable / breaker open.
+* ``InvalidDag`` / ``InvalidRequest`` -- malformed JSON, cycles, unknown inputs, bounds;
+* ``CrossContextViolation`` -- a queue already bound under another compute key (only
+  possible where isolation was turned off: ``dagmanager.namespace_queues: false``);
+* ``QueueNameCollision`` -- two different nodes would share one queue name;
+* ``QueueCreationFailed`` / ``BackendUnavailable`` -- the backends refused or are down.
+
+Compute-key isolation is the default: queue names carry their context's namespace, so
+the same DAG under (world, domain, as_of, partition) A and B gets separate queues.
+
+Replicas: a diff that must create queues locks those names in the graph store
+(advisory locks on PostgreSQL), re-reads their bindings and creates only the ones still
+unbound -- two replicas diffing the same DAG at once return the same queue map and
+create each topic once.
 """
 
 from __future__ import annotations
 
 import hashlib
 import logging
+import sys
 import threading
 import time
 from collections import OrderedDict
-from collections.abc import Callable
-from dataclasses import dataclass, field
-from functools import partial
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass
 from typing import Any, TypeVar
 
+from qmtl.foundation import crosscontext
 from qmtl.foundation.common import AsyncCircuitBreaker, CircuitOpenError
 from qmtl.foundation.config import DagManagerConfig
-from qmtl.foundation.dag import Dag, DagError, compute_key, parse_dag
-from qmtl.foundation.metrics import normalize_label
+from qmtl.foundation.contracts import BufferInstruction, DiffResult, SubmissionRequest
+from qmtl.foundation.dag import DagError, parse_dag
+from qmtl.foundation.errors import (
+    BackendUnavailable,
+    CrossContextViolation,
+    InvalidDag,
+    QmtlError,
+    QueueCreationFailed,
+    QueueNameCollision,
+)
 from qmtl.services.dagmanager import metrics
-from qmtl.services.dagmanager.faults import Faults
-from qmtl.services.dagmanager.queues import QueueBackend, queue_name
+from qmtl.services.dagmanager.queues import QueueBackend, context_namespace, queue_name
 from qmtl.services.dagmanager.store import Binding, GraphStore
 
-__all__ = [
-    "BackendUnavailable",
-    "CrossContextViolation",
-    "DiffEngine",
-    "DiffError",
-    "DiffRequestData",
-    "DiffResult",
-    "InvalidDag",
-    "QueueCreationFailed",
-]
+__all__ = ["DiffEngine", "PlanCache", "guarded"]
 
 log = logging.getLogger(__name__)
 T = TypeVar("T")
 
 
-class DiffError(Exception):
-    """A diff that failed; ``code`` is the gRPC status name the handler returns."""
+def guarded(breaker: AsyncCircuitBreaker, what: str, fn: Callable[..., T], *args: Any) -> T:
+    """Run a backend call under ``breaker`` from synchronous code.
 
-    code = "INTERNAL"
-
-
-class InvalidDag(DiffError):
-    code = "INVALID_ARGUMENT"
-
-
-class CrossContextViolation(DiffError):
-    code = "FAILED_PRECONDITION"
-
-
-class QueueCreationFailed(DiffError):
-    code = "UNAVAILABLE"
-
-
-class BackendUnavailable(DiffError):
-    code = "UNAVAILABLE"
-
-
-@dataclass(frozen=True)
-class DiffRequestData:
-    strategy_id: str
-    dag_json: str
-    world_id: str = ""
-    execution_domain: str = ""
-    as_of: str = ""
-    partition: str = ""
-
-
-@dataclass
-class DiffResult:
-    queue_map: dict[str, str]
-    buffering: list[tuple[str, int, int]]
-    sentinel_id: str
-    version: str
-    crc32: int
-    new_queues: int
-    total_nodes: int = 0
-    warnings: list[str] = field(default_factory=list)
-
-
-def _guarded(breaker: AsyncCircuitBreaker, what: str, fn: Callable[..., T], *args: Any) -> T:
-    """Run a backend call under ``breaker`` from synchronous code."""
+    Domain errors pass through uncounted (they are the caller's problem, or another
+    breaker's); any other exception counts as a backend failure.
+    """
     try:
         breaker.check()
     except CircuitOpenError as exc:
         raise BackendUnavailable(f"{what}: {exc}") from None
     try:
         result = fn(*args)
-    except DiffError:
+    except QmtlError:
         raise
     except Exception as exc:
         breaker.record_failure()
@@ -109,16 +77,66 @@ def _guarded(breaker: AsyncCircuitBreaker, what: str, fn: Callable[..., T], *arg
     return result
 
 
-#: Parsed plans kept for re-submissions, bounded by their total node count.
-PLAN_CACHE_NODES = 200_000
-
-
-@dataclass(frozen=True)
+@dataclass(frozen=True, slots=True)
 class _Plan:
-    dag: Dag
+    """What a diff needs of a parsed DAG, and nothing else (no raw JSON kept)."""
+
+    version: str
+    crc32: int
+    order: tuple[str, ...]
     queue_map: dict[str, str]  # node id -> queue
     planned: dict[str, tuple[str, str]]  # queue -> (node id, compute key)
-    queues: list[str]
+    buffers: dict[str, tuple[int, int]]  # node id -> (period, interval), nodes with a period
+    ctx: str  # the deployment's context (its queue namespace; empty when queues are shared)
+    nbytes: int
+
+
+def _plan_bytes(plan_parts: tuple[Any, ...]) -> int:
+    """Estimated resident bytes of a plan: containers plus the strings they hold."""
+    order, queue_map, planned, buffers = plan_parts
+    size = sys.getsizeof(order) + sum(sys.getsizeof(x) for x in order)
+    size += sys.getsizeof(queue_map) + sum(sys.getsizeof(q) for q in queue_map.values())
+    size += sys.getsizeof(planned) + sum(
+        sys.getsizeof(v) + sys.getsizeof(v[1]) for v in planned.values()
+    )
+    size += sys.getsizeof(buffers) + 72 * len(buffers)
+    return size + 256
+
+
+class PlanCache:
+    """Parsed plans of recent DAGs, bounded by an estimated byte budget (LRU)."""
+
+    def __init__(self, budget_bytes: int) -> None:
+        self.budget_bytes = budget_bytes
+        self._plans: OrderedDict[tuple[Any, ...], _Plan] = OrderedDict()
+        self.nbytes = 0
+        self._lock = threading.Lock()
+
+    def get(self, key: tuple[Any, ...]) -> _Plan | None:
+        with self._lock:
+            plan = self._plans.get(key)
+            if plan is not None:
+                self._plans.move_to_end(key)
+            return plan
+
+    def put(self, key: tuple[Any, ...], plan: _Plan) -> None:
+        if plan.nbytes > self.budget_bytes:
+            return
+        with self._lock:
+            old = self._plans.pop(key, None)
+            if old is not None:
+                self.nbytes -= old.nbytes
+            self._plans[key] = plan
+            self.nbytes += plan.nbytes
+            while self.nbytes > self.budget_bytes and self._plans:
+                _, evicted = self._plans.popitem(last=False)
+                self.nbytes -= evicted.nbytes
+            entries, nbytes = len(self._plans), self.nbytes
+        metrics.dagmanager_plan_cache_entries.set(entries)
+        metrics.dagmanager_plan_cache_bytes.set(nbytes)
+
+    def __len__(self) -> int:
+        return len(self._plans)
 
 
 class DiffEngine:
@@ -128,62 +146,55 @@ class DiffEngine:
         queues: QueueBackend,
         config: DagManagerConfig,
         *,
-        faults: Faults | None = None,
         store_breaker: AsyncCircuitBreaker,
         queue_breaker: AsyncCircuitBreaker,
     ) -> None:
         self.store = store
         self.queues = queues
         self.config = config
-        self.faults = faults or Faults()
         self.store_breaker = store_breaker
         self.queue_breaker = queue_breaker
-        self._plans: OrderedDict[tuple[Any, ...], _Plan] = OrderedDict()
-        self._plan_nodes = 0
-        self._plans_lock = threading.Lock()
+        self.plans = PlanCache(config.plan_cache_bytes)
 
-    def _plan(self, req: DiffRequestData) -> _Plan:
+    def _plan(self, req: SubmissionRequest) -> _Plan:
         """Parse, hash and name queues -- cached, since identical re-submissions are common."""
         digest = hashlib.blake2b(req.dag_json.encode(), digest_size=16).digest()
-        key = (
-            digest,
-            req.world_id,
-            req.execution_domain,
-            req.as_of,
-            req.partition,
-            self.config.namespace_queues,
-        )
-        with self._plans_lock:
-            cached = self._plans.get(key)
-            if cached is not None:
-                self._plans.move_to_end(key)
-                return cached
+        isolated = self.config.namespace_queues
+        key = (digest, req.world_id, req.execution_domain, req.as_of, req.partition, isolated)
+        cached = self.plans.get(key)
+        if cached is not None:
+            return cached
         try:
             dag = parse_dag(req.dag_json, max_bytes=self.config.max_dag_bytes)
         except DagError as exc:
             raise InvalidDag(str(exc)) from None
+        context = req.context
+        namespace = (
+            context_namespace(req.world_id, req.execution_domain, req.as_of, req.partition)
+            if isolated
+            else ""
+        )
         queue_map: dict[str, str] = {}
         planned: dict[str, tuple[str, str]] = {}
+        buffers: dict[str, tuple[int, int]] = {}
         for node_id in dag.order:
-            queue = queue_name(
-                dag.nodes[node_id], world_id=req.world_id, domain=req.execution_domain,
-                namespace=self.config.namespace_queues,
-            )  # fmt: skip
+            node = dag.nodes[node_id]
+            queue = queue_name(node, namespace=namespace)
             queue_map[node_id] = queue
-            planned[queue] = (
-                node_id,
-                compute_key(node_id, req.world_id, req.execution_domain, req.as_of, req.partition),
-            )
-        plan = _Plan(dag, queue_map, planned, list(planned))
-        with self._plans_lock:
-            self._plans[key] = plan
-            self._plan_nodes += len(dag.order)
-            while self._plan_nodes > PLAN_CACHE_NODES and len(self._plans) > 1:
-                _, old = self._plans.popitem(last=False)
-                self._plan_nodes -= len(old.dag.order)
+            if queue in planned:
+                raise QueueNameCollision(
+                    f"nodes {planned[queue][0]} and {node_id} of this DAG map to one queue "
+                    f"{queue}; give one of them another asset or version"
+                )
+            planned[queue] = (node_id, context.key(node_id))
+            if node.period:
+                buffers[node_id] = (node.period, node.interval or 0)
+        parts = (dag.order, queue_map, planned, buffers)
+        plan = _Plan(dag.version, dag.crc32, *parts, ctx=namespace, nbytes=_plan_bytes(parts))
+        self.plans.put(key, plan)
         return plan
 
-    def diff(self, request: DiffRequestData) -> DiffResult:
+    def diff(self, request: SubmissionRequest) -> DiffResult:
         """Run one diff and record its metrics, whatever the outcome."""
         started = time.perf_counter()
         failed = True
@@ -194,109 +205,103 @@ class DiffEngine:
         finally:
             metrics.observe_diff((time.perf_counter() - started) * 1000.0, failed=failed)
 
-    def _diff(self, req: DiffRequestData) -> DiffResult:
-        if self.faults.diff_delay_ms > 0:
-            time.sleep(self.faults.diff_delay_ms / 1000.0)
-        if self.faults.diff_fail:
-            raise BackendUnavailable("diff failed by fault injection (qmtl ops fault diff-fail)")
-        if not req.strategy_id:
-            raise InvalidDag("strategy_id is required")
+    def _check_bindings(
+        self, req: SubmissionRequest, plan: _Plan, existing: Mapping[str, tuple[str, str]]
+    ) -> None:
+        """Refuse queues bound to another node (collision) or another context (violation)."""
+        for queue, (_key, node) in existing.items():
+            planned_node = plan.planned[queue][0]
+            if node != planned_node:
+                raise QueueNameCollision(
+                    f"queue {queue} is already bound to node {node}, not {planned_node}; "
+                    "rename the node's asset or bump its version"
+                )
+        conflicts = [q for q, (key, _node) in existing.items() if key != plan.planned[q][1]]
+        if not conflicts:
+            return
+        for queue in conflicts:
+            crosscontext.observe_hit(
+                plan.planned[queue][0], req.world_id, req.execution_domain, req.as_of,
+                req.partition,
+            )  # fmt: skip
+        first = self.store.binding(conflicts[0])
+        owner = first.context if first else "another context"
+        raise CrossContextViolation(
+            f"{len(conflicts)} node(s) would reuse a queue bound to another compute context: "
+            f"queue {conflicts[0]} belongs to {owner}, this diff runs under "
+            f"{req.context.as_dict()}. Queues are shared because dagmanager.namespace_queues "
+            "is false; turn isolation back on or submit with the original context, and see "
+            "the CrossContextCacheHit runbook"
+        )
+
+    def _create(self, queues: list[str]) -> None:
+        outcome = guarded(self.queue_breaker, "queue backend", self.queues.create, queues)
+        failures = {q: err for q, err in outcome.items() if err}
+        if failures:
+            metrics.queue_create_error_total.inc(len(failures))
+            queue, error = next(iter(failures.items()))
+            raise QueueCreationFailed(
+                f"{len(failures)} of {len(queues)} queue(s) could not be created "
+                f"(first: {queue}: {error})"
+            )
+
+    def _diff(self, req: SubmissionRequest) -> DiffResult:
         if len(req.dag_json) > self.config.max_dag_bytes:
             raise InvalidDag(
-                f"DAG payload is {len(req.dag_json)} bytes, over the {self.config.max_dag_bytes}-byte "
-                "limit; split the strategy or raise dagmanager.max_dag_bytes"
+                f"DAG payload is {len(req.dag_json)} bytes, over the {self.config.max_dag_bytes}"
+                "-byte limit; split the strategy or raise dagmanager.max_dag_bytes"
             )
         plan = self._plan(req)
-        dag, queue_map, planned, queues = plan.dag, plan.queue_map, plan.planned, plan.queues
-        context = {
-            "world_id": req.world_id,
-            "execution_domain": req.execution_domain or "backtest",
-            "as_of": req.as_of,
-            "partition": req.partition,
-        }
-        existing = _guarded(
+        queues = list(plan.planned)
+        existing = guarded(
             self.store_breaker, "graph store lookup", self.store.binding_keys, queues
         )
-        collisions = [q for q in queues if q in existing and existing[q][1] != planned[q][0]]
-        if collisions:
-            raise DiffError(
-                f"queue name {collisions[0]} is already bound to node {existing[collisions[0]][1]}, "
-                f"not {planned[collisions[0]][0]}; rename the node's asset or bump its version"
-            )
-        conflicts = [q for q in queues if q in existing and existing[q][0] != planned[q][1]]
-        if conflicts:
-            for queue in conflicts:
-                metrics.cross_context_cache_hit_total.labels(
-                    normalize_label(planned[queue][0]),
-                    normalize_label(req.world_id),
-                    normalize_label(req.execution_domain),
-                    normalize_label(req.as_of),
-                    normalize_label(req.partition),
-                ).inc()
-            first = self.store.binding(conflicts[0])
-            owner = first.context if first else "another context"
-            raise CrossContextViolation(
-                f"{len(conflicts)} node(s) would reuse a queue bound to another compute context: "
-                f"queue {conflicts[0]} belongs to {owner}, this diff runs under {context}. "
-                "Enable dagmanager.namespace_queues or submit with the original context; "
-                "see the CrossContextCacheHit runbook"
-            )
-
+        self._check_bindings(req, plan, existing)
         new = [q for q in queues if q not in existing]
-        if new:
-            outcome = _guarded(self.queue_breaker, "queue backend", self.queues.create, new)
-            failures = {q: err for q, err in outcome.items() if err}
-            if failures:
-                metrics.queue_create_error_total.inc(len(failures))
-                queue, error = next(iter(failures.items()))
-                raise QueueCreationFailed(
-                    f"{len(failures)} of {len(new)} queue(s) could not be created (first: {queue}: {error})"
-                )
-
+        version_known = guarded(
+            self.store_breaker, "graph store", self.store.version_exists, req.strategy_id,
+            plan.ctx, plan.version,
+        )  # fmt: skip
+        sentinel_id = f"{req.strategy_id}:{plan.version}:sentinel"
+        context = req.context.as_dict()
         now = time.time()
-        new_bindings = [Binding(q, planned[q][0], planned[q][1], context, now) for q in new]
-        version_known = _guarded(
-            self.store_breaker,
-            "graph store",
-            self.store.version_exists,
-            req.strategy_id,
-            dag.version,
-        )
-        sentinel_id = f"{req.strategy_id}:{dag.version}:sentinel"
-        warnings = []
-        if self.faults.sentinel_skip:
-            # The queue map stays valid; the gap is visible in sentinel_gap_count.
-            warnings.append("sentinel not recorded: skipped by fault injection")
-            log.warning(
-                "diff %s/%s: sentinel not recorded (fault injection)", req.strategy_id, dag.version
-            )
-        _guarded(
-            self.store_breaker,
-            "graph store commit",
-            partial(
-                self.store.commit_diff,
-                req.strategy_id,
-                dag.version,
-                new_bindings,
-                None if version_known else queues,
-                now,
-                sentinel_id=None if self.faults.sentinel_skip else sentinel_id,
-            ),
-        )
 
-        new_set = set(new)
-        buffering = [
-            (node_id, dag.nodes[node_id].period or 0, dag.nodes[node_id].interval or 0)
-            for node_id in dag.order
-            if queue_map[node_id] in new_set and dag.nodes[node_id].period
-        ]
+        def commit() -> list[str]:
+            created: list[str] = []
+            with self.store.transaction() as cur:
+                bindings: list[Binding] = []
+                if new:
+                    self.store.lock_queues(cur, new)
+                    again = self.store.lookup(cur, new)
+                    self._check_bindings(req, plan, again)
+                    created = [q for q in new if q not in again]
+                    if created:
+                        self._create(created)
+                    bindings = [
+                        Binding(q, plan.planned[q][0], plan.planned[q][1], context, now)
+                        for q in created
+                    ]
+                self.store.write_diff(
+                    cur, req.strategy_id, plan.ctx, plan.version, bindings,
+                    None if version_known else queues, now, sentinel_id=sentinel_id,
+                )  # fmt: skip
+            return created
+
+        created = guarded(self.store_breaker, "graph store commit", commit)
+        created_set = set(created)
+        buffering = tuple(
+            BufferInstruction(node_id, period, interval)
+            for node_id in plan.order
+            if plan.queue_map[node_id] in created_set
+            for period, interval in (plan.buffers.get(node_id, (0, 0)),)
+            if period
+        )
         return DiffResult(
-            queue_map=queue_map,
+            queue_map=plan.queue_map,
             buffering=buffering,
             sentinel_id=sentinel_id,
-            version=dag.version,
-            crc32=dag.crc32,
-            new_queues=len(new),
-            total_nodes=len(dag.order),
-            warnings=warnings,
+            version=plan.version,
+            crc32=plan.crc32,
+            new_queues=len(created),
+            total_nodes=len(plan.order),
         )

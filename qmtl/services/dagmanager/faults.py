@@ -1,47 +1,103 @@
-"""Fault switches for drills and the end-to-end alert suite (``qmtl ops fault ...``).
+"""DAG Manager drills: faulty wrappers around its ports (installed only with drills on).
 
-Each switch makes one real code path misbehave the way production would (a slow diff,
-a refused topic, a stalled GC loop); metrics and alerts then react through the normal
-code, which is what the e2e suite proves.  Only reachable through the admin API.
+| switch              | wrapper          | effect                                           |
+|---------------------|------------------|--------------------------------------------------|
+| diff_delay_ms       | FaultyStore      | every diff's lookup sleeps (DiffDurationHigh)     |
+| diff_fail           | FaultyStore      | every diff fails UNAVAILABLE (DiffFailureRateHigh)|
+| queue_create_fail   | FaultyQueues     | topic creation refused (QueueCreateErrors)        |
+| queue_backend_down  | FaultyQueues     | backend unreachable (KafkaAdminBreakerOpen)       |
+| sentinel_skip       | FaultyStore      | diffs record no sentinel (SentinelGap)            |
+| gc_stall            | the GC scheduler | GC runs are skipped (GCSchedulerStall)            |
 """
 
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass, fields
+import builtins
+import time
+from collections.abc import Sequence
 from typing import Any
 
-__all__ = ["FaultError", "Faults"]
+from qmtl.foundation.errors import BackendUnavailable
+from qmtl.foundation.faults import FaultSet, Switch
+from qmtl.services.dagmanager.queues import LagReading, QueueBackend, QueueBackendError
+
+__all__ = ["FaultyQueues", "FaultyStore", "dagmanager_faults"]
 
 
-class FaultError(ValueError):
-    """Unknown fault name or bad value."""
+def dagmanager_faults() -> FaultSet:
+    return FaultSet(
+        Switch("diff_delay_ms", 0.0, "every diff sleeps this many milliseconds first"),
+        Switch("diff_fail", False, "every diff fails UNAVAILABLE"),
+        Switch("queue_create_fail", False, "the queue backend refuses new topics"),
+        Switch("queue_backend_down", False, "the queue backend is unreachable"),
+        Switch("sentinel_skip", False, "diffs finish without recording the version sentinel"),
+        Switch("gc_stall", False, "the GC scheduler skips its runs"),
+    )
 
 
-@dataclass
-class Faults:
-    diff_delay_ms: float = 0.0
-    diff_fail: bool = False
-    sentinel_skip: bool = False
-    gc_stall: bool = False
-    queue_create_fail: bool = False
-    queue_backend_down: bool = False
+class FaultyQueues:
+    """Wraps a queue backend: refuses topic creation, or is unreachable."""
 
-    def update(self, changes: dict[str, Any]) -> None:
-        known = {f.name: f.type for f in fields(self)}
-        for name, value in changes.items():
-            if name not in known:
-                raise FaultError(f"unknown fault {name!r}; known: {', '.join(sorted(known))}")
-            if known[name] in (bool, "bool"):
-                if not isinstance(value, bool):
-                    raise FaultError(f"fault {name} takes true/false, got {value!r}")
-            elif isinstance(value, bool) or not isinstance(value, int | float) or value < 0:
-                raise FaultError(f"fault {name} takes a non-negative number, got {value!r}")
-        for name, value in changes.items():
-            setattr(self, name, value)
+    def __init__(self, queues: QueueBackend, faults: FaultSet) -> None:
+        self._queues = queues
+        self._faults = faults
+        self.kind = queues.kind
 
-    def clear(self) -> None:
-        for f in fields(self):
-            setattr(self, f.name, f.default)
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self._queues, name)
 
-    def as_dict(self) -> dict[str, Any]:
-        return asdict(self)
+    def _check(self) -> None:
+        if self._faults.queue_backend_down:
+            raise QueueBackendError("queue backend is marked down (fault injection)")
+
+    def create(self, topics: Sequence[str]) -> dict[str, str | None]:
+        self._check()
+        if self._faults.queue_create_fail:
+            return dict.fromkeys(topics, "topic creation refused (fault injection)")
+        return self._queues.create(topics)
+
+    def delete(self, topics: Sequence[str]) -> dict[str, str | None]:
+        self._check()
+        return self._queues.delete(topics)
+
+    def list(self) -> set[str]:
+        self._check()
+        return self._queues.list()
+
+    def probe(self) -> bool:
+        return not self._faults.queue_backend_down and self._queues.probe()
+
+    def lag(self, group: str, topics: Sequence[str]) -> builtins.list[LagReading]:
+        self._check()
+        return self._queues.lag(group, topics)
+
+    def close(self) -> None:
+        self._queues.close()
+
+
+class FaultyStore:
+    """Wraps the graph store: slow or failing diff lookups, diffs without sentinels.
+
+    The lookup is the first store call of every diff, so a delay or failure here is
+    inside the diff's measured duration and counted as a failed diff, as a slow or
+    broken store would be.
+    """
+
+    def __init__(self, store: Any, faults: FaultSet) -> None:
+        self._store = store
+        self._faults = faults
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self._store, name)
+
+    def binding_keys(self, queues: Sequence[str]) -> dict[str, tuple[str, str]]:
+        if self._faults.diff_delay_ms:
+            time.sleep(self._faults.diff_delay_ms / 1000.0)
+        if self._faults.diff_fail:
+            raise BackendUnavailable("diff failed by fault injection (qmtl ops fault diff_fail)")
+        return self._store.binding_keys(queues)  # type: ignore[no-any-return]
+
+    def write_diff(self, cur: Any, *args: Any, sentinel_id: str | None = None) -> None:
+        if self._faults.sentinel_skip:
+            sentinel_id = None
+        self._store.write_diff(cur, *args, sentinel_id=sentinel_id)

@@ -16,7 +16,7 @@ from typing import Any
 from qmtl.foundation.common import AsyncCircuitBreaker
 from qmtl.foundation.config import DagManagerConfig
 from qmtl.services.dagmanager import metrics
-from qmtl.services.dagmanager.diff import _guarded
+from qmtl.services.dagmanager.diff import guarded as _guarded
 from qmtl.services.dagmanager.queues import QueueBackend, is_internal_topic
 from qmtl.services.dagmanager.store import GraphStore
 

@@ -1,25 +1,60 @@
-"""gRPC front of the DAG Manager: Diff (server-streaming) and Health."""
+"""gRPC front of the DAG Manager: Diff (server-streaming) and Health.
+
+Domain errors map to gRPC status codes with :data:`GRPC_STATUS`, once; the error's
+``code`` travels in the ``qmtl-error-code`` trailer so clients rebuild the exact
+domain class.  Client input is never answered UNKNOWN: anything unexpected becomes
+INTERNAL with a one-line message (the traceback goes to the log).
+
+Every diff runs in a worker thread, whatever the backends: the event loop that also
+serves ``/metrics`` and ``/health`` never waits on a store, a broker or a drill delay.
+"""
 
 from __future__ import annotations
 
 import asyncio
+import logging
 from collections.abc import AsyncIterator
 
 import grpc
 
+from qmtl.foundation.common.admin import check_bearer
 from qmtl.foundation.common.tracing import context_from_grpc_metadata, get_tracer
-from qmtl.services.dagmanager.diff import DiffError, DiffRequestData, DiffResult
+from qmtl.foundation.contracts import DiffResult, SubmissionRequest
+from qmtl.foundation.errors import (
+    AuthError,
+    Conflict,
+    InvalidInput,
+    NotFound,
+    QmtlError,
+    Unavailable,
+)
 from qmtl.services.dagmanager.proto import dagmanager_pb2 as pb
 from qmtl.services.dagmanager.proto import dagmanager_pb2_grpc as pb_grpc
 from qmtl.services.dagmanager.service import DagManagerService
 
-__all__ = ["CHUNK_SIZE", "DagManagerServicer", "result_chunks"]
+__all__ = ["CHUNK_SIZE", "ERROR_TRAILER", "GRPC_STATUS", "DagManagerServicer", "result_chunks"]
 
-#: DAGs up to this size are diffed on the event loop (well under a millisecond of work).
-INLINE_DIFF_BYTES = 64 * 1024
+log = logging.getLogger(__name__)
 #: Queue-map entries per streamed chunk; keeps each message far below gRPC's 4 MiB default.
 CHUNK_SIZE = 2000
+ERROR_TRAILER = "qmtl-error-code"
+#: Domain error -> gRPC status; the most specific class in an error's MRO wins.
+GRPC_STATUS: dict[type[QmtlError], grpc.StatusCode] = {
+    InvalidInput: grpc.StatusCode.INVALID_ARGUMENT,
+    AuthError: grpc.StatusCode.UNAUTHENTICATED,
+    NotFound: grpc.StatusCode.NOT_FOUND,
+    Conflict: grpc.StatusCode.FAILED_PRECONDITION,
+    Unavailable: grpc.StatusCode.UNAVAILABLE,
+    QmtlError: grpc.StatusCode.INTERNAL,
+}
 _tracer = get_tracer("qmtl.dagmanager")
+
+
+def grpc_status(exc: QmtlError) -> grpc.StatusCode:
+    for cls in type(exc).__mro__:
+        if cls in GRPC_STATUS:
+            return GRPC_STATUS[cls]
+    return grpc.StatusCode.INTERNAL
 
 
 def result_chunks(result: DiffResult) -> list[pb.DiffChunk]:
@@ -36,14 +71,35 @@ def result_chunks(result: DiffResult) -> list[pb.DiffChunk]:
     last.total_nodes = result.total_nodes
     last.new_queues = result.new_queues
     last.buffering.extend(
-        pb.BufferInstruction(node_id=n, period=p, interval=i) for n, p, i in result.buffering
+        pb.BufferInstruction(node_id=b.node_id, period=b.period, interval=b.interval)
+        for b in result.buffering
     )
     return chunks
 
 
 class DagManagerServicer(pb_grpc.DagManagerServicer):
-    def __init__(self, service: DagManagerService) -> None:
+    def __init__(
+        self, service: DagManagerService, *, token: str | None = None, exposed: bool = False
+    ) -> None:
         self.service = service
+        self.token = token
+        self.exposed = exposed
+
+    async def _fail(self, context: grpc.aio.ServicerContext, exc: QmtlError) -> None:
+        context.set_trailing_metadata(((ERROR_TRAILER, exc.code),))
+        await context.abort(grpc_status(exc), exc.message)
+
+    def _authorize(self, context: grpc.aio.ServicerContext, what: str) -> None:
+        if not (self.token or self.exposed):
+            return
+        metadata = dict(context.invocation_metadata() or ())
+        supplied = metadata.get("authorization")
+        check_bearer(
+            supplied if isinstance(supplied, str) else None,
+            self.token,
+            exposed=self.exposed,
+            what=what,
+        )
 
     async def Diff(
         self, request: pb.DiffRequest, context: grpc.aio.ServicerContext
@@ -51,27 +107,25 @@ class DagManagerServicer(pb_grpc.DagManagerServicer):
         parent = context_from_grpc_metadata(context.invocation_metadata())
         with _tracer.start_as_current_span("dagmanager.Diff", context=parent) as span:
             span.set_attribute("qmtl.strategy_id", request.strategy_id)
-            data = DiffRequestData(
-                strategy_id=request.strategy_id,
-                dag_json=request.dag_json,
-                world_id=request.world_id,
-                execution_domain=request.execution_domain,
-                as_of=request.as_of,
-                partition=request.partition,
-            )
             try:
-                if (
-                    len(request.dag_json) <= INLINE_DIFF_BYTES
-                    and self.service.store.dialect == "sqlite"
-                ):
-                    result = self.service.engine.diff(
-                        data
-                    )  # small: a thread hop costs more than the diff
-                else:
-                    result = await asyncio.to_thread(self.service.engine.diff, data)
-            except DiffError as exc:
+                self._authorize(context, "Diff")
+                submission = SubmissionRequest(
+                    strategy_id=request.strategy_id,
+                    dag_json=request.dag_json,
+                    world_id=request.world_id,
+                    execution_domain=request.execution_domain,
+                    as_of=request.as_of,
+                    partition=request.partition,
+                )
+                result = await asyncio.to_thread(self.service.engine.diff, submission)
+            except QmtlError as exc:
                 span.set_attribute("qmtl.error", exc.code)
-                await context.abort(getattr(grpc.StatusCode, exc.code), str(exc))
+                await self._fail(context, exc)
+                return
+            except Exception as exc:
+                log.exception("diff of %s failed unexpectedly", request.strategy_id)
+                span.set_attribute("qmtl.error", "internal")
+                await self._fail(context, QmtlError(f"internal error: {type(exc).__name__}: {exc}"))
                 return
             span.set_attribute("qmtl.nodes", result.total_nodes)
         for chunk in result_chunks(result):

@@ -6,19 +6,27 @@ import asyncio
 from typing import Any
 
 from fastapi import Body, Depends, FastAPI
-from fastapi.responses import JSONResponse
 
 from qmtl.foundation.common.admin import AdminGuard
-from qmtl.foundation.common.http import error, install_common_routes
-from qmtl.services.dagmanager.faults import FaultError
+from qmtl.foundation.common.http import BodyLimit, SafeJSONResponse, install_common_routes
+from qmtl.foundation.errors import BackendUnavailable, UnknownStrategy
 from qmtl.services.dagmanager.service import DagManagerService
 
 __all__ = ["create_app"]
 
+#: Admin bodies are tiny; DAGs arrive over gRPC, not here.
+ADMIN_BODY_LIMIT = 64 * 1024
+
 
 def create_app(service: DagManagerService) -> FastAPI:
-    app = FastAPI(title="QMTL DAG Manager", docs_url=None, redoc_url=None)
+    app = FastAPI(
+        default_response_class=SafeJSONResponse,
+        title="QMTL DAG Manager",
+        docs_url=None,
+        redoc_url=None,
+    )
     install_common_routes(app)
+    app.add_middleware(BodyLimit, limit=ADMIN_BODY_LIMIT)
     admin = Depends(AdminGuard(service.config.host, service.config.admin_token))
 
     @app.get("/health")
@@ -30,41 +38,41 @@ def create_app(service: DagManagerService) -> FastAPI:
         return await asyncio.to_thread(service.status)
 
     @app.post("/admin/gc-trigger", dependencies=[admin])
-    async def gc_trigger() -> JSONResponse:
+    async def gc_trigger() -> SafeJSONResponse:
         try:
             report = await asyncio.to_thread(service.gc.sweep)
         except Exception as exc:
             service.gc.failed_runs += 1
-            return error(503, "gc_failed", f"GC run failed: {exc}")
-        return JSONResponse(report.as_dict())
+            raise BackendUnavailable(f"GC run failed: {exc}") from None
+        return SafeJSONResponse(report.as_dict())
 
     @app.post("/admin/strategies/{strategy_id}/retire", dependencies=[admin])
-    async def retire(strategy_id: str) -> JSONResponse:
+    async def retire(strategy_id: str) -> SafeJSONResponse:
         if not await asyncio.to_thread(service.store.retire_strategy, strategy_id):
-            return error(404, "unknown_strategy", f"no strategy {strategy_id!r} in the graph store")
-        return JSONResponse({"strategy_id": strategy_id, "retired": True})
-
-    @app.get("/admin/faults", dependencies=[admin])
-    def get_faults() -> dict[str, Any]:
-        return service.faults.as_dict()
-
-    @app.post("/admin/faults", dependencies=[admin])
-    def set_faults(changes: dict[str, Any] = Body(...)) -> JSONResponse:  # noqa: B008 - FastAPI idiom
-        try:
-            return JSONResponse(service.set_faults(changes))
-        except FaultError as exc:
-            return error(400, "unknown_fault", str(exc))
-
-    @app.delete("/admin/faults", dependencies=[admin])
-    def clear_faults() -> dict[str, Any]:
-        return service.clear_faults()
+            raise UnknownStrategy(f"no strategy {strategy_id!r} in the graph store")
+        return SafeJSONResponse({"strategy_id": strategy_id, "retired": True})
 
     @app.get("/admin/cross-context", dependencies=[admin])
     def cross_context() -> dict[str, Any]:
-        return {"service": "dagmanager", "hits": service.cross_context_hits()}
+        return service.cross_context_report()
 
     @app.post("/admin/cross-context/reset", dependencies=[admin])
     def cross_context_reset() -> dict[str, Any]:
         return {"service": "dagmanager", "reset_series": service.reset_cross_context()}
+
+    if service.faults is not None:
+        faults = service.faults
+
+        @app.get("/admin/faults", dependencies=[admin])
+        def get_faults() -> dict[str, Any]:
+            return faults.as_dict()
+
+        @app.post("/admin/faults", dependencies=[admin])
+        def set_faults(changes: Any = Body(...)) -> dict[str, Any]:  # noqa: B008 - FastAPI idiom
+            return faults.update(changes)
+
+        @app.delete("/admin/faults", dependencies=[admin])
+        def clear_faults() -> dict[str, Any]:
+            return faults.clear()
 
     return app

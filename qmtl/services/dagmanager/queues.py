@@ -10,6 +10,8 @@ circuit breaker.  Topic names come from :func:`queue_name`.
 
 from __future__ import annotations
 
+import builtins
+import hashlib
 import re
 import threading
 import time
@@ -26,6 +28,7 @@ __all__ = [
     "LagReading",
     "QueueBackend",
     "QueueBackendError",
+    "context_namespace",
     "is_internal_topic",
     "open_queue_backend",
     "queue_name",
@@ -42,19 +45,32 @@ def _clean(text: str) -> str:
     return _UNSAFE.sub("-", text).strip("-").lower() or "x"
 
 
-def queue_name(
-    node: DagNode, *, world_id: str = "", domain: str = "", namespace: bool = False
-) -> str:
-    """``[{world}.{domain}.]{asset}_{type}_{hash16}_{version}``, safe for Kafka (<= 249 chars).
+def context_namespace(world_id: str, domain: str, as_of: str = "", partition: str = "") -> str:
+    """``{world}.{domain}.{ctx12}.``: the queue prefix of one compute context.
+
+    World and domain keep names readable; ``ctx12`` is a hash of the whole context
+    (world, domain, as_of, partition), so two contexts never share a queue even where
+    cleaning makes their readable parts equal (``W1`` vs ``w1``) or only ``as_of`` /
+    ``partition`` differ.
+    """
+    domain = domain or "backtest"
+    digest = hashlib.blake2b(
+        "\x1f".join((world_id, domain, as_of, partition)).encode(), digest_size=6
+    ).hexdigest()
+    return f"{_clean(world_id or 'default')}.{_clean(domain)}.{digest}."
+
+
+def queue_name(node: DagNode, *, namespace: str = "") -> str:
+    """``[{namespace}]{asset}_{type}_{hash16}_{version}``, safe for Kafka (<= 249 chars).
 
     16 hex digits (64 bits) of the node id: with 8, different nodes shared a name once a
     store held ~100k nodes (birthday bound), which the diff benchmark ran into.
+    ``namespace`` is :func:`context_namespace` under compute-key isolation (the
+    default), empty when the operator opted out (``dagmanager.namespace_queues: false``).
     """
     node_hash = node.node_id[1:17]
     base = f"{_clean(node.asset)}_{_clean(node.node_type)}_{node_hash}_{_clean(node.version)}"
-    if namespace:
-        base = f"{_clean(world_id or 'default')}.{_clean(domain or 'backtest')}.{base}"
-    return base[:249]
+    return (namespace + base)[:249]
 
 
 def is_internal_topic(name: str) -> bool:
@@ -82,52 +98,45 @@ class QueueBackend(Protocol):
     def probe(self) -> bool:
         """Cheap health check that never raises."""
 
-    def lag(self, group: str, topics: Sequence[str]) -> list[LagReading]: ...
+    def lag(self, group: str, topics: Sequence[str]) -> builtins.list[LagReading]: ...
 
     def close(self) -> None: ...
 
 
 class InProcessQueues:
-    """Topics as names in memory; ``down`` simulates an unreachable backend for drills."""
+    """Topics as names in memory (the embedded default)."""
 
     kind = "inprocess"
 
     def __init__(self) -> None:
         self._topics: dict[str, float] = {}
         self._lock = threading.Lock()
-        self.down = False
-        self.fail_create = False
-
-    def _check(self) -> None:
-        if self.down:
-            raise QueueBackendError("in-process queue backend is marked down (fault injection)")
+        #: Topics ever created, per name: replicas must create each topic once.
+        self.created: dict[str, int] = {}
 
     def create(self, topics: Sequence[str]) -> dict[str, str | None]:
-        self._check()
-        if self.fail_create:
-            return dict.fromkeys(topics, "topic creation refused (fault injection)")
         with self._lock:
             now = time.time()
             for topic in topics:
+                if topic not in self._topics:
+                    self.created[topic] = self.created.get(topic, 0) + 1
                 self._topics.setdefault(topic, now)
         return dict.fromkeys(topics)
 
     def delete(self, topics: Sequence[str]) -> dict[str, str | None]:
-        self._check()
         with self._lock:
             for topic in topics:
                 self._topics.pop(topic, None)
         return dict.fromkeys(topics)
 
     def list(self) -> set[str]:
-        self._check()
         with self._lock:
             return set(self._topics)
 
     def probe(self) -> bool:
-        return not self.down
+        return True
 
-    def lag(self, group: str, topics: Sequence[str]) -> list[LagReading]:
+    def lag(self, group: str, topics: Sequence[str]) -> builtins.list[LagReading]:
         return []
 
     def close(self) -> None:
@@ -148,14 +157,11 @@ class KafkaQueues:
             {"bootstrap.servers": bootstrap, "socket.timeout.ms": int(timeout * 1000)}
         )
         self._lock = threading.Lock()
-        self.fail_create = False
 
     def create(self, topics: Sequence[str]) -> dict[str, str | None]:
         from confluent_kafka import KafkaError, KafkaException
-        from confluent_kafka.admin import NewTopic
+        from confluent_kafka.admin import NewTopic  # type: ignore[attr-defined]
 
-        if self.fail_create:
-            return dict.fromkeys(topics, "topic creation refused (fault injection)")
         results: dict[str, str | None] = {}
         futures = self._admin.create_topics(
             [NewTopic(t, num_partitions=1, replication_factor=1) for t in topics],
@@ -221,7 +227,7 @@ class KafkaQueues:
             return False
         return True
 
-    def lag(self, group: str, topics: Sequence[str]) -> list[LagReading]:
+    def lag(self, group: str, topics: Sequence[str]) -> builtins.list[LagReading]:
         """Offset lag and age of the oldest unconsumed message, per topic with commits."""
         from confluent_kafka import Consumer, TopicPartition
 

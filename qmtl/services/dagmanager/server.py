@@ -10,41 +10,60 @@ import signal
 import grpc
 import uvicorn
 
+from qmtl.foundation.common.admin import is_exposed
 from qmtl.foundation.common.tracing import setup_tracing, shutdown_tracing
 from qmtl.foundation.config import QmtlConfig
+from qmtl.foundation.metrics import set_series_budget
 from qmtl.services.dagmanager.grpc_service import DagManagerServicer
 from qmtl.services.dagmanager.http import create_app
 from qmtl.services.dagmanager.proto import dagmanager_pb2_grpc as pb_grpc
-from qmtl.services.dagmanager.service import DagManagerService, tune_gc
+from qmtl.services.dagmanager.service import build_service, tune_gc
 
-__all__ = ["main", "serve"]
+__all__ = ["grpc_address", "main", "serve"]
 
 log = logging.getLogger("qmtl.dagmanager")
 
 
+def grpc_address(host: str, port: int) -> str:
+    """``host:port`` as gRPC wants it: IPv6 in brackets, an empty host as every interface."""
+    if not host:
+        host = "[::]"
+    elif ":" in host and not host.startswith("["):
+        host = f"[{host}]"
+    return f"{host}:{port}"
+
+
 async def serve(config: QmtlConfig) -> int:
     cfg = config.dagmanager
+    exposed = is_exposed(cfg.host)
+    if exposed and not cfg.admin_token:
+        log.error(
+            "cannot start: dagmanager.host %r listens beyond loopback and dagmanager.admin_token "
+            "is not set; set the token (Gateways send it as gRPC metadata) or bind 127.0.0.1",
+            cfg.host,
+        )
+        return 2
     setup_tracing("dagmanager", config)
+    set_series_budget(config.telemetry.max_series_per_metric)
     tune_gc()
     try:
-        service = DagManagerService(cfg)
+        service = build_service(config)
     except Exception as exc:
         log.error("cannot start: %s (check dagmanager.graph_store / queue backend)", exc)
         return 1
     grpc_server = grpc.aio.server(
         options=[("grpc.max_receive_message_length", cfg.max_dag_bytes + 65536)]
     )
-    pb_grpc.add_DagManagerServicer_to_server(DagManagerServicer(service), grpc_server)
+    pb_grpc.add_DagManagerServicer_to_server(  # type: ignore[no-untyped-call]
+        DagManagerServicer(service, token=cfg.admin_token, exposed=exposed), grpc_server
+    )
+    address = grpc_address(cfg.host, cfg.grpc_port)
     try:
-        bound = grpc_server.add_insecure_port(f"{cfg.host}:{cfg.grpc_port}")
+        bound = grpc_server.add_insecure_port(address)
     except RuntimeError:
         bound = 0
     if not bound:
-        log.error(
-            "cannot bind gRPC on %s:%s (port in use?); set dagmanager.grpc_port",
-            cfg.host,
-            cfg.grpc_port,
-        )
+        log.error("cannot bind gRPC on %s (port in use?); set dagmanager.grpc_port", address)
         return 1
     http = uvicorn.Server(
         uvicorn.Config(
@@ -58,12 +77,9 @@ async def serve(config: QmtlConfig) -> int:
     await grpc_server.start()
     service.start()
     log.info(
-        "dagmanager ready: grpc=%s:%d http=http://%s:%d",
-        cfg.host,
-        cfg.grpc_port,
-        cfg.host,
-        cfg.http_port,
-    )
+        "dagmanager ready: grpc=%s http=%s:%d leader=%s", address, cfg.host, cfg.http_port,
+        service.leader,
+    )  # fmt: skip
     try:
         await http.serve()
     finally:

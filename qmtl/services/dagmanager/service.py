@@ -1,6 +1,13 @@
 """The DAG Manager as one object: components, background loops and status.
 
 ``server.py`` puts gRPC and HTTP in front of it; tests can drive it directly.
+:func:`build_service` is the wiring: it opens the configured backends and, only when
+``drills.enabled`` is set, wraps them in the fault wrappers of :mod:`.faults`.
+
+Replicas share one graph store: GC and the lag monitor must run once, so they run on
+the replica holding the ``dagmanager-leader`` lease (renewed every probe interval,
+taken over by another replica within ``leader_lease_seconds`` when the leader dies);
+``dagmanager_leader`` says which one leads.
 """
 
 from __future__ import annotations
@@ -9,26 +16,32 @@ import asyncio
 import contextlib
 import gc
 import logging
+import os
+import socket
 import time
+import uuid
+from collections.abc import Callable
 from typing import Any
 
 from qmtl import __version__
+from qmtl.foundation import crosscontext
 from qmtl.foundation.common import AsyncCircuitBreaker
-from qmtl.foundation.config import DagManagerConfig
-from qmtl.foundation.metrics import clear_series, nonzero_series
+from qmtl.foundation.config import DagManagerConfig, QmtlConfig
+from qmtl.foundation.faults import FaultSet
 from qmtl.services.dagmanager import metrics
 from qmtl.services.dagmanager.diff import DiffEngine
-from qmtl.services.dagmanager.faults import Faults
+from qmtl.services.dagmanager.faults import FaultyQueues, FaultyStore, dagmanager_faults
 from qmtl.services.dagmanager.gc import GarbageCollector
 from qmtl.services.dagmanager.lag import LagMonitor
 from qmtl.services.dagmanager.queues import QueueBackend, open_queue_backend
 from qmtl.services.dagmanager.store import GraphStore, open_graph_store
 
-__all__ = ["DagManagerService", "tune_gc"]
+__all__ = ["LEADER_LEASE", "DagManagerService", "build_service", "tune_gc", "wire"]
 
 log = logging.getLogger(__name__)
 #: Both breakers open after three consecutive failures (fixed, as documented).
 BREAKER_THRESHOLD = 3
+LEADER_LEASE = "dagmanager-leader"
 
 
 def tune_gc() -> None:
@@ -44,20 +57,25 @@ class DagManagerService:
         self,
         config: DagManagerConfig,
         *,
-        store: GraphStore | None = None,
-        queues: QueueBackend | None = None,
+        store: GraphStore,
+        queues: QueueBackend,
+        faults: FaultSet | None = None,
+        instance_id: str | None = None,
     ) -> None:
         self.config = config
         self.started_at = time.time()
-        metrics.diff_duration_window.window_seconds = config.p95_window_seconds
-        self.store = store or open_graph_store(config.graph_store)
-        self.queues = queues or open_queue_backend(
-            config.queue_backend, config.kafka_brokers, timeout=config.kafka_timeout_seconds
+        self.instance_id = (
+            instance_id or f"{socket.gethostname()}:{os.getpid()}:{uuid.uuid4().hex[:6]}"
         )
-        self.faults = Faults()
+        metrics.diff_duration_window.window_seconds = config.p95_window_seconds
+        self.store = store
+        self.queues = queues
+        self.faults = faults
         self.kafka_breaker = AsyncCircuitBreaker(
             BREAKER_THRESHOLD,
             name="kafka",
+            open_total=metrics.kafka_breaker_open_total,
+            state=metrics.kafka_breaker_state,
             on_open=lambda: log.error(
                 "kafka admin breaker opened after %d failures", BREAKER_THRESHOLD
             ),
@@ -66,34 +84,20 @@ class DagManagerService:
         self.store_breaker = AsyncCircuitBreaker(
             BREAKER_THRESHOLD,
             name="graphstore",
+            open_total=metrics.graphstore_breaker_open_total,
+            state=metrics.graphstore_breaker_state,
             on_open=lambda: log.error(
                 "graph store breaker opened after %d failures", BREAKER_THRESHOLD
             ),
             on_close=lambda: log.info("graph store breaker closed after a healthy probe"),
         )
         common = {"store_breaker": self.store_breaker, "queue_breaker": self.kafka_breaker}
-        self.engine = DiffEngine(self.store, self.queues, config, faults=self.faults, **common)
+        self.engine = DiffEngine(self.store, self.queues, config, **common)
         self.gc = GarbageCollector(self.store, self.queues, config, **common)
         self.lag = LagMonitor(self.store, self.queues, config)
         self.sentinel_gaps: list[tuple[str, str]] = []
+        self.leader = False
         self._tasks: list[asyncio.Task[None]] = []
-
-    # -- faults ------------------------------------------------------------------------
-    def set_faults(self, changes: dict[str, Any]) -> dict[str, Any]:
-        self.faults.update(changes)
-        self._sync_faults()
-        return self.faults.as_dict()
-
-    def clear_faults(self) -> dict[str, Any]:
-        self.faults.clear()
-        self._sync_faults()
-        return self.faults.as_dict()
-
-    def _sync_faults(self) -> None:
-        if hasattr(self.queues, "down"):
-            self.queues.down = self.faults.queue_backend_down
-        if hasattr(self.queues, "fail_create"):
-            self.queues.fail_create = self.faults.queue_create_fail
 
     # -- housekeeping --------------------------------------------------------------------
     def refresh_sentinel_gaps(self) -> None:
@@ -109,14 +113,32 @@ class DagManagerService:
                 if self.store.ping():
                     self.store_breaker.reset()
 
+    def renew_leadership(self) -> bool:
+        """Take or keep the leader lease; GC and the lag monitor run only on the leader."""
+        assert self.store.leases is not None
+        try:
+            leading = self.store.leases.acquire(
+                LEADER_LEASE, self.instance_id, self.config.leader_lease_seconds
+            )
+        except Exception as exc:
+            log.warning("leader lease: cannot reach the graph store: %s", exc)
+            leading = False
+        if leading != self.leader:
+            log.info(
+                "dagmanager %s is now %s", self.instance_id, "leader" if leading else "standby"
+            )
+        self.leader = leading
+        metrics.dagmanager_leader.set(1 if leading else 0)
+        return leading
+
     def reset_cross_context(self) -> int:
         """Drop every cross-context series (runbook step 5); returns how many there were."""
-        return clear_series(metrics.cross_context_cache_hit_total)
+        return crosscontext.reset()
 
-    def cross_context_hits(self) -> list[dict[str, Any]]:
-        return nonzero_series(metrics.cross_context_cache_hit_total)
+    def cross_context_report(self) -> dict[str, Any]:
+        return crosscontext.report("dagmanager")
 
-    async def _loop(self, name: str, interval: float, step: Any) -> None:
+    async def _loop(self, name: str, interval: float, step: Callable[[], Any]) -> None:
         while True:
             try:
                 await asyncio.to_thread(step)
@@ -128,26 +150,34 @@ class DagManagerService:
                 log.warning("%s loop: run failed: %s", name, exc)
             await asyncio.sleep(interval)
 
-    def _gc_step(self) -> None:
-        if self.faults.gc_stall:
+    def gc_step(self) -> None:
+        if not self.leader:
+            return
+        if self.faults is not None and self.faults.gc_stall:
             log.warning("gc run skipped: scheduler stalled by fault injection")
             return
         self.gc.sweep()
 
-    def _housekeeping_step(self) -> None:
+    def lag_step(self) -> None:
+        if self.leader:
+            self.lag.poll()
+
+    def housekeeping_step(self) -> None:
+        was_leader = self.leader
+        self.renew_leadership()
         self.probe_breakers()
         self.refresh_sentinel_gaps()
         self.store.checkpoint()
+        if self.leader and not was_leader:
+            self.gc_step()  # a new leader runs GC now, not one interval later
 
     def start(self) -> None:
+        self.renew_leadership()
+        probe = min(self.config.breaker_probe_seconds, self.config.leader_lease_seconds / 3)
         self._tasks = [
-            asyncio.create_task(self._loop("gc", self.config.gc_interval_seconds, self._gc_step)),
-            asyncio.create_task(
-                self._loop(
-                    "housekeeping", self.config.breaker_probe_seconds, self._housekeeping_step
-                )
-            ),
-            asyncio.create_task(self._loop("lag", self.config.lag_interval_seconds, self.lag.poll)),
+            asyncio.create_task(self._loop("gc", self.config.gc_interval_seconds, self.gc_step)),
+            asyncio.create_task(self._loop("housekeeping", probe, self.housekeeping_step)),
+            asyncio.create_task(self._loop("lag", self.config.lag_interval_seconds, self.lag_step)),
         ]
 
     async def stop(self) -> None:
@@ -156,6 +186,9 @@ class DagManagerService:
         for task in self._tasks:
             with contextlib.suppress(asyncio.CancelledError):
                 await task
+        if self.leader and self.store.leases is not None:
+            with contextlib.suppress(Exception):
+                self.store.leases.release(LEADER_LEASE, self.instance_id)
         self.queues.close()
         self.store.close()
 
@@ -172,13 +205,17 @@ class DagManagerService:
         return {
             "service": "dagmanager",
             "version": __version__,
+            "instance": self.instance_id,
+            "leader": self.leader,
             "uptime_seconds": round(time.time() - self.started_at, 1),
             "store": store,
             "queue_backend": {"kind": self.queues.kind, "ok": self.queues.probe()},
+            "namespace_queues": self.config.namespace_queues,
             "breakers": {
                 "kafka": self.kafka_breaker.describe(),
                 "graphstore": self.store_breaker.describe(),
             },
+            "plan_cache": {"entries": len(self.engine.plans), "bytes": self.engine.plans.nbytes},
             "gc": {
                 "interval_seconds": self.config.gc_interval_seconds,
                 "completed_runs": self.gc.completed_runs,
@@ -186,5 +223,27 @@ class DagManagerService:
                 "last_run": report.as_dict() if report else None,
             },
             "sentinel_gaps": [{"strategy_id": s, "version": v} for s, v in self.sentinel_gaps],
-            "faults": self.faults.as_dict(),
+            "faults": self.faults.as_dict() if self.faults is not None else None,
         }
+
+
+def wire(
+    config: DagManagerConfig, store: GraphStore, queues: QueueBackend, *, drills: bool
+) -> DagManagerService:
+    """The service over ``store`` and ``queues``; with ``drills``, behind fault wrappers."""
+    faults = None
+    if drills:
+        faults = dagmanager_faults()
+        store = FaultyStore(store, faults)  # type: ignore[assignment]
+        queues = FaultyQueues(queues, faults)
+    return DagManagerService(config, store=store, queues=queues, faults=faults)
+
+
+def build_service(config: QmtlConfig) -> DagManagerService:
+    """Open the configured backends and wire them (fault wrappers only with drills on)."""
+    cfg = config.dagmanager
+    store = open_graph_store(cfg.graph_store)
+    queues = open_queue_backend(
+        cfg.queue_backend, cfg.kafka_brokers, timeout=cfg.kafka_timeout_seconds
+    )
+    return wire(cfg, store, queues, drills=config.drills.enabled)

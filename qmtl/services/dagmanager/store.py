@@ -3,6 +3,11 @@
 One class over :class:`~qmtl.foundation.sqldb.SqlDatabase`, so ``sqlite:PATH``
 (embedded default) and ``postgresql://...`` run the same SQL; only the hot set lookup
 differs per dialect.  Each diff is committed in **one** transaction.
+
+A strategy is deployed per compute context: the same strategy id backtested at v2
+while v1 runs live is two deployments, each with its current version and its queues
+(``ctx`` is the context's queue namespace, empty where queues are shared).  GC keeps
+the queues of every live deployment's current version.
 """
 
 from __future__ import annotations
@@ -12,7 +17,7 @@ from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from typing import Any
 
-from qmtl.foundation.sqldb import SqlDatabase
+from qmtl.foundation.sqldb import Leases, SqlDatabase
 
 __all__ = ["Binding", "GraphStore", "open_graph_store"]
 
@@ -21,18 +26,18 @@ SCHEMA = (
         queue TEXT PRIMARY KEY, node_id TEXT NOT NULL, compute_key TEXT NOT NULL,
         context TEXT NOT NULL, created_at DOUBLE PRECISION NOT NULL,
         status TEXT NOT NULL DEFAULT 'active')""",
-    """CREATE TABLE IF NOT EXISTS strategies (
-        strategy_id TEXT PRIMARY KEY, current_version TEXT NOT NULL,
-        retired INTEGER NOT NULL DEFAULT 0, updated_at DOUBLE PRECISION NOT NULL)""",
-    """CREATE TABLE IF NOT EXISTS strategy_versions (
-        strategy_id TEXT NOT NULL, version TEXT NOT NULL, created_at DOUBLE PRECISION NOT NULL,
-        PRIMARY KEY (strategy_id, version))""",
-    """CREATE TABLE IF NOT EXISTS version_queues (
-        strategy_id TEXT NOT NULL, version TEXT NOT NULL, queue TEXT NOT NULL,
-        PRIMARY KEY (strategy_id, version, queue))""",
-    """CREATE TABLE IF NOT EXISTS sentinels (
-        strategy_id TEXT NOT NULL, version TEXT NOT NULL, sentinel_id TEXT NOT NULL,
-        created_at DOUBLE PRECISION NOT NULL, PRIMARY KEY (strategy_id, version))""",
+    """CREATE TABLE IF NOT EXISTS dm_deployments (
+        strategy_id TEXT NOT NULL, ctx TEXT NOT NULL, current_version TEXT NOT NULL,
+        retired INTEGER NOT NULL DEFAULT 0, updated_at DOUBLE PRECISION NOT NULL,
+        PRIMARY KEY (strategy_id, ctx))""",
+    """CREATE TABLE IF NOT EXISTS dm_versions (
+        strategy_id TEXT NOT NULL, ctx TEXT NOT NULL, version TEXT NOT NULL,
+        created_at DOUBLE PRECISION NOT NULL, sentinel_id TEXT,
+        PRIMARY KEY (strategy_id, ctx, version))""",
+    "CREATE INDEX IF NOT EXISTS dm_versions_gaps ON dm_versions (sentinel_id) WHERE sentinel_id IS NULL",
+    """CREATE TABLE IF NOT EXISTS dm_version_queues (
+        strategy_id TEXT NOT NULL, ctx TEXT NOT NULL, version TEXT NOT NULL, queue TEXT NOT NULL,
+        PRIMARY KEY (strategy_id, ctx, version, queue))""",
     """CREATE TABLE IF NOT EXISTS seen_queues (
         queue TEXT PRIMARY KEY, first_seen DOUBLE PRECISION NOT NULL)""",
 )
@@ -53,6 +58,7 @@ class GraphStore:
     def __init__(self, db: SqlDatabase) -> None:
         self.db = db
         self.dialect = db.dialect
+        self.leases: Leases | None = None
 
     def _q(self, sql: str) -> str:
         return self.db.q(sql)
@@ -84,6 +90,19 @@ class GraphStore:
 
     def initialize(self) -> None:
         self.db.create(SCHEMA)
+        self.leases = Leases(self.db)
+
+    def transaction(self) -> Any:
+        """One transaction for a diff's writes: ``with store.transaction() as cur``."""
+        return self._txn()
+
+    def lock_queues(self, cur: Any, queues: Sequence[str]) -> None:
+        """Serialise concurrent diffs (on any replica) that bind the same new queues."""
+        self.db.lock_keys(cur, queues)
+
+    def lookup(self, cur: Any, queues: Sequence[str]) -> dict[str, tuple[str, str]]:
+        """(compute key, node id) of the bound ``queues``, inside ``cur``'s transaction."""
+        return {queue: (key, node) for queue, key, node in self._lookup(cur, queues)}
 
     def ping(self) -> bool:
         return self.db.ping()
@@ -112,16 +131,18 @@ class GraphStore:
         r = rows[0]
         return Binding(r[0], r[1], r[2], json.loads(r[3]), float(r[4]))
 
-    def version_exists(self, strategy_id: str, version: str) -> bool:
+    def version_exists(self, strategy_id: str, ctx: str, version: str) -> bool:
         rows = self._select(
-            "SELECT 1 FROM strategy_versions WHERE strategy_id = ? AND version = ?",
-            (strategy_id, version),
+            "SELECT 1 FROM dm_versions WHERE strategy_id = ? AND ctx = ? AND version = ?",
+            (strategy_id, ctx, version),
         )
         return bool(rows)
 
-    def commit_diff(
+    def write_diff(
         self,
+        cur: Any,
         strategy_id: str,
+        ctx: str,
         version: str,
         new_bindings: Sequence[Binding],
         version_queues: Sequence[str] | None,
@@ -129,87 +150,76 @@ class GraphStore:
         *,
         sentinel_id: str | None = None,
     ) -> None:
-        """Record a diff in one transaction: bindings, version, its queues and its sentinel."""
-        with self._txn() as cur:
-            if new_bindings:
-                # One diff shares one context object: serialise it once, not per row.
-                contexts = {
-                    id(b.context): json.dumps(b.context, sort_keys=True) for b in new_bindings[:1]
-                }
-                cur.executemany(
-                    self._q(
-                        "INSERT INTO queue_bindings (queue, node_id, compute_key, context, created_at) "
-                        "VALUES (?, ?, ?, ?, ?) ON CONFLICT (queue) DO UPDATE SET "
-                        "node_id = excluded.node_id, compute_key = excluded.compute_key, "
-                        "context = excluded.context, created_at = excluded.created_at, status = 'active'"
-                    ),
-                    [
-                        (
-                            b.queue,
-                            b.node_id,
-                            b.compute_key,
-                            contexts.get(id(b.context)) or json.dumps(b.context, sort_keys=True),
-                            b.created_at,
-                        )
-                        for b in new_bindings
-                    ],
-                )
-            if version_queues is not None:
-                cur.execute(
-                    self._q(
-                        "INSERT INTO strategy_versions (strategy_id, version, created_at) VALUES (?, ?, ?) "
-                        "ON CONFLICT DO NOTHING"
-                    ),
-                    (strategy_id, version, now),
-                )
-                cur.executemany(
-                    self._q(
-                        "INSERT INTO version_queues (strategy_id, version, queue) VALUES (?, ?, ?) "
-                        "ON CONFLICT DO NOTHING"
-                    ),
-                    [(strategy_id, version, q) for q in version_queues],
-                )
+        """Record a diff inside ``cur``'s transaction: bindings, version, queues, sentinel."""
+        if new_bindings:
+            # One diff shares one context object: serialise it once, not per row.
+            contexts = {
+                id(b.context): json.dumps(b.context, sort_keys=True) for b in new_bindings[:1]
+            }
+            cur.executemany(
+                self._q(
+                    "INSERT INTO queue_bindings (queue, node_id, compute_key, context, created_at) "
+                    "VALUES (?, ?, ?, ?, ?) ON CONFLICT (queue) DO UPDATE SET "
+                    "node_id = excluded.node_id, compute_key = excluded.compute_key, "
+                    "context = excluded.context, created_at = excluded.created_at, status = 'active'"
+                ),
+                [
+                    (
+                        b.queue,
+                        b.node_id,
+                        b.compute_key,
+                        contexts.get(id(b.context)) or json.dumps(b.context, sort_keys=True),
+                        b.created_at,
+                    )
+                    for b in new_bindings
+                ],
+            )
+        if version_queues is not None:
             cur.execute(
                 self._q(
-                    "INSERT INTO strategies (strategy_id, current_version, retired, updated_at) "
-                    "VALUES (?, ?, 0, ?) ON CONFLICT (strategy_id) DO UPDATE SET "
-                    "current_version = excluded.current_version, retired = 0, updated_at = excluded.updated_at"
+                    "INSERT INTO dm_versions (strategy_id, ctx, version, created_at, sentinel_id) "
+                    "VALUES (?, ?, ?, ?, ?) ON CONFLICT DO NOTHING"
                 ),
-                (strategy_id, version, now),
+                (strategy_id, ctx, version, now, sentinel_id),
             )
-            if sentinel_id is not None:
-                cur.execute(
-                    self._q(
-                        "INSERT INTO sentinels (strategy_id, version, sentinel_id, created_at) VALUES (?, ?, ?, ?) "
-                        "ON CONFLICT DO NOTHING"
-                    ),
-                    (strategy_id, version, sentinel_id, now),
-                )
-
-    def record_sentinel(self, strategy_id: str, version: str, sentinel_id: str, now: float) -> None:
-        with self._txn() as cur:
+            cur.executemany(
+                self._q(
+                    "INSERT INTO dm_version_queues (strategy_id, ctx, version, queue) "
+                    "VALUES (?, ?, ?, ?) ON CONFLICT DO NOTHING"
+                ),
+                [(strategy_id, ctx, version, q) for q in version_queues],
+            )
+        elif sentinel_id is not None:  # a re-submission records a missing sentinel
             cur.execute(
                 self._q(
-                    "INSERT INTO sentinels (strategy_id, version, sentinel_id, created_at) VALUES (?, ?, ?, ?) "
-                    "ON CONFLICT DO NOTHING"
+                    "UPDATE dm_versions SET sentinel_id = ? WHERE strategy_id = ? AND ctx = ? "
+                    "AND version = ? AND sentinel_id IS NULL"
                 ),
-                (strategy_id, version, sentinel_id, now),
+                (sentinel_id, strategy_id, ctx, version),
             )
+        cur.execute(
+            self._q(
+                "INSERT INTO dm_deployments (strategy_id, ctx, current_version, retired, updated_at) "
+                "VALUES (?, ?, ?, 0, ?) ON CONFLICT (strategy_id, ctx) DO UPDATE SET "
+                "current_version = excluded.current_version, retired = 0, updated_at = excluded.updated_at"
+            ),
+            (strategy_id, ctx, version, now),
+        )
 
     def sentinel_gaps(self) -> list[tuple[str, str]]:
-        """(strategy, version) pairs whose diff finished without a sentinel."""
+        """(strategy, version) pairs whose diff finished without a sentinel (indexed)."""
         rows = self._select(
-            "SELECT v.strategy_id, v.version FROM strategy_versions v LEFT JOIN sentinels s "
-            "ON s.strategy_id = v.strategy_id AND s.version = v.version WHERE s.sentinel_id IS NULL "
-            "ORDER BY v.strategy_id, v.version"
+            "SELECT DISTINCT strategy_id, version FROM dm_versions WHERE sentinel_id IS NULL "
+            "ORDER BY strategy_id, version"
         )
         return [(r[0], r[1]) for r in rows]
 
     def active_queues(self) -> set[str]:
-        """Queues emitted by a node of some live strategy's current version."""
+        """Queues emitted by a node of some live deployment's current version."""
         rows = self._select(
-            "SELECT DISTINCT vq.queue FROM version_queues vq JOIN strategies s "
-            "ON s.strategy_id = vq.strategy_id AND s.current_version = vq.version WHERE s.retired = 0"
+            "SELECT DISTINCT vq.queue FROM dm_version_queues vq JOIN dm_deployments d "
+            "ON d.strategy_id = vq.strategy_id AND d.ctx = vq.ctx "
+            "AND d.current_version = vq.version WHERE d.retired = 0"
         )
         return {r[0] for r in rows}
 
@@ -256,9 +266,11 @@ class GraphStore:
         }
 
     def retire_strategy(self, strategy_id: str) -> bool:
+        """Retire every deployment (all contexts) of ``strategy_id``."""
         with self._txn() as cur:
             cur.execute(
-                self._q("UPDATE strategies SET retired = 1 WHERE strategy_id = ?"), (strategy_id,)
+                self._q("UPDATE dm_deployments SET retired = 1 WHERE strategy_id = ?"),
+                (strategy_id,),
             )
             return bool(cur.rowcount > 0)
 
@@ -268,8 +280,11 @@ class GraphStore:
 
         return {
             "queues": one("SELECT COUNT(*) FROM queue_bindings WHERE status = 'active'"),
-            "strategies": one("SELECT COUNT(*) FROM strategies WHERE retired = 0"),
-            "versions": one("SELECT COUNT(*) FROM strategy_versions"),
+            "strategies": one(
+                "SELECT COUNT(DISTINCT strategy_id) FROM dm_deployments WHERE retired = 0"
+            ),
+            "deployments": one("SELECT COUNT(*) FROM dm_deployments WHERE retired = 0"),
+            "versions": one("SELECT COUNT(*) FROM dm_versions"),
         }
 
     def _select(self, sql: str, params: Sequence[Any] = ()) -> list[tuple[Any, ...]]:

@@ -1,87 +1,133 @@
-"""Gateway HTTP API: submissions, dry runs, status, admin."""
+"""Gateway HTTP API: submissions, dry runs, status, admin.
+
+Thin: parse and validate the body into a :class:`SubmissionRequest`, call the core,
+map domain errors with the shared table.  Bodies over ``gateway.max_request_bytes``
+are refused before they are read; large DAGs are validated off the event loop.
+"""
 
 from __future__ import annotations
 
 import asyncio
 import json
-import re
 import time
+from collections.abc import Awaitable, Callable
 from typing import Any
 
 from fastapi import Body, Depends, FastAPI, Request
-from fastapi.responses import JSONResponse
-from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
-from qmtl.foundation.common.admin import AdminGuard
-from qmtl.foundation.common.http import error, install_common_routes
+from qmtl.foundation.common.admin import AdminGuard, check_bearer, is_exposed
+from qmtl.foundation.common.http import (
+    BodyLimit,
+    SafeJSONResponse,
+    http_status,
+    install_common_routes,
+)
 from qmtl.foundation.common.tracing import extract_http_context, get_tracer
-from qmtl.foundation.dag import DagError, parse_dag
+from qmtl.foundation.contracts import FIELD_RULES, MAX_METADATA_BYTES, SubmissionRequest
+from qmtl.foundation.dag import SCHEMA, DagError, load_json, parse_dag
+from qmtl.foundation.errors import (
+    InvalidJson,
+    InvalidRequest,
+    QmtlError,
+    Unavailable,
+    UnknownStrategy,
+)
+from qmtl.foundation.faults import FaultSet
 from qmtl.services.gateway import metrics
-from qmtl.services.gateway.service import GatewayService
+from qmtl.services.gateway.faults import drill_error
+from qmtl.services.gateway.service import GatewayService, Outcome
 
-__all__ = ["create_app"]
+__all__ = ["create_app", "parse_submission"]
 
-_ID = r"^[A-Za-z0-9][A-Za-z0-9_.:-]{0,127}$"
+#: Bodies up to this size are validated on the event loop (well under a millisecond).
+INLINE_VALIDATE_BYTES = 64 * 1024
+_FIELDS = {"strategy_id", "dag", "world_id", "execution_domain", "as_of", "partition",
+           "metadata", "admin_url"}  # fmt: skip
 _tracer = get_tracer("qmtl.gateway")
 
 
-class SubmissionIn(BaseModel):
-    model_config = ConfigDict(extra="forbid")
-    strategy_id: str | None = Field(default=None, pattern=_ID)
-    dag: dict[str, Any] | str
-    world_id: str = Field(default="", pattern=r"^$|" + _ID)
-    execution_domain: str = Field(default="", pattern=r"^(|backtest|dryrun|live|shadow)$")
-    as_of: str = ""
-    partition: str = ""
-    metadata: dict[str, Any] = Field(default_factory=dict)
-
-
-def _validated(raw: bytes, limit: int) -> tuple[dict[str, Any] | None, JSONResponse | None]:
-    """Parse + validate a submission; on error return the 4xx response instead."""
-    if len(raw) > limit:
-        return None, error(
-            413,
-            "payload_too_large",
-            f"request is {len(raw)} bytes, limit {limit}; split the strategy",
-        )
+def parse_submission(raw: bytes, limit: int) -> tuple[SubmissionRequest, int]:
+    """Body bytes -> a validated request and its node count; domain errors otherwise."""
     try:
-        body = SubmissionIn.model_validate_json(raw)
-    except ValidationError as exc:
-        problems = "; ".join(
-            f"{'.'.join(str(p) for p in e['loc']) or 'body'}: {e['msg']}" for e in exc.errors()
+        body = load_json(raw, "body")
+    except ValueError as exc:
+        raise InvalidJson(str(exc)) from None
+    if not isinstance(body, dict):
+        raise InvalidRequest("body must be a JSON object with at least a 'dag'")
+    unknown = set(body) - _FIELDS
+    if unknown:
+        raise InvalidRequest(
+            f"unknown field(s) {', '.join(sorted(unknown))}; known: {', '.join(sorted(_FIELDS))}"
         )
-        code = (
-            "invalid_json"
-            if any(e["type"] == "json_invalid" for e in exc.errors())
-            else "invalid_request"
-        )
-        return None, error(400 if code == "invalid_json" else 422, code, problems)
-    dag_json = body.dag if isinstance(body.dag, str) else json.dumps(body.dag, sort_keys=True)
+    if "dag" not in body:
+        raise InvalidRequest("dag: the strategy DAG is required")
+    dag = body["dag"]
+    if isinstance(dag, dict):
+        try:
+            dag_json = json.dumps(dag, sort_keys=True)
+        except ValueError as exc:  # e.g. an integer too long to print
+            raise InvalidRequest(f"dag: {exc}") from None
+    elif isinstance(dag, str):
+        dag_json = dag
+    else:
+        raise InvalidRequest(f"dag: must be a DAG object (schema {SCHEMA}) or its JSON text")
+    metadata = body.get("metadata") or {}
+    if not isinstance(metadata, dict):
+        raise InvalidRequest("metadata: must be a JSON object")
+    if len(json.dumps(metadata)) > MAX_METADATA_BYTES:
+        raise InvalidRequest(f"metadata: at most {MAX_METADATA_BYTES} bytes")
+    for name in ("strategy_id", "world_id", "execution_domain", "as_of", "partition", "admin_url"):
+        if name in body and body[name] is not None and not isinstance(body[name], str):
+            raise InvalidRequest(f"{name}: must be a string")
     try:
-        dag = parse_dag(dag_json, max_bytes=limit)
-    except DagError as exc:
-        return None, error(422, "invalid_dag", str(exc))
-    strategy_id = body.strategy_id or f"s-{dag.version}"
-    request = {
-        "strategy_id": strategy_id,
-        "dag_json": dag_json,
-        "world_id": body.world_id,
-        "execution_domain": body.execution_domain,
-        "as_of": body.as_of,
-        "partition": body.partition,
-        "metadata": body.metadata,
-        "nodes": len(dag.order),
-        "version": dag.version,
-        "crc32": dag.crc32,
-    }
-    return request, None
+        dag_json.encode("utf-8")
+    except UnicodeEncodeError:
+        raise DagError(
+            "dag contains an invalid Unicode escape (a lone surrogate); send valid UTF-8"
+        ) from None
+    parsed = parse_dag(dag_json, max_bytes=limit)
+    request = SubmissionRequest(
+        strategy_id=body.get("strategy_id") or f"s-{parsed.version}",
+        dag_json=dag_json,
+        world_id=body.get("world_id") or "",
+        execution_domain=body.get("execution_domain") or "",
+        as_of=body.get("as_of") or "",
+        partition=body.get("partition") or "",
+        admin_url=body.get("admin_url") or "",
+        metadata=metadata,
+    )
+    return request, len(parsed.order)
 
 
-def create_app(service: GatewayService) -> FastAPI:
-    app = FastAPI(title="QMTL Gateway", docs_url=None, redoc_url=None)
+def create_app(service: GatewayService, *, faults: FaultSet | None = None) -> FastAPI:
+    gw = service.gw
+    app = FastAPI(
+        default_response_class=SafeJSONResponse, title="QMTL Gateway", docs_url=None, redoc_url=None
+    )
     install_common_routes(app)
-    admin = Depends(AdminGuard(service.gw.host, service.gw.admin_token))
-    limit = service.gw.max_request_bytes
+
+    def refused(method: str, path: str, status: int, elapsed_ms: float) -> None:
+        if method == "POST" and path == "/strategies":
+            metrics.observe_latency(elapsed_ms, status)
+
+    app.add_middleware(BodyLimit, limit=gw.max_request_bytes, on_refused=refused)
+    admin = Depends(AdminGuard(gw.host, gw.admin_token))
+    exposed = is_exposed(gw.host)
+    limit = gw.max_request_bytes
+
+    async def validated(raw: bytes) -> tuple[SubmissionRequest, int]:
+        if len(raw) <= INLINE_VALIDATE_BYTES:
+            return parse_submission(raw, limit)
+        return await asyncio.to_thread(parse_submission, raw, limit)
+
+    submit_core: Callable[[SubmissionRequest], Awaitable[Outcome]] = service.submit
+    if faults is not None:
+
+        async def submit_core(request: SubmissionRequest) -> Outcome:
+            if drill_error(faults):
+                error = Unavailable("the Gateway is failing this submission (fault injection)")
+                return Outcome(503, error.body())
+            return await service.submit(request)
 
     @app.get("/health")
     def health() -> dict[str, str]:
@@ -92,71 +138,67 @@ def create_app(service: GatewayService) -> FastAPI:
         return await service.status()
 
     @app.post("/strategies")
-    async def submit(request: Request) -> JSONResponse:
+    async def submit(request: Request) -> SafeJSONResponse:
         started = time.perf_counter()
-        parent = extract_http_context(dict(request.headers))
+        code = 500
+        parent = extract_http_context(request.headers)
         with _tracer.start_as_current_span("gateway.submit", context=parent) as span:
             try:
-                raw = await request.body()
-                validated, problem = _validated(raw, limit)
-                if problem is not None:
-                    span.set_attribute("qmtl.error", json.loads(problem.body)["error"])
-                    return problem
-                assert validated is not None
-                span.set_attribute("qmtl.strategy_id", validated["strategy_id"])
-                outcome = await service.submit(validated)
-                return JSONResponse(outcome.body, status_code=outcome.status)
+                check_bearer(
+                    request.headers.get("authorization"), gw.submit_token, exposed=exposed,
+                    what="POST /strategies", token_key="gateway.submit_token",
+                )  # fmt: skip
+                submission, _nodes = await validated(await request.body())
+                span.set_attribute("qmtl.strategy_id", submission.strategy_id)
+                outcome = await submit_core(submission)
+                code = outcome.status
+                return SafeJSONResponse(outcome.body, status_code=outcome.status)
+            except QmtlError as exc:
+                span.set_attribute("qmtl.error", exc.code)
+                code = http_status(exc)
+                return SafeJSONResponse(exc.body(), status_code=code)
             finally:
-                metrics.observe_latency((time.perf_counter() - started) * 1000.0)
+                metrics.observe_latency((time.perf_counter() - started) * 1000.0, code)
 
     @app.post("/strategies/dry-run")
-    async def dry_run(request: Request) -> JSONResponse:
-        validated, problem = _validated(await request.body(), limit)
-        if problem is not None:
-            return problem
-        assert validated is not None
-        keys = ("strategy_id", "nodes", "version", "crc32", "world_id", "execution_domain")
-        return JSONResponse({"dry_run": True, "valid": True, **{k: validated[k] for k in keys}})
+    async def dry_run(request: Request) -> SafeJSONResponse:
+        submission, nodes = await validated(await request.body())
+        return SafeJSONResponse({"dry_run": True, "valid": True, "nodes": nodes,
+                             "strategy_id": submission.strategy_id,
+                             "submission_id": submission.submission_id(),
+                             "world_id": submission.world_id,
+                             "execution_domain": submission.execution_domain})  # fmt: skip
+
+    @app.get("/submissions/{submission_id}")
+    async def submission_status(submission_id: str) -> SafeJSONResponse:
+        if not submission_id.isalnum() or len(submission_id) > 64:
+            raise InvalidRequest("submission ids are up to 64 letters and digits")
+        sub = await service.submission(submission_id)
+        return SafeJSONResponse(sub.as_dict())
 
     @app.get("/strategies/{strategy_id}/status")
-    async def strategy_status(strategy_id: str) -> JSONResponse:
-        if not re.match(_ID, strategy_id):
-            return error(422, "invalid_strategy_id", "strategy ids use [A-Za-z0-9_.:-]")
-        sub = await asyncio.to_thread(service.log.latest_for, strategy_id)
+    async def strategy_status(strategy_id: str) -> SafeJSONResponse:
+        pattern, rule = FIELD_RULES["strategy_id"]
+        if not pattern.fullmatch(strategy_id):
+            raise InvalidRequest(f"strategy_id: must be {rule}")
+        sub = await service.latest(strategy_id)
         if sub is None:
-            return error(404, "unknown_strategy", f"no submission for strategy {strategy_id!r}")
-        return JSONResponse(sub.as_dict())
+            raise UnknownStrategy(f"no submission for strategy {strategy_id!r}")
+        return SafeJSONResponse(sub.as_dict())
 
-    @app.post("/admin/faults", dependencies=[admin])
-    def faults(changes: dict[str, Any] = Body(...)) -> JSONResponse:  # noqa: B008 - FastAPI idiom
-        known = {
-            "log_write_fail": bool,
-            "ack_delay_ms": (int, float),
-            "submission_delay_ms": (int, float),
-        }
-        for name, value in changes.items():
-            kind = known.get(name)
-            if (
-                kind is None
-                or not isinstance(value, kind)
-                or (kind is not bool and isinstance(value, bool))
-            ):
-                return error(
-                    400, "unknown_fault", f"known faults: {sorted(known)}; got {name}={value!r}"
-                )
-        if "log_write_fail" in changes:
-            service.log.fail_writes = changes["log_write_fail"]
-        service.ack_delay_ms = float(changes.get("ack_delay_ms", service.ack_delay_ms))
-        service.submission_delay_ms = float(
-            changes.get("submission_delay_ms", service.submission_delay_ms)
-        )
-        return JSONResponse({"log_write_fail": service.log.fail_writes, "ack_delay_ms": service.ack_delay_ms,
-                             "submission_delay_ms": service.submission_delay_ms})  # fmt: skip
+    if faults is not None:
+        fault_set = faults
 
-    @app.delete("/admin/faults", dependencies=[admin])
-    def clear_faults() -> dict[str, Any]:
-        service.log.fail_writes = False
-        service.ack_delay_ms = service.submission_delay_ms = 0.0
-        return {"cleared": True}
+        @app.get("/admin/faults", dependencies=[admin])
+        def get_faults() -> dict[str, Any]:
+            return fault_set.as_dict()
+
+        @app.post("/admin/faults", dependencies=[admin])
+        def set_faults(changes: Any = Body(...)) -> dict[str, Any]:  # noqa: B008 - FastAPI idiom
+            return fault_set.update(changes)
+
+        @app.delete("/admin/faults", dependencies=[admin])
+        def clear_faults() -> dict[str, Any]:
+            return fault_set.clear()
 
     return app

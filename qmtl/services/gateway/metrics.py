@@ -1,4 +1,8 @@
-"""Gateway metrics, one module attribute per metric, named like the metric."""
+"""Gateway metrics, one module attribute per metric, named like the metric.
+
+Each collector is built from its catalogue entry; the per-world ACK series are bounded
+by a :class:`~qmtl.foundation.metrics.LabelBudget` (worlds come from the ControlBus).
+"""
 
 from __future__ import annotations
 
@@ -10,46 +14,46 @@ __all__ = [
     "controlbus_apply_ack_total",
     "dagclient_breaker_open_total",
     "dagclient_breaker_state",
+    "forget_world",
     "gateway_e2e_latency_ms",
     "gateway_e2e_latency_p95",
+    "gateway_submissions_total",
     "latency_window",
     "lost_requests_total",
+    "observe_ack",
     "observe_latency",
 ]
 
-gateway_e2e_latency_ms = m.histogram(
-    "gateway_e2e_latency_ms", "Submission received -> acknowledged, every outcome (ms)."
-)
+gateway_e2e_latency_ms = m.create("gateway_e2e_latency_ms")
 latency_window = m.QuantileWindow(300)
-gateway_e2e_latency_p95 = m.p95_gauge(
-    "gateway_e2e_latency_p95",
-    "p95 submission latency over the last 5 minutes (ms); NaN when idle.",
-    latency_window,
-)
-lost_requests_total = m.counter(
-    "lost_requests_total", "Submissions accepted but neither completed nor durably handed off."
-)
-dagclient_breaker_open_total = m.counter(
-    "dagclient_breaker_open_total", "Times the dagclient circuit breaker opened."
-)
-dagclient_breaker_state = m.gauge(
-    "dagclient_breaker_state", "State of the dagclient circuit breaker (1 open, 0 closed)."
-)
-controlbus_apply_ack_total = m.counter(
-    "controlbus_apply_ack_total",
-    "Freeze/unfreeze ACKs sent to the ControlBus.",
-    ["world_id", "phase"],
-)
-controlbus_apply_ack_latency_ms = m.gauge(
-    "controlbus_apply_ack_latency_ms",
-    "Latency of the latest ACK: event time -> ACK (ms).",
-    ["world_id", "phase"],
-)
-controlbus_apply_ack_latency_ms_hist = m.histogram(
-    "controlbus_apply_ack_latency_ms_hist", "ACK latencies: event time -> ACK (ms).", ["phase"]
-)
+gateway_e2e_latency_p95 = m.bind_p95(m.create("gateway_e2e_latency_p95"), latency_window)
+gateway_submissions_total = m.create("gateway_submissions_total")
+lost_requests_total = m.create("lost_requests_total")
+dagclient_breaker_open_total = m.create("dagclient_breaker_open_total")
+dagclient_breaker_state = m.create("dagclient_breaker_state")
+controlbus_apply_ack_total = m.create("controlbus_apply_ack_total")
+controlbus_apply_ack_latency_ms = m.create("controlbus_apply_ack_latency_ms")
+controlbus_apply_ack_latency_ms_hist = m.create("controlbus_apply_ack_latency_ms_hist")
+_worlds = m.ValueBudget("world_id")
 
 
-def observe_latency(ms: float) -> None:
+def observe_latency(ms: float, code: int) -> None:
+    """One answer to ``POST /strategies``: latency and status code."""
     gateway_e2e_latency_ms.observe(ms)
     latency_window.observe(ms)
+    gateway_submissions_total.labels(str(code)).inc()
+
+
+def observe_ack(world_id: str, phase: str, latency_ms: float) -> None:
+    world = _worlds.value(world_id)
+    controlbus_apply_ack_total.labels(world, phase).inc()
+    controlbus_apply_ack_latency_ms.labels(world, phase).set(latency_ms)
+    controlbus_apply_ack_latency_ms_hist.labels(phase).observe(latency_ms)
+
+
+def forget_world(world_id: str) -> None:
+    """Drop the ACK series of a deleted world."""
+    for phase in ("freeze", "unfreeze"):
+        m.remove_series(controlbus_apply_ack_total, world_id, phase)
+        m.remove_series(controlbus_apply_ack_latency_ms, world_id, phase)
+    _worlds.forget(world_id)

@@ -1,4 +1,4 @@
-"""``qmtl service gateway``: the Gateway HTTP API."""
+"""``qmtl service gateway``: the Gateway HTTP API, wired to its real ports."""
 
 from __future__ import annotations
 
@@ -6,36 +6,111 @@ import argparse
 import asyncio
 import logging
 import signal
+from collections.abc import Callable, Coroutine
+from typing import Any
 
+import httpx
 import uvicorn
 
 from qmtl.foundation.common.tracing import setup_tracing, shutdown_tracing
 from qmtl.foundation.config import QmtlConfig
+from qmtl.foundation.contracts import SubmissionRequest
+from qmtl.foundation.metrics import set_series_budget
+from qmtl.services.controlbus import open_bus
+from qmtl.services.dagmanager.client import BREAKER_THRESHOLD, DagManagerClient, is_remote_failure
+from qmtl.services.gateway import metrics
+from qmtl.services.gateway.faults import FaultyBus, FaultyClient, FaultyLog, gateway_faults
 from qmtl.services.gateway.http import create_app
 from qmtl.services.gateway.service import GatewayService
+from qmtl.services.gateway.submissions import SubmissionLog
 
-__all__ = ["main"]
+__all__ = ["build_service", "main", "source_registrar"]
 
 log = logging.getLogger("qmtl.gateway")
+
+
+def source_registrar(
+    config: QmtlConfig,
+) -> Callable[[SubmissionRequest], Coroutine[Any, Any, None]]:
+    """Relay an SDK admin URL to the WorldService's promotion guard (with retries)."""
+    ws = config.worldservice
+    host = ws.host if ws.host not in ("", "0.0.0.0", "::") else "127.0.0.1"
+    url = f"http://{host}:{ws.port}/promotion-guard/sources"
+    headers = {"Authorization": f"Bearer {ws.admin_token}"} if ws.admin_token else {}
+
+    async def register(request: SubmissionRequest) -> None:
+        body = {"url": request.admin_url, "world_id": request.world_id,
+                "strategy_id": request.strategy_id}  # fmt: skip
+        async with httpx.AsyncClient(timeout=5) as client:
+            for attempt in range(5):
+                try:
+                    (await client.post(url, json=body, headers=headers)).raise_for_status()
+                    return
+                except httpx.HTTPError as exc:
+                    if attempt == 4:
+                        log.warning("promotion guard source %s not registered at %s: %s",
+                                    request.admin_url, url, exc)  # fmt: skip
+                    await asyncio.sleep(0.5 * 2**attempt)
+
+    return register
+
+
+def build_service(config: QmtlConfig) -> tuple[GatewayService, Any]:
+    """The Gateway with its real ports; fault wrappers only when drills are enabled."""
+    from qmtl.foundation.common import AsyncCircuitBreaker
+
+    gw = config.gateway
+    instance_id = gw.instance_id or f"gateway-{gw.port}"
+    breaker = AsyncCircuitBreaker(
+        BREAKER_THRESHOLD,
+        name="dagclient",
+        is_failure=is_remote_failure,
+        open_total=metrics.dagclient_breaker_open_total,
+        state=metrics.dagclient_breaker_state,
+        on_open=lambda: log.error("dagclient breaker opened: DAG Manager unavailable"),
+        on_close=lambda: log.info("dagclient breaker closed after a healthy probe"),
+    )
+    client: Any = DagManagerClient(
+        gw.dagmanager_grpc, breaker=breaker, timeout=30, token=config.dagmanager.admin_token
+    )
+    submissions: Any = SubmissionLog(gw.submission_log)
+    bus: Any = open_bus(
+        config.controlbus, role="gateway", instance_id=instance_id,
+        replay_seconds=gw.max_freeze_seconds,
+    )  # fmt: skip
+    faults = None
+    if config.drills.enabled:
+        faults = gateway_faults()
+        client = FaultyClient(client, faults)
+        submissions = FaultyLog(submissions, faults)
+        bus = FaultyBus(bus, faults)
+    service = GatewayService(
+        config, log_port=submissions, client=client, bus=bus, instance_id=instance_id,
+        register_source=source_registrar(config),
+    )  # fmt: skip
+    return service, faults
 
 
 async def serve(config: QmtlConfig) -> int:
     cfg = config.gateway
     setup_tracing("gateway", config)
+    set_series_budget(config.telemetry.max_series_per_metric)
     try:
-        service = GatewayService(config)
+        service, faults = build_service(config)
     except Exception as exc:
         log.error("cannot start: %s (check gateway.submission_log / controlbus)", exc)
         return 1
     await service.start()
     server = uvicorn.Server(
         uvicorn.Config(
-            create_app(service), host=cfg.host, port=cfg.port, log_level="warning", lifespan="off"
+            create_app(service, faults=faults), host=cfg.host, port=cfg.port,
+            log_level="warning", lifespan="off",
         )
-    )
+    )  # fmt: skip
     log.info(
-        "gateway ready: http://%s:%d -> dagmanager %s", cfg.host, cfg.port, cfg.dagmanager_grpc
-    )
+        "gateway %s ready: http://%s:%d -> dagmanager %s",
+        service.instance_id, cfg.host, cfg.port, cfg.dagmanager_grpc,
+    )  # fmt: skip
     try:
         await server.serve()
     finally:

@@ -1,48 +1,107 @@
 """Gateway core: accept, log, diff, retry; answer ControlBus freezes with ACKs.
 
 A submission is *accepted* once it is parsed and validated.  It is then written to the
-durable log before anything else; if that write fails the Gateway cannot promise to
-finish it, counts it in ``lost_requests_total`` and answers 503 with
-``retryable: true`` so the SDK retries.  Logged submissions are diffed through the DAG
-Manager client behind the ``dagclient`` breaker; while the DAG Manager is unavailable
-they stay ``pending`` and a background loop retries them (never dropped).  A
-submission that still fails after ``max_attempts`` is ``abandoned`` and counted lost.
+durable log, leased to this replica, before anything else; if that write fails the
+Gateway cannot promise to finish it, counts it in ``lost_requests_total`` and answers
+503 with ``retryable: true`` so the SDK retries.  Logged submissions are diffed through
+the DAG Manager client behind the ``dagclient`` breaker:
+
+* the DAG Manager answers -> ``completed`` (200);
+* it rejects the input (``InvalidInput``, ``Conflict``: a bad DAG, a cross-context
+  violation, a queue-name collision) -> ``rejected`` with the 4xx of that error; never
+  retried, never counted against the breaker, never lost;
+* it is unavailable (``Unavailable``, open breaker) -> stays ``pending`` (202) and this
+  replica retries it; after ``max_attempts`` it is ``abandoned`` and counted lost.
+
+The ports (log, DAG Manager client, ControlBus) are plain objects passed in, so the
+core is tested in-process with fakes; ``server.py`` wires the real ones.
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
-import hashlib
 import logging
+import os
+import threading
 import time
+from collections.abc import Callable, Coroutine
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
-from typing import Any
-
-import grpc
+from typing import Any, Protocol, TypeVar
 
 from qmtl import __version__
-from qmtl.foundation.common import AsyncCircuitBreaker, CircuitOpenError
 from qmtl.foundation.config import QmtlConfig
-from qmtl.services.controlbus import ACK, FREEZE, UNFREEZE, Envelope, open_bus
-from qmtl.services.dagmanager.client import DagManagerClient, is_remote_failure
+from qmtl.foundation.contracts import DiffResult, SubmissionRequest
+from qmtl.foundation.errors import (
+    Conflict,
+    InvalidInput,
+    NotFound,
+    QmtlError,
+    Unavailable,
+    UnknownSubmission,
+    WorldFrozen,
+)
+from qmtl.services.controlbus import (
+    ACK,
+    FREEZE,
+    HEARTBEAT,
+    UNFREEZE,
+    WORLD_DELETED,
+    ControlBus,
+    Envelope,
+)
 from qmtl.services.gateway import metrics
-from qmtl.services.gateway.submissions import Submission, SubmissionLog
+from qmtl.services.gateway.submissions import Submission
 
-__all__ = ["GatewayService", "Outcome", "submission_id_for"]
+__all__ = ["DiffClient", "GatewayService", "LogPort", "Outcome"]
 
 log = logging.getLogger(__name__)
-BREAKER_THRESHOLD = 3
+T = TypeVar("T")
 
 
-def submission_id_for(request: dict[str, Any]) -> str:
-    """Idempotency key: the same strategy, DAG and context is the same submission."""
-    parts = [
-        request.get(k, "")
-        for k in ("strategy_id", "world_id", "execution_domain", "as_of", "partition")
-    ]
-    digest = hashlib.sha256("\x1f".join([*parts, request["dag_json"]]).encode()).hexdigest()
-    return digest[:32]
+class DiffClient(Protocol):
+    """What the Gateway needs of the DAG Manager (real: ``DagManagerClient``)."""
+
+    breaker: Any
+
+    async def diff(self, request: SubmissionRequest) -> DiffResult: ...
+
+    async def status(self) -> bool: ...
+
+    async def close(self) -> None: ...
+
+
+class LogPort(Protocol):
+    """What the Gateway needs of its durable log (real: ``SubmissionLog``)."""
+
+    def insert(self, sub: Submission, owner: str, lease_seconds: float) -> Submission | None: ...
+
+    def get(self, submission_id: str) -> Submission | None: ...
+
+    def latest_for(self, strategy_id: str) -> Submission | None: ...
+
+    def claim(
+        self, owner: str, lease_seconds: float, *, grace: float, limit: int = 100
+    ) -> list[Submission]: ...
+
+    def complete(self, submission_id: str, result: DiffResult) -> bool: ...
+
+    def reject(self, submission_id: str, code: str, message: str) -> bool: ...
+
+    def abandon(self, submission_id: str, message: str) -> bool: ...
+
+    def retry_later(
+        self, submission_id: str, owner: str, message: str, retry_in: float
+    ) -> None: ...
+
+    def reclaim_own(self, owner: str) -> int: ...
+
+    def counts(self) -> dict[str, int]: ...
+
+    def describe(self) -> str: ...
+
+    def close(self) -> None: ...
 
 
 @dataclass
@@ -51,36 +110,58 @@ class Outcome:
     body: dict[str, Any]
 
 
+def _status_of(exc: QmtlError) -> int:
+    from qmtl.foundation.common.http import http_status
+
+    return http_status(exc)
+
+
 class GatewayService:
-    def __init__(self, config: QmtlConfig) -> None:
+    def __init__(
+        self,
+        config: QmtlConfig,
+        *,
+        log_port: LogPort,
+        client: DiffClient,
+        bus: ControlBus,
+        instance_id: str | None = None,
+        register_source: Callable[[SubmissionRequest], Coroutine[Any, Any, None]] | None = None,
+    ) -> None:
         self.config = config
         self.gw = config.gateway
+        self.instance_id = (
+            instance_id or self.gw.instance_id or f"gateway-{self.gw.port}-{os.getpid()}"
+        )
         self.started_at = time.time()
         metrics.latency_window.window_seconds = self.gw.p95_window_seconds
-        self.log = SubmissionLog(self.gw.submission_log)
-        self.breaker = AsyncCircuitBreaker(
-            BREAKER_THRESHOLD,
-            name="dagclient",
-            is_failure=is_remote_failure,
-            on_open=lambda: log.error("dagclient breaker opened: DAG Manager unavailable"),
-            on_close=lambda: log.info("dagclient breaker closed after a healthy probe"),
-        )
-        self.client: DagManagerClient | None = None
-        self.bus = open_bus(config.controlbus, role="gateway")
+        self.log = log_port
+        self.client = client
+        self.breaker = client.breaker
+        self.bus = bus
         self.bus.subscribe(self._on_control)
+        #: world id -> unix time after which the freeze lapses by itself.
         self.frozen: dict[str, float] = {}
-        self.ack_delay_ms = 0.0  # fault injection: slow ACKs
-        self.submission_delay_ms = 0.0  # fault injection: slow submissions
+        self._frozen_lock = threading.Lock()
         self._tasks: list[asyncio.Task[None]] = []
         self._wake = asyncio.Event()
+        # One thread for the log: calls never stall the event loop, and a single
+        # connection's calls are serialised anyway.
+        self._db_pool = ThreadPoolExecutor(1, thread_name_prefix="gateway-log")
+        #: Tells the WorldService's promotion guard about an SDK process that submitted.
+        self._register_source = register_source
+        self._registered: set[str] = set()
+        self._background: set[asyncio.Task[None]] = set()
 
     # -- lifecycle -------------------------------------------------------------------------
     async def start(self) -> None:
-        self.client = DagManagerClient(self.gw.dagmanager_grpc, breaker=self.breaker, timeout=30)
+        reclaimed = await self._db(self.log.reclaim_own, self.instance_id)
+        if reclaimed:
+            log.info("reclaimed %d pending submissions of this replica after a restart", reclaimed)
         self.bus.start()
         self._tasks = [
             asyncio.create_task(self._probe_loop()),
             asyncio.create_task(self._retry_loop()),
+            asyncio.create_task(self._heartbeat_loop()),
         ]
 
     async def stop(self) -> None:
@@ -90,195 +171,243 @@ class GatewayService:
             with contextlib.suppress(asyncio.CancelledError):
                 await task
         self.bus.close()
-        if self.client is not None:
-            await self.client.close()
+        await self.client.close()
+        self._db_pool.shutdown(wait=True)
         self.log.close()
 
+    async def _db(self, fn: Any, *args: Any, **kwargs: Any) -> Any:
+        loop = asyncio.get_running_loop()
+        return await loop.run_in_executor(self._db_pool, lambda: fn(*args, **kwargs))
+
     # -- submissions -------------------------------------------------------------------------
-    async def submit(self, request: dict[str, Any]) -> Outcome:
-        if self.submission_delay_ms:
-            await asyncio.sleep(self.submission_delay_ms / 1000)
-        world = request.get("world_id", "")
-        if world and world in self.frozen:
-            return Outcome(409, {"error": "world_frozen", "retryable": True,
-                                 "message": f"world {world} is frozen by an apply run; retry shortly"})  # fmt: skip
-        sid = submission_id_for(request)
-        sub = Submission(sid, request["strategy_id"], request, "pending")
+    def frozen_until(self, world_id: str) -> float | None:
+        with self._frozen_lock:
+            deadline = self.frozen.get(world_id)
+        if deadline is not None and deadline <= time.time():
+            self._lapse(world_id)
+            return None
+        return deadline
+
+    async def submit(self, request: SubmissionRequest) -> Outcome:
+        world = request.world_id
+        if world and self.frozen_until(world) is not None:
+            error = WorldFrozen(f"world {world} is frozen by an apply run; retry shortly")
+            return Outcome(409, error.body())
+        sid = request.submission_id()
+        sub = Submission(sid, request, "pending")
         try:
-            existing = await self._db(self.log.insert, sub)
+            existing = await self._db(self.log.insert, sub, self.instance_id, self.gw.lease_seconds)
         except Exception as exc:
             metrics.lost_requests_total.inc()
             log.error(
                 "lost request strategy_id=%s submission_id=%s cause=%s", sub.strategy_id, sid, exc
             )
             return Outcome(503, {"error": "submission_not_persisted", "retryable": True,
-                                 "message": f"the submission log refused the write ({exc}); retry"})  # fmt: skip
+                                 "message": f"the submission log refused the write ({exc}); retry",
+                                 "submission_id": sid})  # fmt: skip
         if existing is not None:
             return self._outcome_of(existing, duplicate=True)
+        self._note_source(request)
         return await self._process(sub)
 
-    async def _db(self, fn: Any, *args: Any, **kwargs: Any) -> Any:
-        """SQLite calls take ~0.1 ms: run them inline.  PostgreSQL round trips go to a
-        worker thread so a slow database never stalls the event loop."""
-        if self.log.db.dialect == "sqlite":
-            return fn(*args, **kwargs)
-        return await asyncio.to_thread(fn, *args, **kwargs)
+    def _note_source(self, request: SubmissionRequest) -> None:
+        if not request.admin_url or self._register_source is None:
+            return
+        if request.admin_url in self._registered:
+            return
+        self._registered.add(request.admin_url)
+        task = asyncio.create_task(self._register_source(request))
+        self._background.add(task)
+        task.add_done_callback(self._background.discard)
 
     async def _process(self, sub: Submission) -> Outcome:
-        assert self.client is not None
-        req = sub.request
+        sid = sub.submission_id
         try:
-            reply = await self.client.diff(
-                req["strategy_id"], req["dag_json"], world_id=req.get("world_id", ""),
-                execution_domain=req.get("execution_domain", ""), as_of=req.get("as_of", ""),
-                partition=req.get("partition", ""),
-            )  # fmt: skip
-        except CircuitOpenError:
-            await self._db(self.log.update, sub.submission_id, "pending", attempt=True)
-            return self._queued(sub, "the DAG Manager circuit breaker is open")
-        except grpc.aio.AioRpcError as exc:
-            if exc.code() == grpc.StatusCode.INVALID_ARGUMENT:
-                await self._db(
-                    self.log.update,
-                    sub.submission_id,
-                    "rejected",
-                    error=exc.details(),
-                    attempt=True,
-                )
-                return Outcome(
-                    422,
-                    {
-                        "error": "invalid_dag",
-                        "message": exc.details(),
-                        "submission_id": sub.submission_id,
-                    },
-                )
-            if exc.code() == grpc.StatusCode.FAILED_PRECONDITION:
-                await self._db(
-                    self.log.update,
-                    sub.submission_id,
-                    "rejected",
-                    error=exc.details(),
-                    attempt=True,
-                )
-                return Outcome(409, {"error": "cross_context_violation", "message": exc.details(),
-                                     "submission_id": sub.submission_id})  # fmt: skip
-            await self._db(
-                self.log.update, sub.submission_id, "pending", error=exc.details(), attempt=True
-            )
-            return self._queued(sub, f"DAG Manager unavailable: {exc.code().name}: {exc.details()}")
-        result = {
-            "strategy_id": req["strategy_id"],
-            "queue_map": reply.queue_map,
-            "sentinel_id": reply.sentinel_id,
-            "version": reply.version,
-            "crc32": reply.crc32,
-            "new_queues": reply.new_queues,
-            "buffering": [
-                {"node_id": n, "period": p, "interval": i} for n, p, i in reply.buffering
-            ],
-        }
-        await self._db(self.log.update, sub.submission_id, "completed", result=result, attempt=True)
-        return Outcome(200, {**result, "submission_id": sub.submission_id, "status": "completed"})
+            result = await self.client.diff(sub.request)
+        except (InvalidInput, Conflict, NotFound) as exc:
+            await self._db(self.log.reject, sid, exc.code, exc.message)
+            return Outcome(_status_of(exc), {**exc.body(), "submission_id": sid})
+        except Unavailable as exc:
+            return await self._retry_later(sub, exc.message)
+        except QmtlError as exc:  # e.g. auth between Gateway and DAG Manager: an outage here
+            return await self._retry_later(sub, f"{exc.code}: {exc.message}")
+        except Exception as exc:
+            log.exception("diff of submission %s failed unexpectedly", sid)
+            return await self._retry_later(sub, f"{type(exc).__name__}: {exc}")
+        stored = await self._db(self.log.complete, sid, result)
+        if not stored:  # another replica finished it first: answer with the stored result
+            existing = await self._db(self.log.get, sid)
+            if existing is not None:
+                return self._outcome_of(existing, duplicate=True)
+        return Outcome(
+            200, {**result.to_dict(), "strategy_id": sub.strategy_id, "submission_id": sid,
+                  "status": "completed"},
+        )  # fmt: skip
 
-    def _queued(self, sub: Submission, reason: str) -> Outcome:
+    async def _retry_later(self, sub: Submission, reason: str) -> Outcome:
+        await self._db(
+            self.log.retry_later, sub.submission_id, self.instance_id, reason,
+            self.gw.retry_interval_seconds,
+        )  # fmt: skip
         self._wake.set()
-        return Outcome(202, {"status": "queued", "submission_id": sub.submission_id, "strategy_id": sub.strategy_id,
+        return Outcome(202, {"status": "queued", "submission_id": sub.submission_id,
+                             "strategy_id": sub.strategy_id,
                              "message": f"{reason}; the submission is logged and will be retried"})  # fmt: skip
 
     def _outcome_of(self, sub: Submission, *, duplicate: bool) -> Outcome:
-        if sub.status == "completed" and sub.result:
-            return Outcome(200, {**sub.result, "submission_id": sub.submission_id, "status": "completed",
-                                 "duplicate": duplicate})  # fmt: skip
+        extra = {"submission_id": sub.submission_id, "duplicate": duplicate}
+        if sub.status == "completed" and sub.result is not None:
+            return Outcome(200, {**sub.result.to_dict(), "strategy_id": sub.strategy_id,
+                                 "status": "completed", **extra})  # fmt: skip
         if sub.status == "rejected":
-            return Outcome(422, {"error": "rejected", "message": sub.error, "submission_id": sub.submission_id,
-                                 "duplicate": duplicate})  # fmt: skip
-        return Outcome(202, {**sub.as_dict(), "duplicate": duplicate})
+            from qmtl.foundation.errors import from_code
+
+            exc = from_code(sub.error_code or "invalid_request", sub.error or "", InvalidInput)
+            return Outcome(_status_of(exc), {**exc.body(), **extra})
+        if sub.status == "abandoned":
+            return Outcome(503, {"error": "abandoned", "retryable": True,
+                                 "message": f"gave up after {sub.attempts} attempts: {sub.error}",
+                                 **extra})  # fmt: skip
+        return Outcome(202, {**sub.as_dict(), **extra})
+
+    async def submission(self, submission_id: str) -> Submission:
+        found = await self._db(self.log.get, submission_id)
+        if found is None:
+            raise UnknownSubmission(f"no submission {submission_id!r}")
+        return found  # type: ignore[no-any-return]
+
+    async def latest(self, strategy_id: str) -> Submission | None:
+        return await self._db(self.log.latest_for, strategy_id)  # type: ignore[no-any-return]
+
+    async def retry_due(self) -> int:
+        """One pass of the retry loop: claim due submissions and work them off."""
+        if self.breaker.is_open:
+            return 0
+        try:
+            due = await self._db(
+                self.log.claim, self.instance_id, self.gw.lease_seconds,
+                grace=self.gw.claim_grace_seconds,
+            )  # fmt: skip
+        except Exception as exc:
+            log.warning("retry loop: cannot read the submission log: %s", exc)
+            return 0
+        for sub in due:
+            if self.breaker.is_open:
+                await self._db(
+                    self.log.retry_later, sub.submission_id, self.instance_id,
+                    "the DAG Manager circuit breaker is open", self.gw.retry_interval_seconds,
+                )  # fmt: skip
+                continue
+            if sub.attempts >= self.gw.max_attempts:
+                await self._db(self.log.abandon, sub.submission_id, "too many attempts")
+                metrics.lost_requests_total.inc()
+                log.error("lost request strategy_id=%s submission_id=%s cause=abandoned after %d attempts",
+                          sub.strategy_id, sub.submission_id, sub.attempts)  # fmt: skip
+                continue
+            outcome = await self._process(sub)
+            log.info("retried submission %s: %s", sub.submission_id,
+                     outcome.body.get("status", outcome.status))  # fmt: skip
+        return len(due)
 
     async def _retry_loop(self) -> None:
         while True:
             with contextlib.suppress(asyncio.TimeoutError):
                 await asyncio.wait_for(self._wake.wait(), timeout=self.gw.retry_interval_seconds)
             self._wake.clear()
-            if self.breaker.is_open:
-                continue
-            try:
-                pending = await self._db(self.log.pending, 100)
-            except Exception as exc:
-                log.warning("retry loop: cannot read the submission log: %s", exc)
-                continue
-            for sub in pending:
-                if self.breaker.is_open:
-                    break
-                if sub.attempts >= self.gw.max_attempts:
-                    await self._db(
-                        self.log.update, sub.submission_id, "abandoned", error="too many attempts"
-                    )
-                    metrics.lost_requests_total.inc()
-                    log.error("lost request strategy_id=%s submission_id=%s cause=abandoned after %d attempts",
-                              sub.strategy_id, sub.submission_id, sub.attempts)  # fmt: skip
-                    continue
-                outcome = await self._process(sub)
-                log.info(
-                    "retried submission %s: %s",
-                    sub.submission_id,
-                    outcome.body.get("status", outcome.status),
-                )
+            await self.retry_due()
 
     async def _probe_loop(self) -> None:
-        assert self.client is not None
         while True:
             await asyncio.sleep(self.gw.breaker_probe_seconds)
             if self.breaker.is_open and await self.client.status():
                 self.breaker.reset()
                 self._wake.set()
+            self._expire_freezes()
+
+    async def _heartbeat_loop(self) -> None:
+        """Tell WorldServices this replica is subscribed (it waits for our ACKs)."""
+        while True:
+            if self.bus.healthy():
+                beat = Envelope(type=HEARTBEAT, source="qmtl/gateway", subject=self.instance_id,
+                                data={"gateway_id": self.instance_id})  # fmt: skip
+                try:
+                    await asyncio.to_thread(self.bus.publish, beat)
+                except ConnectionError as exc:
+                    log.warning("controlbus heartbeat failed: %s", exc)
+            await asyncio.sleep(self.gw.heartbeat_seconds)
 
     # -- ControlBus --------------------------------------------------------------------------
+    def _lapse(self, world: str) -> None:
+        with self._frozen_lock:
+            deadline = self.frozen.pop(world, None)
+        if deadline is not None:
+            log.warning(
+                "world %s: freeze lapsed at its deadline without an unfreeze (the apply run's "
+                "WorldService may have died); accepting its submissions again", world,
+            )  # fmt: skip
+
+    def _expire_freezes(self) -> None:
+        now = time.time()
+        with self._frozen_lock:
+            expired = [w for w, deadline in self.frozen.items() if deadline <= now]
+        for world in expired:
+            self._lapse(world)
+
     def _on_control(self, envelope: Envelope) -> None:
+        if envelope.type == WORLD_DELETED:
+            metrics.forget_world(envelope.data["world_id"])
+            return
         if envelope.type not in (FREEZE, UNFREEZE):
             return
-        world = str(envelope.data.get("world_id", envelope.subject))
+        world = str(envelope.data["world_id"])
         phase = "freeze" if envelope.type == FREEZE else "unfreeze"
+        deadline = float(
+            envelope.data.get("deadline") or envelope.epoch() + self.gw.max_freeze_seconds
+        )
+        if deadline <= time.time():
+            return  # a replayed event from a finished or abandoned run: nothing to do
         if phase == "freeze":
-            self.frozen[world] = time.time()
+            with self._frozen_lock:
+                self.frozen[world] = min(deadline, time.time() + self.gw.max_freeze_seconds)
         else:
-            self.frozen.pop(world, None)
-        if self.ack_delay_ms:
-            time.sleep(self.ack_delay_ms / 1000)
-        latency = max(0.0, (time.time() - envelope.epoch()) * 1000.0)
+            with self._frozen_lock:
+                self.frozen.pop(world, None)
         ack = Envelope(
             type=ACK, source="qmtl/gateway", subject=world,
             data={"world_id": world, "phase": phase, "correlation_id": envelope.id,
-                  "run_id": envelope.data.get("run_id"), "latency_ms": latency},
+                  "run_id": envelope.data.get("run_id"), "gateway_id": self.instance_id},
         )  # fmt: skip
         try:
             self.bus.publish(ack)
         except ConnectionError as exc:
             log.error("cannot ACK %s for world %s: %s", phase, world, exc)
             return
-        metrics.controlbus_apply_ack_total.labels(world, phase).inc()
-        metrics.controlbus_apply_ack_latency_ms.labels(world, phase).set(latency)
-        metrics.controlbus_apply_ack_latency_ms_hist.labels(phase).observe(latency)
+        latency = max(0.0, (time.time() - envelope.epoch()) * 1000.0)
+        metrics.observe_ack(world, phase, latency)
 
     async def status(self) -> dict[str, Any]:
-        reachable = await self.client.status() if self.client else False
-        counts = await self._db(self.log.counts)
+        reachable = await self.client.status()
+        try:
+            counts = await self._db(self.log.counts)
+            log_ok = True
+        except Exception as exc:
+            counts, log_ok = {"error": str(exc)}, False
+        self._expire_freezes()
+        with self._frozen_lock:
+            frozen = {w: round(d - time.time(), 1) for w, d in sorted(self.frozen.items())}
         return {
             "service": "gateway",
             "version": __version__,
+            "instance": self.instance_id,
             "uptime_seconds": round(time.time() - self.started_at, 1),
             "dagmanager": {"target": self.gw.dagmanager_grpc, "reachable": reachable},
             "breaker": self.breaker.describe(),
             "submissions": counts,
-            "submission_log": self.log.db.describe(),
+            "submission_log": {"backend": self.log.describe(), "ok": log_ok},
             "controlbus": {
                 "backend": self.config.controlbus.backend,
-                "ready": self.bus.ready.is_set(),
+                "ready": self.bus.healthy(),
+                "invalid_events": self.bus.invalid,
             },
-            "frozen_worlds": sorted(self.frozen),
-            "faults": {
-                "log_write_fail": self.log.fail_writes,
-                "ack_delay_ms": self.ack_delay_ms,
-                "submission_delay_ms": self.submission_delay_ms,
-            },
+            "frozen_worlds": frozen,
         }

@@ -1,49 +1,71 @@
-"""WorldService HTTP API (FastAPI)."""
+"""WorldService HTTP API (FastAPI).
+
+Reads are open; every state-changing endpoint (worlds, allocations, applies, the
+ControlBus log, the guard's sources, admin) goes through the admin guard: open on
+loopback, a bearer token beyond it.  Domain errors map with the shared table.
+"""
 
 from __future__ import annotations
 
 import asyncio
-import re
 import threading
 import time
 from typing import Any
 
 from fastapi import Body, Depends, FastAPI, Query
-from fastapi.responses import JSONResponse
 from pydantic import BaseModel, ConfigDict, Field
 
 from qmtl.foundation.common.admin import AdminGuard
-from qmtl.foundation.common.http import error, install_common_routes
-from qmtl.services.controlbus import Envelope
-from qmtl.services.worldservice.service import STAGES, GuardBlocked, WorldService
+from qmtl.foundation.common.http import BodyLimit, SafeJSONResponse, install_common_routes
+from qmtl.foundation.contracts import FIELD_RULES
+from qmtl.foundation.errors import InvalidRequest, NotFound, QmtlError, UnknownRun
+from qmtl.foundation.faults import FaultSet
+from qmtl.services.controlbus import parse_envelope
+from qmtl.services.controlbus.metrics import controlbus_invalid_events_total
+from qmtl.services.worldservice.service import WorldService
 
 __all__ = ["create_app"]
 
-_ID = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,127}$")
+_RUN = r"^[A-Za-z0-9_.:-]{1,64}$"
 
 
 class WorldIn(BaseModel):
     model_config = ConfigDict(extra="forbid")
-    world_id: str = Field(pattern=_ID.pattern)
+    world_id: str = Field(pattern=r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$")
 
 
 class AllocationsIn(BaseModel):
     model_config = ConfigDict(extra="forbid")
-    allocations: dict[str, float] = Field(description="strategy_id -> weight")
+    allocations: dict[str, float] = Field(description="strategy_id -> weight", max_length=10_000)
 
 
 class ApplyIn(BaseModel):
     model_config = ConfigDict(extra="forbid")
-    run_id: str | None = Field(default=None, pattern=_ID.pattern)
-    activate: list[str] = Field(default_factory=list)
-    deactivate: list[str] = Field(default_factory=list)
+    run_id: str | None = Field(default=None, pattern=_RUN)
+    activate: list[str] = Field(default_factory=list, max_length=10_000)
+    deactivate: list[str] = Field(default_factory=list, max_length=10_000)
     wait: bool = False
 
 
-def create_app(service: WorldService) -> FastAPI:
-    app = FastAPI(title="QMTL WorldService", docs_url=None, redoc_url=None)
+class SourceIn(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    url: str = Field(pattern=FIELD_RULES["admin_url"][0].pattern)
+    world_id: str = Field(default="", pattern=r"^(?:[A-Za-z0-9][A-Za-z0-9_.-]{0,63})?$")
+    strategy_id: str = Field(default="", pattern=r"^[A-Za-z0-9_.:-]{0,128}$")
+
+
+def create_app(service: WorldService, *, faults: FaultSet | None = None) -> FastAPI:
+    ws = service.ws
+    app = FastAPI(
+        default_response_class=SafeJSONResponse,
+        title="QMTL WorldService",
+        docs_url=None,
+        redoc_url=None,
+    )
     install_common_routes(app)
-    admin = Depends(AdminGuard(service.ws.host, service.ws.admin_token))
+    app.add_middleware(BodyLimit, limit=ws.max_request_bytes)
+    guard = Depends(AdminGuard(ws.host, ws.admin_token))
+    bus_guard = Depends(AdminGuard(ws.host, service.config.controlbus.token or ws.admin_token))
 
     @app.get("/health")
     def health() -> dict[str, str]:
@@ -53,10 +75,10 @@ def create_app(service: WorldService) -> FastAPI:
     def status() -> dict[str, Any]:
         return service.status()
 
-    @app.post("/worlds", status_code=201)
-    def create_world(body: WorldIn) -> JSONResponse:
+    @app.post("/worlds", status_code=201, dependencies=[guard])
+    def create_world(body: WorldIn) -> SafeJSONResponse:
         created = service.store.create_world(body.world_id)
-        return JSONResponse(
+        return SafeJSONResponse(
             {"world_id": body.world_id, "created": created}, status_code=201 if created else 200
         )
 
@@ -65,128 +87,144 @@ def create_app(service: WorldService) -> FastAPI:
         return {"worlds": service.store.worlds()}
 
     @app.get("/worlds/{world_id}")
-    def world(world_id: str) -> JSONResponse:
-        found = service.store.world(world_id)
-        if found is None:
-            return error(
-                404, "unknown_world", f"no world {world_id!r}; create it with POST /worlds"
-            )
-        return JSONResponse(found)
+    def world(world_id: str) -> SafeJSONResponse:
+        return SafeJSONResponse(service.require_world(world_id))
 
-    @app.put("/worlds/{world_id}/allocations")
-    def put_allocations(world_id: str, body: AllocationsIn) -> JSONResponse:
-        if service.store.world(world_id) is None:
-            return error(
-                404, "unknown_world", f"no world {world_id!r}; create it with POST /worlds"
-            )
+    @app.delete("/worlds/{world_id}", dependencies=[guard])
+    def delete_world(world_id: str) -> dict[str, Any]:
+        service.delete_world(world_id)
+        return {"world_id": world_id, "deleted": True}
+
+    @app.put("/worlds/{world_id}/allocations", dependencies=[guard])
+    def put_allocations(world_id: str, body: AllocationsIn) -> SafeJSONResponse:
+        service.require_world(world_id)
+        pattern = FIELD_RULES["strategy_id"][0]
         bad = {
-            k: v for k, v in body.allocations.items() if not (0.0 <= v <= 1.0) or not _ID.match(k)
+            k: v
+            for k, v in body.allocations.items()
+            if not (0.0 <= v <= 1.0) or not pattern.fullmatch(k)
         }
         if bad:
-            return error(
-                422,
-                "invalid_allocation",
-                f"weights must be within [0, 1] and ids [A-Za-z0-9_.-]: {bad}",
-            )
+            shown = dict(list(bad.items())[:5])
+            raise InvalidRequest(f"weights must be within [0, 1] and strategy ids valid: {shown}")
         service.store.put_allocations(world_id, body.allocations, time.time())
-        return JSONResponse({"world_id": world_id, "updated": len(body.allocations)})
+        return SafeJSONResponse({"world_id": world_id, "updated": len(body.allocations)})
 
     @app.get("/allocations")
-    def allocations(world_id: str | None = Query(default=None)) -> JSONResponse:
-        if world_id is not None and service.store.world(world_id) is None:
-            return error(404, "unknown_world", f"no world {world_id!r}")
+    def allocations(world_id: str | None = Query(default=None)) -> SafeJSONResponse:
+        if world_id is not None:
+            service.require_world(world_id)
         now = time.time()
         rows = service.store.allocations(world_id)
         for row in rows:
-            row["stale"] = now - row["updated_at"] > service.ws.stale_after_seconds
-        return JSONResponse({"allocations": rows})
+            row["stale"] = now - row["updated_at"] > ws.stale_after_seconds
+        return SafeJSONResponse({"allocations": rows})
 
-    @app.post("/worlds/{world_id}/apply")
-    async def apply(world_id: str, body: ApplyIn) -> JSONResponse:
+    @app.post("/worlds/{world_id}/apply", dependencies=[guard])
+    async def apply(world_id: str, body: ApplyIn) -> SafeJSONResponse:
         plan = {"activate": body.activate, "deactivate": body.deactivate}
-        try:
-            run_id = await asyncio.to_thread(service.begin_apply, world_id, plan, body.run_id)
-        except KeyError:
-            return error(
-                404, "unknown_world", f"no world {world_id!r}; create it with POST /worlds"
-            )
-        except GuardBlocked as exc:
-            if exc.unavailable:
-                return error(503, "promotion_guard_unavailable", str(exc))
-            return error(409, "promotion_blocked", str(exc), hits=exc.hits)
-        except RuntimeError as exc:
-            return error(409, "apply_in_progress", str(exc))
+        run_id = await asyncio.to_thread(service.begin_apply, world_id, plan, body.run_id)
         if body.wait:
             run = await asyncio.to_thread(service.run_apply, world_id, run_id, plan)
-            return JSONResponse(run, status_code=200 if run.get("status") == "success" else 502)
+            return SafeJSONResponse(run, status_code=200 if run.get("status") == "success" else 502)
         threading.Thread(
             target=service.run_apply, args=(world_id, run_id, plan), daemon=True
         ).start()
-        return JSONResponse(
+        return SafeJSONResponse(
             {"run_id": run_id, "world_id": world_id, "status": "running"}, status_code=202
         )
 
     @app.get("/worlds/{world_id}/runs/{run_id}")
-    def run(world_id: str, run_id: str) -> JSONResponse:
+    def run(world_id: str, run_id: str) -> SafeJSONResponse:
         found = service.store.run(run_id)
         if found is None or found["world_id"] != world_id:
-            return error(404, "unknown_run", f"no apply run {run_id!r} in world {world_id!r}")
-        return JSONResponse(found)
+            raise UnknownRun(f"no apply run {run_id!r} in world {world_id!r}")
+        return SafeJSONResponse(found)
 
+    # -- promotion guard -------------------------------------------------------------------
     @app.get("/promotion-guard")
-    def guard() -> JSONResponse:
-        try:
-            hits = service.guard_hits()
-        except GuardBlocked as exc:
-            return error(503, "promotion_guard_unavailable", str(exc))
-        return JSONResponse({"blocked": bool(hits), "hits": hits})
+    async def promotion_guard() -> SafeJSONResponse:
+        view = await asyncio.to_thread(service.guard_view)
+        body = view.as_dict()
+        if view.unreachable and not view.hits:
+            body["error"] = "promotion_guard_unavailable"
+            body["message"] = "cannot read " + ", ".join(view.unreachable)
+            return SafeJSONResponse(body, status_code=503)
+        return SafeJSONResponse(body)
+
+    @app.get("/promotion-guard/sources")
+    def sources() -> dict[str, Any]:
+        return {"static": service.static_sources, "sources": [
+            {**s, "url": s["url"].removesuffix("/admin/cross-context")}
+            for s in service.store.sources()
+        ]}  # fmt: skip
+
+    @app.post("/promotion-guard/sources", dependencies=[guard])
+    def add_source(body: SourceIn) -> dict[str, Any]:
+        service.register_source(body.url, body.world_id, body.strategy_id)
+        return {"registered": body.url}
+
+    @app.delete("/promotion-guard/sources", dependencies=[guard])
+    def forget_source(url: str = Query(...)) -> dict[str, Any]:
+        full = url.rstrip("/") + "/admin/cross-context"
+        if not service.store.remove_source(full):
+            raise InvalidRequest(f"{url} is not a registered source")
+        return {"forgotten": url}
 
     # -- the ControlBus log this service hosts (embedded backend) ------------------------------
+    def hosted() -> Any:
+        if service.event_log is None:
+            raise NotFound("this WorldService uses the Kafka ControlBus; it hosts no event log")
+        return service.event_log
+
     @app.get("/controlbus/events")
     async def events(
-        after: int = Query(default=-1), wait: float = Query(default=0.0, ge=0, le=30)
-    ) -> JSONResponse:
-        if service.event_log is None:
-            return error(
-                404, "controlbus_not_hosted", "this WorldService uses the Kafka ControlBus"
+        after: int = Query(default=-1, ge=-1),
+        wait: float = Query(default=0.0, ge=0, le=30),
+        since: float | None = Query(default=None),
+    ) -> SafeJSONResponse:
+        log = hosted()
+        if since is not None:
+            start = log.since(since)
+            last, found = log.read(start, limit=10_000)
+            return SafeJSONResponse(
+                {"head": log.head, "last": max(last, start), "events": [e.as_dict() for e in found]}
             )
-        log = service.event_log
         if after < 0:
-            return JSONResponse({"head": log.head, "last": log.head, "events": []})
+            return SafeJSONResponse({"head": log.head, "last": log.head, "events": []})
         last, found = await asyncio.to_thread(log.read, after, wait=wait)
-        return JSONResponse({"head": log.head, "last": last, "events": [e.__dict__ for e in found]})
+        return SafeJSONResponse(
+            {"head": log.head, "last": last, "events": [e.as_dict() for e in found]}
+        )
 
-    @app.post("/controlbus/events", status_code=202)
-    def publish(raw: dict[str, Any] = Body(...)) -> JSONResponse:  # noqa: B008 - FastAPI idiom
-        if service.event_log is None:
-            return error(
-                404, "controlbus_not_hosted", "this WorldService uses the Kafka ControlBus"
-            )
+    @app.post("/controlbus/events", status_code=202, dependencies=[bus_guard])
+    def publish(raw: Any = Body(...)) -> SafeJSONResponse:  # noqa: B008 - FastAPI idiom
+        log = hosted()
         try:
-            envelope = Envelope.from_dict(raw)
-        except (TypeError, ValueError) as exc:
-            return error(422, "invalid_envelope", str(exc))
-        return JSONResponse({"seq": service.event_log.append(envelope)}, status_code=202)
+            envelope = parse_envelope(raw)
+        except QmtlError:
+            controlbus_invalid_events_total.labels("invalid_envelope").inc()
+            raise
+        return SafeJSONResponse({"seq": log.append(envelope)}, status_code=202)
 
     # -- admin ---------------------------------------------------------------------------------
-    @app.post("/admin/faults", dependencies=[admin])
-    def faults(changes: dict[str, Any] = Body(...)) -> JSONResponse:  # noqa: B008 - FastAPI idiom
-        unknown = set(changes) - {"fail_stage"}
-        stage = changes.get("fail_stage")
-        if unknown or (stage is not None and stage not in STAGES):
-            return error(
-                400, "unknown_fault", f"known: fail_stage in {STAGES} or null; got {changes}"
-            )
-        service.fail_stage = stage
-        return JSONResponse({"fail_stage": service.fail_stage})
-
-    @app.delete("/admin/faults", dependencies=[admin])
-    def clear_faults() -> dict[str, Any]:
-        service.fail_stage = None
-        return {"fail_stage": None}
-
-    @app.post("/admin/stale-ratio/refresh", dependencies=[admin])
+    @app.post("/admin/stale-ratio/refresh", dependencies=[guard])
     def refresh() -> dict[str, Any]:
         return {"ratios": service.refresh_stale_ratio()}
+
+    if faults is not None:
+        fault_set = faults
+
+        @app.get("/admin/faults", dependencies=[guard])
+        def get_faults() -> dict[str, Any]:
+            return fault_set.as_dict()
+
+        @app.post("/admin/faults", dependencies=[guard])
+        def set_faults(changes: Any = Body(...)) -> dict[str, Any]:  # noqa: B008 - FastAPI idiom
+            return fault_set.update(changes)
+
+        @app.delete("/admin/faults", dependencies=[guard])
+        def clear_faults() -> dict[str, Any]:
+            return fault_set.clear()
 
     return app

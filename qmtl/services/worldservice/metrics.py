@@ -1,27 +1,39 @@
-"""WorldService metrics, one module attribute per metric, named like the metric."""
+"""WorldService metrics, one module attribute per metric, named like the metric.
+
+World ids come from clients, so the number of distinct worlds in labels is bounded
+(:class:`~qmtl.foundation.metrics.ValueBudget`) and a deleted world's series are
+dropped; per-run series keep only the last N runs of each world
+(:class:`~qmtl.foundation.metrics.BoundedSeries`).
+"""
 
 from __future__ import annotations
 
 from qmtl.foundation import metrics as m
 
 __all__ = [
+    "forget_world",
     "world_allocation_snapshot_stale_ratio",
     "world_apply_failure_total",
     "world_apply_run_total",
+    "world_label",
 ]
 
-world_apply_run_total = m.counter(
-    "world_apply_run_total",
-    "Apply runs by outcome (started, success, failure).",
-    ["world_id", "run_id", "status"],
-)
-world_apply_failure_total = m.counter(
-    "world_apply_failure_total",
-    "Failed apply runs by the stage that failed.",
-    ["world_id", "run_id", "stage"],
-)
-world_allocation_snapshot_stale_ratio = m.gauge(
-    "world_allocation_snapshot_stale_ratio",
-    "Share of the world's current allocation snapshots older than the freshness window.",
-    ["world_id"],
-)
+world_apply_run_total = m.create("world_apply_run_total")
+world_apply_failure_total = m.create("world_apply_failure_total")
+world_allocation_snapshot_stale_ratio = m.create("world_allocation_snapshot_stale_ratio")
+_worlds = m.ValueBudget("world_id")
+
+
+def world_label(world_id: str) -> str:
+    """The ``world_id`` label value to use: the id, or ``__other__`` past the budget."""
+    return _worlds.value(world_id)
+
+
+def forget_world(world_id: str) -> None:
+    """Drop every series of a deleted world."""
+    for metric in (world_apply_run_total, world_apply_failure_total):
+        for labels in [s["labels"] for s in m.nonzero_series(metric)]:
+            if labels["world_id"] == world_id:
+                m.remove_series(metric, *labels.values())
+    m.remove_series(world_allocation_snapshot_stale_ratio, world_id)
+    _worlds.forget(world_id)

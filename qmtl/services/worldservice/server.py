@@ -1,43 +1,63 @@
-"""``qmtl service worldservice``: the WorldService HTTP API."""
+"""``qmtl service worldservice``: the WorldService HTTP API, wired to its real ports."""
 
 from __future__ import annotations
 
 import argparse
 import logging
 import signal
+from typing import Any
 
 import uvicorn
 
 from qmtl.foundation.common.tracing import setup_tracing, shutdown_tracing
+from qmtl.foundation.config import QmtlConfig
+from qmtl.foundation.metrics import set_series_budget
+from qmtl.services.controlbus import EventLog, open_bus
+from qmtl.services.worldservice.faults import FaultyBus, FaultyStore, worldservice_faults
 from qmtl.services.worldservice.http import create_app
 from qmtl.services.worldservice.service import WorldService
+from qmtl.services.worldservice.store import WorldStore
 
-__all__ = ["main"]
+__all__ = ["build_service", "main"]
 
 log = logging.getLogger("qmtl.worldservice")
 
 
+def build_service(config: QmtlConfig) -> tuple[WorldService, Any]:
+    """The WorldService with its real ports; fault wrappers only when drills are enabled."""
+    store: Any = WorldStore(config.worldservice.store)
+    event_log = EventLog() if config.controlbus.backend == "http" else None
+    bus: Any = open_bus(
+        config.controlbus, role="worldservice", instance_id="ws", event_log=event_log
+    )
+    faults = None
+    if config.drills.enabled:
+        faults = worldservice_faults()
+        store = FaultyStore(store, faults)
+        bus = FaultyBus(bus, faults)
+    service = WorldService(config, store=store, bus=bus, event_log=event_log)
+    return service, faults
+
+
 def main(args: argparse.Namespace) -> int:
-    config = args.qmtl_config
+    config: QmtlConfig = args.qmtl_config
     cfg = config.worldservice
     setup_tracing("worldservice", config)
+    set_series_budget(config.telemetry.max_series_per_metric)
     try:
-        service = WorldService(config)
+        service, faults = build_service(config)
     except Exception as exc:
         log.error("cannot start: %s (check worldservice.store / controlbus)", exc)
         return 1
     service.start()
     server = uvicorn.Server(
         uvicorn.Config(
-            create_app(service), host=cfg.host, port=cfg.port, log_level="warning", lifespan="off"
+            create_app(service, faults=faults), host=cfg.host, port=cfg.port,
+            log_level="warning", lifespan="off",
         )
-    )
-    log.info(
-        "worldservice ready: http://%s:%d (controlbus %s)",
-        cfg.host,
-        cfg.port,
-        config.controlbus.backend,
-    )
+    )  # fmt: skip
+    log.info("worldservice ready: http://%s:%d (controlbus %s)", cfg.host, cfg.port,
+             config.controlbus.backend)  # fmt: skip
     signal.signal(signal.SIGTERM, signal.default_int_handler)
     try:
         server.run()

@@ -1,34 +1,66 @@
 """WorldService core: apply runs over the ControlBus, allocation freshness, promotion guard.
 
 An apply run is freeze -> switch -> unfreeze.  Freeze and unfreeze are published on the
-ControlBus and need an ACK from a Gateway within ``ack_timeout_seconds``; the switch
-updates the world's active strategies.  The stage that fails labels
-``world_apply_failure_total``; a failed run still tries to unfreeze so Gateways are not
-left frozen.  Applies are refused while any cross-context cache hit is unresolved.
+ControlBus and need an ACK from every live Gateway (Gateways announce themselves with
+heartbeats) within ``ack_timeout_seconds``; the switch updates the world's active
+strategies.  The stage that fails labels ``world_apply_failure_total``; a failed run
+still tries to unfreeze so Gateways are not left frozen, and every freeze carries a
+deadline after which Gateways unfreeze by themselves should the WorldService die.
+
+Replicas share the store: one apply run per world at a time, across replicas, through
+the ``apply:<world>`` lease; a run whose replica died (lease expired, run still
+``running``) is finished as a failure of its stage, with a rollback unfreeze, by the
+next replica that starts or sweeps.
+
+The promotion guard refuses applies (409 ``promotion_blocked``) while any source
+reports an unresolved cross-context hit -- the DAG Manager of this configuration, every
+SDK process that submitted with its admin URL, optionally Prometheus -- and for
+``promotion_hold_seconds`` after the last hit was cleared.  A source that cannot be
+read fails closed (503) until it has been gone for ``guard_source_expiry_seconds``.
 """
 
 from __future__ import annotations
 
 import logging
+import os
+import socket
 import threading
 import time
 import uuid
-from dataclasses import dataclass
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
 from typing import Any
 
 import httpx
 
 from qmtl import __version__
 from qmtl.foundation.config import QmtlConfig
+from qmtl.foundation.errors import (
+    ApplyInProgress,
+    GuardBlocked,
+    GuardUnavailable,
+    UnknownWorld,
+)
 from qmtl.foundation.metrics import BoundedSeries
-from qmtl.services.controlbus import ACK, FREEZE, UNFREEZE, Envelope, EventLog, open_bus
+from qmtl.services.controlbus import (
+    ACK,
+    FREEZE,
+    HEARTBEAT,
+    UNFREEZE,
+    WORLD_DELETED,
+    ControlBus,
+    Envelope,
+    EventLog,
+)
 from qmtl.services.worldservice import metrics
 from qmtl.services.worldservice.store import WorldStore
 
-__all__ = ["ApplyError", "GuardBlocked", "WorldService"]
+__all__ = ["STAGES", "ApplyError", "GuardView", "WorldService"]
 
 log = logging.getLogger(__name__)
 STAGES = ("freeze", "switch", "unfreeze")
+HOLD_FROM = "hold_from"
 
 
 class ApplyError(Exception):
@@ -37,59 +69,130 @@ class ApplyError(Exception):
         self.stage = stage
 
 
-class GuardBlocked(Exception):
-    """Promotions are blocked; ``hits`` lists the offending label sets."""
-
-    def __init__(
-        self, message: str, hits: list[dict[str, Any]], *, unavailable: bool = False
-    ) -> None:
-        super().__init__(message)
-        self.hits = hits
-        self.unavailable = unavailable
+@dataclass
+class _Pending:
+    expected: set[str]
+    acks: dict[str, Envelope] = field(default_factory=dict)
+    event: threading.Event = field(default_factory=threading.Event)
+    received_at: float = 0.0
 
 
 @dataclass
-class _Pending:
-    event: threading.Event
-    ack: Envelope | None = None
+class GuardView:
+    """What the promotion guard sees right now."""
+
+    hits: list[dict[str, Any]]
+    unreachable: list[str]
+    hold_from: float | None
+    hold_seconds: float
+
+    @property
+    def resume_at(self) -> float | None:
+        if self.hold_from is None:
+            return None
+        resume = self.hold_from + self.hold_seconds
+        return resume if resume > time.time() else None
+
+    def as_dict(self) -> dict[str, Any]:
+        resume = self.resume_at
+        return {
+            "blocked": bool(self.hits) or resume is not None,
+            "hits": self.hits,
+            "unreachable": self.unreachable,
+            "hold_seconds": self.hold_seconds,
+            "hold_until": resume,
+            "hold_until_iso": _iso(resume) if resume else None,
+            "hold_remaining_seconds": round(resume - time.time(), 1) if resume else 0.0,
+        }
+
+
+def _iso(epoch: float) -> str:
+    return datetime.fromtimestamp(epoch, UTC).isoformat(timespec="seconds").replace("+00:00", "Z")
+
+
+def _base_url(host: str, port: int) -> str:
+    host = host if host not in ("", "0.0.0.0", "::") else "127.0.0.1"
+    return f"http://[{host}]:{port}" if ":" in host else f"http://{host}:{port}"
 
 
 class WorldService:
-    def __init__(self, config: QmtlConfig) -> None:
+    def __init__(
+        self,
+        config: QmtlConfig,
+        *,
+        store: WorldStore,
+        bus: ControlBus,
+        event_log: EventLog | None = None,
+        http_get: Callable[..., Any] | None = None,
+        instance_id: str | None = None,
+    ) -> None:
         self.config = config
         self.ws = config.worldservice
+        self.instance_id = (
+            instance_id or f"{socket.gethostname()}:{os.getpid()}:{uuid.uuid4().hex[:6]}"
+        )
         self.started_at = time.time()
-        self.store = WorldStore(self.ws.store)
-        self.event_log = EventLog() if config.controlbus.backend == "http" else None
-        self.bus = open_bus(config.controlbus, role="worldservice", event_log=self.event_log)
+        self.store = store
+        self.event_log = event_log
+        self.bus = bus
         self.bus.subscribe(self._on_event)
+        self._http_get = http_get or httpx.get
         self._pending: dict[str, _Pending] = {}
+        self._gateways: dict[str, float] = {}
         self._lock = threading.Lock()
-        self._applying: set[str] = set()
         self._series = BoundedSeries(self.ws.runs_kept_per_world)
-        self.fail_stage: str | None = None  # fault injection: force this stage to fail
         self._stop = threading.Event()
+        dm = config.dagmanager
+        #: Sources the guard always reads: the DAG Manager of this configuration, plus any
+        #: configured URLs.  SDK processes join by submitting with their admin URL.
+        self.static_sources = [
+            f"{_base_url(dm.host, dm.http_port)}/admin/cross-context",
+            *self.ws.cross_context_sources,
+        ]
 
     # -- lifecycle ---------------------------------------------------------------------------
     def start(self) -> None:
         self.bus.start()
+        self.recover_runs()
         threading.Thread(target=self._stale_loop, daemon=True, name="stale-ratio").start()
+        threading.Thread(target=self._guard_loop, daemon=True, name="promotion-guard").start()
 
     def close(self) -> None:
         self._stop.set()
         self.bus.close()
         self.store.close()
 
+    # -- worlds ------------------------------------------------------------------------------
+    def require_world(self, world_id: str) -> dict[str, Any]:
+        found = self.store.world(world_id)
+        if found is None:
+            raise UnknownWorld(f"no world {world_id!r}; create it with POST /worlds")
+        return found
+
+    def delete_world(self, world_id: str) -> None:
+        if not self.store.delete_world(world_id):
+            raise UnknownWorld(f"no world {world_id!r}")
+        metrics.forget_world(world_id)
+        try:
+            self.bus.publish(Envelope(type=WORLD_DELETED, source="qmtl/worldservice",
+                                      subject=world_id, data={"world_id": world_id}))  # fmt: skip
+        except ConnectionError as exc:
+            log.warning("world %s deleted, but Gateways were not told: %s", world_id, exc)
+
     # -- allocations -------------------------------------------------------------------------
     def refresh_stale_ratio(self, now: float | None = None) -> dict[str, float]:
         now = time.time() if now is None else now
         ratios: dict[str, float] = {}
-        allocations = self.store.allocations()
+        by_world: dict[str, list[dict[str, Any]]] = {}
+        for allocation in self.store.allocations():
+            by_world.setdefault(allocation["world_id"], []).append(allocation)
         for world_id in self.store.worlds():
-            current = [a for a in allocations if a["world_id"] == world_id]
+            current = by_world.get(world_id, [])
             stale = sum(1 for a in current if now - a["updated_at"] > self.ws.stale_after_seconds)
             ratios[world_id] = stale / len(current) if current else 0.0
-            metrics.world_allocation_snapshot_stale_ratio.labels(world_id).set(ratios[world_id])
+            metrics.world_allocation_snapshot_stale_ratio.labels(metrics.world_label(world_id)).set(
+                ratios[world_id]
+            )
         return ratios
 
     def _stale_loop(self) -> None:
@@ -101,144 +204,317 @@ class WorldService:
 
     # -- ControlBus ----------------------------------------------------------------------------
     def _on_event(self, envelope: Envelope) -> None:
+        if envelope.type == HEARTBEAT:
+            with self._lock:
+                self._gateways[envelope.data["gateway_id"]] = time.time()
+            return
         if envelope.type != ACK:
             return
-        correlation = envelope.data.get("correlation_id")
+        gateway = str(envelope.data.get("gateway_id") or envelope.source)
         with self._lock:
-            pending = self._pending.get(correlation)
-        if pending is not None:
-            pending.ack = envelope
-            pending.event.set()
+            pending = self._pending.get(envelope.data["correlation_id"])
+            if pending is None:
+                return
+            pending.acks[gateway] = envelope
+            self._gateways[gateway] = time.time()
+            if pending.expected <= set(pending.acks) or not pending.expected:
+                pending.received_at = time.time()
+                pending.event.set()
 
-    def _phase(self, world_id: str, run_id: str, event_type: str, stage: str) -> float:
-        envelope = Envelope(
-            type=event_type, source="qmtl/worldservice", subject=world_id,
-            data={"world_id": world_id, "run_id": run_id, "phase": stage},
-        )  # fmt: skip
-        pending = _Pending(threading.Event())
+    def live_gateways(self) -> set[str]:
+        horizon = time.time() - self.ws.gateway_liveness_seconds
         with self._lock:
-            self._pending[envelope.id] = pending
-        try:
-            self.bus.publish(envelope)
-            if not pending.event.wait(self.ws.ack_timeout_seconds):
+            return {g for g, seen in self._gateways.items() if seen >= horizon}
+
+    def _await_gateways(self, stage: str) -> set[str]:
+        deadline = time.monotonic() + self.ws.ack_timeout_seconds
+        while True:
+            live = self.live_gateways()
+            if live:
+                return live
+            if time.monotonic() >= deadline:
                 raise ApplyError(
                     stage,
-                    f"no {stage} ACK from any Gateway within {self.ws.ack_timeout_seconds:g}s",
+                    "no Gateway is subscribed to the ControlBus (no heartbeat within "
+                    f"{self.ws.ack_timeout_seconds:g}s); start a Gateway or check controlbus settings",
                 )
+            self._stop.wait(0.1)
+
+    def _phase(self, world_id: str, run_id: str, event_type: str, stage: str) -> float:
+        expected = self._await_gateways(stage)
+        envelope = Envelope(
+            type=event_type, source="qmtl/worldservice", subject=world_id,
+            data={"world_id": world_id, "run_id": run_id, "phase": stage,
+                  "deadline": time.time() + self.ws.freeze_deadline},
+        )  # fmt: skip
+        pending = _Pending(expected=set(expected))
+        with self._lock:
+            self._pending[envelope.id] = pending
+        sent = time.time()
+        try:
+            self.bus.publish(envelope)
+            deadline = time.monotonic() + self.ws.ack_timeout_seconds
+            while not pending.event.wait(0.2):
+                live = self.live_gateways()
+                with self._lock:
+                    # A Gateway that stopped heartbeating is no longer waited for.
+                    pending.expected &= live | set(pending.acks)
+                    if pending.acks and pending.expected <= set(pending.acks):
+                        break
+                if time.monotonic() >= deadline:
+                    with self._lock:
+                        missing = sorted(pending.expected - set(pending.acks))
+                    raise ApplyError(
+                        stage,
+                        f"no {stage} ACK within {self.ws.ack_timeout_seconds:g}s from "
+                        f"{', '.join(missing) or 'any Gateway'}",
+                    )
         except ConnectionError as exc:
             raise ApplyError(stage, f"cannot publish {stage}: {exc}") from None
         finally:
             with self._lock:
                 self._pending.pop(envelope.id, None)
-        assert pending.ack is not None
-        return float(pending.ack.data.get("latency_ms", 0.0))
+        return (time.time() - sent) * 1000.0
 
     # -- promotion guard ----------------------------------------------------------------------
-    def guard_hits(self) -> list[dict[str, Any]]:
-        """Unresolved cross-context hits from every configured source; raises if one is unreachable."""
+    def register_source(self, url: str, world_id: str, strategy_id: str) -> None:
+        """An SDK process that submitted: the guard reads its ``/admin/cross-context``."""
+        base = url.rstrip("/")
+        self.store.add_source(f"{base}/admin/cross-context", world_id, strategy_id, time.time())
+
+    def _read_source(self, url: str, token: str | None) -> dict[str, Any]:
+        headers = {"Authorization": f"Bearer {token}"} if token else {}
+        response = self._http_get(url, timeout=5, headers=headers)
+        response.raise_for_status()
+        body = response.json()
+        if not isinstance(body, dict) or not isinstance(body.get("hits"), list):
+            raise ValueError("not a cross-context report")
+        return body
+
+    def guard_view(self) -> GuardView:
+        """Read every source now; record what was seen; never raises for a dead source."""
+        now = time.time()
         hits: list[dict[str, Any]] = []
-        for url in self.ws.cross_context_sources:
+        unreachable: list[str] = []
+        hold_from = self.store.state(HOLD_FROM)
+        dm_token = self.config.dagmanager.admin_token
+        sdk_token = self.config.sdk.admin_token
+        sources: list[tuple[str, str | None, dict[str, Any] | None]] = [
+            (u, dm_token, None) for u in self.static_sources
+        ]
+        sources += [(s["url"], sdk_token, s) for s in self.store.sources()]
+        for url, token, registered in sources:
             try:
-                body = httpx.get(url, timeout=5).json()
+                body = self._read_source(url, token)
             except (httpx.HTTPError, ValueError) as exc:
-                raise GuardBlocked(
-                    f"promotion guard cannot reach {url}: {exc}", [], unavailable=True
-                ) from None
-            hits.extend({**h, "source": url} for h in body.get("hits", []))
+                if (
+                    registered is not None
+                    and now - registered["last_ok"] > self.ws.guard_source_expiry_seconds
+                ):
+                    # Gone for good: its counter died with it, which is a reset.
+                    self.store.remove_source(url)
+                    log.warning("promotion guard: dropped %s, unreachable since %s", url,
+                                _iso(registered["last_ok"]))  # fmt: skip
+                    if registered["had_hits"]:
+                        self.store.raise_state(HOLD_FROM, registered["last_ok"])
+                    continue
+                unreachable.append(f"{url} ({type(exc).__name__})")
+                continue
+            source_hits = [{**h, "source": url} for h in body["hits"]]
+            hits.extend(source_hits)
+            cleared = body.get("last_reset")
+            if isinstance(cleared, int | float) and cleared > 0:
+                self.store.raise_state(HOLD_FROM, float(cleared))
+            if registered is not None:
+                if registered["had_hits"] and not source_hits:
+                    self.store.raise_state(HOLD_FROM, now)  # cleared by a restart
+                self.store.source_seen(url, now, bool(source_hits))
+            elif source_hits:
+                self.store.raise_state("static_hits_seen", now)
+        if not hits and (self.store.state("static_hits_seen") or 0) > (hold_from or 0):
+            # A configured source had hits at our last look and has none now.
+            self.store.raise_state(HOLD_FROM, now)
         if self.ws.prometheus_url:
             try:
-                body = httpx.get(
+                answer = self._http_get(
                     f"{self.ws.prometheus_url.rstrip('/')}/api/v1/query",
-                    params={"query": "cross_context_cache_hit_total > 0"},
-                    timeout=5,
-                ).json()
-            except (httpx.HTTPError, ValueError) as exc:
-                raise GuardBlocked(
-                    f"promotion guard cannot query Prometheus: {exc}", [], unavailable=True
-                ) from None
-            hits.extend(
-                {"labels": r["metric"], "value": float(r["value"][1]), "source": "prometheus"}
-                for r in body.get("data", {}).get("result", [])
+                    params={"query": "cross_context_cache_hit_total > 0"}, timeout=5,
+                ).json()  # fmt: skip
+                hits.extend(
+                    {"labels": r["metric"], "value": float(r["value"][1]), "source": "prometheus"}
+                    for r in answer.get("data", {}).get("result", [])
+                )
+            except (httpx.HTTPError, ValueError, KeyError, TypeError) as exc:
+                unreachable.append(f"{self.ws.prometheus_url} ({type(exc).__name__})")
+        return GuardView(
+            hits, unreachable, self.store.state(HOLD_FROM), self.ws.promotion_hold_seconds
+        )
+
+    def check_guard(self) -> GuardView:
+        """Raise when promotions must wait; the errors name the hits, sources or hold."""
+        view = self.guard_view()
+        if view.hits:
+            sets = "; ".join(
+                ", ".join(f"{k}={v}" for k, v in sorted(h.get("labels", {}).items()))
+                for h in view.hits[:5]
             )
-        return hits
+            raise GuardBlocked(
+                f"{len(view.hits)} unresolved cross-context cache hit(s) ({sets}); follow the "
+                "CrossContextCacheHit runbook and run `qmtl ops cross-context reset` after "
+                "remediation",
+                hits=view.hits,
+            )
+        if view.unreachable:
+            raise GuardUnavailable(
+                "promotion guard cannot read "
+                + ", ".join(view.unreachable)
+                + "; promotions stay blocked until every source answers (a process that ended "
+                f"is forgotten after {self.ws.guard_source_expiry_seconds:g}s)",
+                unreachable=view.unreachable,
+            )
+        resume = view.resume_at
+        if resume is not None:
+            raise GuardBlocked(
+                f"the cross-context counter must stay at zero for {view.hold_seconds:g}s after "
+                f"the last hit was cleared; promotions resume at {_iso(resume)} "
+                f"(in {resume - time.time():.0f}s)",
+                hits=[],
+                resume_at=resume,
+                resume_at_iso=_iso(resume),
+            )
+        return view
+
+    def _guard_loop(self) -> None:
+        """Look at the sources between applies too, so a hit cleared by a restart is seen."""
+        while not self._stop.wait(self.ws.guard_poll_seconds):
+            try:
+                self.guard_view()
+            except Exception as exc:
+                log.warning("promotion guard poll failed: %s", exc)
 
     # -- apply runs ----------------------------------------------------------------------------
     def _count(self, world_id: str, run_id: str, metric: Any, third: str) -> None:
-        metric.labels(world_id, run_id, third).inc()
-        self._series.track(world_id, run_id, metric, (world_id, run_id, third))
+        world = metrics.world_label(world_id)
+        metric.labels(world, run_id, third).inc()
+        self._series.track(world, run_id, metric, (world, run_id, third))
+
+    def _lease(self, world_id: str) -> str:
+        return f"apply:{world_id}"
 
     def begin_apply(self, world_id: str, plan: dict[str, Any], run_id: str | None = None) -> str:
-        """Validate and register a run; raises KeyError, GuardBlocked or RuntimeError."""
-        if self.store.world(world_id) is None:
-            raise KeyError(world_id)
-        hits = self.guard_hits()
-        if hits:
-            raise GuardBlocked(
-                f"{len(hits)} unresolved cross-context cache hit(s); follow the CrossContextCacheHit runbook "
-                "and run `qmtl ops cross-context reset` after remediation",
-                hits,
-            )
-        with self._lock:
-            if world_id in self._applying:
-                raise RuntimeError(f"an apply run is already in progress for world {world_id}")
-            self._applying.add(world_id)
+        """Validate and register a run; raises UnknownWorld, GuardBlocked/Unavailable, ApplyInProgress."""
+        self.require_world(world_id)
+        self.check_guard()
         run_id = run_id or uuid.uuid4().hex[:12]
-        self.store.start_run(run_id, world_id, plan, time.time())
+        if self.store.run(run_id) is not None:
+            raise ApplyInProgress(f"run id {run_id} was used before; choose another run_id")
+        owner = f"{self.instance_id}/{run_id}"
+        if not self.store.leases.acquire(self._lease(world_id), owner, self.ws.apply_lease_seconds):
+            holder = self.store.leases.holder(self._lease(world_id)) or "another replica"
+            raise ApplyInProgress(
+                f"an apply run is already in progress for world {world_id} ({holder})"
+            )
+        self.store.start_run(run_id, world_id, plan, time.time(), owner)
         self._count(world_id, run_id, metrics.world_apply_run_total, "started")
         return run_id
+
+    def _switch(self, world_id: str, plan: dict[str, Any]) -> None:
+        world = self.require_world(world_id)
+        active = (set(world["active"]) | set(plan.get("activate", []))) - set(
+            plan.get("deactivate", [])
+        )
+        self.store.set_active(world_id, sorted(active))
 
     def run_apply(self, world_id: str, run_id: str, plan: dict[str, Any]) -> dict[str, Any]:
         stage = "freeze"
         acks: dict[str, float] = {}
+        owner = f"{self.instance_id}/{run_id}"
         try:
-            if self.fail_stage == "freeze":
-                raise ApplyError("freeze", "freeze failed (fault injection)")
             acks["freeze"] = self._phase(world_id, run_id, FREEZE, "freeze")
             stage = "switch"
-            if self.fail_stage == "switch":
-                raise ApplyError("switch", "switch failed (fault injection)")
-            world = self.store.world(world_id) or {"active": []}
-            active = (set(world["active"]) | set(plan.get("activate", []))) - set(
-                plan.get("deactivate", [])
-            )
-            self.store.set_active(world_id, sorted(active))
+            self.store.set_stage(run_id, stage)
+            self._switch(world_id, plan)
             stage = "unfreeze"
-            if self.fail_stage == "unfreeze":
-                raise ApplyError("unfreeze", "unfreeze failed (fault injection)")
+            self.store.set_stage(run_id, stage)
             acks["unfreeze"] = self._phase(world_id, run_id, UNFREEZE, "unfreeze")
         except Exception as exc:
             failed = exc.stage if isinstance(exc, ApplyError) else stage
-            self._count(world_id, run_id, metrics.world_apply_failure_total, failed)
-            self._count(world_id, run_id, metrics.world_apply_run_total, "failure")
-            self.store.finish_run(run_id, "failure", failed, str(exc))
-            log.error(
-                "apply run %s of world %s failed in stage %s: %s", run_id, world_id, failed, exc
-            )
-            if failed != "unfreeze" and "freeze" in acks:
-                try:  # never leave Gateways frozen after a failed switch
-                    self._phase(world_id, run_id, UNFREEZE, "unfreeze")
-                except ApplyError as unfreeze_error:
-                    log.error("apply run %s: rollback unfreeze failed: %s", run_id, unfreeze_error)
+            self._fail_run(world_id, run_id, failed, str(exc), rollback="freeze" in acks)
         else:
             self._count(world_id, run_id, metrics.world_apply_run_total, "success")
             self.store.finish_run(run_id, "success", None, None)
-            log.info("apply run %s of world %s succeeded (ACKs %s)", run_id, world_id, acks)
+            log.info("apply run %s of world %s succeeded (ACKs %s ms)", run_id, world_id, acks)
         finally:
-            with self._lock:
-                self._applying.discard(world_id)
+            self.store.leases.release(self._lease(world_id), owner)
         return self.store.run(run_id) or {}
+
+    def _fail_run(
+        self, world_id: str, run_id: str, stage: str, message: str, *, rollback: bool
+    ) -> None:
+        self._count(world_id, run_id, metrics.world_apply_failure_total, stage)
+        self._count(world_id, run_id, metrics.world_apply_run_total, "failure")
+        self.store.finish_run(run_id, "failure", stage, message)
+        log.error(
+            "apply run %s of world %s failed in stage %s: %s", run_id, world_id, stage, message
+        )
+        if rollback and stage != "unfreeze":
+            try:  # never leave Gateways frozen after a failed switch
+                self._phase(world_id, run_id, UNFREEZE, "unfreeze")
+            except ApplyError as unfreeze_error:
+                log.error("apply run %s: rollback unfreeze failed: %s", run_id, unfreeze_error)
+
+    def recover_runs(self) -> int:
+        """Fail the runs left ``running`` by a replica that died (their lease lapsed)."""
+        recovered = 0
+        for run in self.store.running_runs():
+            lease = self._lease(run["world_id"])
+            holder = self.store.leases.holder(lease)
+            if holder is not None:
+                continue  # a live replica is still running it
+            stage = run["stage"] or "freeze"
+            if not self.store.leases.acquire(lease, f"{self.instance_id}/recover", 30.0):
+                continue
+            try:
+                log.warning("apply run %s of world %s was left running in stage %s; failing it",
+                            run["run_id"], run["world_id"], stage)  # fmt: skip
+                self._count(
+                    run["world_id"], run["run_id"], metrics.world_apply_failure_total, stage
+                )
+                self._count(
+                    run["world_id"], run["run_id"], metrics.world_apply_run_total, "failure"
+                )
+                self.store.finish_run(
+                    run["run_id"], "failure", stage,
+                    "the WorldService running it stopped mid-apply; recovered on restart",
+                )  # fmt: skip
+                try:  # roll back: Gateways may still hold the freeze
+                    envelope = Envelope(
+                        type=UNFREEZE, source="qmtl/worldservice", subject=run["world_id"],
+                        data={"world_id": run["world_id"], "run_id": run["run_id"],
+                              "phase": "unfreeze",
+                              "deadline": time.time() + self.ws.freeze_deadline},
+                    )  # fmt: skip
+                    self.bus.publish(envelope)
+                except ConnectionError as exc:
+                    log.warning("rollback unfreeze of run %s not published: %s", run["run_id"], exc)
+                recovered += 1
+            finally:
+                self.store.leases.release(lease, f"{self.instance_id}/recover")
+        return recovered
 
     def status(self) -> dict[str, Any]:
         return {
             "service": "worldservice",
             "version": __version__,
+            "instance": self.instance_id,
             "uptime_seconds": round(time.time() - self.started_at, 1),
             "store": self.store.db.describe(),
             "controlbus": {
                 "backend": self.config.controlbus.backend,
-                "ready": self.bus.ready.is_set(),
+                "ready": self.bus.healthy(),
+                "invalid_events": self.bus.invalid,
             },
+            "gateways": sorted(self.live_gateways()),
             "worlds": self.store.worlds(),
-            "applying": sorted(self._applying),
-            "faults": {"fail_stage": self.fail_stage},
+            "running": [r["run_id"] for r in self.store.running_runs()],
         }

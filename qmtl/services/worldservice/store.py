@@ -1,4 +1,9 @@
-"""WorldService persistence: worlds, allocation snapshots and apply runs."""
+"""WorldService persistence: worlds, allocations, apply runs and the promotion guard's state.
+
+Shared by every WorldService replica (PostgreSQL in production): the per-world apply
+lease (``qmtl_leases``), the runs and their stage, the SDK sources the guard reads and
+the time the last cross-context hit was cleared all live here, not in one process.
+"""
 
 from __future__ import annotations
 
@@ -6,7 +11,7 @@ import json
 import time
 from typing import Any
 
-from qmtl.foundation.sqldb import SqlDatabase
+from qmtl.foundation.sqldb import Leases, SqlDatabase
 
 __all__ = ["WorldStore"]
 
@@ -20,7 +25,13 @@ SCHEMA = (
     """CREATE TABLE IF NOT EXISTS apply_runs (
         run_id TEXT PRIMARY KEY, world_id TEXT NOT NULL, status TEXT NOT NULL, stage TEXT,
         error TEXT, plan TEXT NOT NULL, started_at DOUBLE PRECISION NOT NULL,
-        finished_at DOUBLE PRECISION)""",
+        finished_at DOUBLE PRECISION, owner TEXT)""",
+    """CREATE TABLE IF NOT EXISTS guard_sources (
+        url TEXT PRIMARY KEY, world_id TEXT NOT NULL, strategy_id TEXT NOT NULL,
+        registered_at DOUBLE PRECISION NOT NULL, last_ok DOUBLE PRECISION NOT NULL,
+        had_hits INTEGER NOT NULL DEFAULT 0)""",
+    """CREATE TABLE IF NOT EXISTS guard_state (
+        name TEXT PRIMARY KEY, value DOUBLE PRECISION NOT NULL)""",
 )
 
 
@@ -28,7 +39,9 @@ class WorldStore:
     def __init__(self, spec: str) -> None:
         self.db = SqlDatabase.open(spec)
         self.db.create(SCHEMA)
+        self.leases = Leases(self.db)
 
+    # -- worlds ---------------------------------------------------------------------------
     def create_world(self, world_id: str) -> bool:
         with self.db.txn() as cur:
             cur.execute(
@@ -37,6 +50,12 @@ class WorldStore:
                 ),
                 (world_id, time.time()),
             )
+            return bool(cur.rowcount)
+
+    def delete_world(self, world_id: str) -> bool:
+        with self.db.txn() as cur:
+            cur.execute(self.db.q("DELETE FROM allocations WHERE world_id = ?"), (world_id,))
+            cur.execute(self.db.q("DELETE FROM worlds WHERE world_id = ?"), (world_id,))
             return bool(cur.rowcount)
 
     def world(self, world_id: str) -> dict[str, Any] | None:
@@ -56,6 +75,7 @@ class WorldStore:
             (json.dumps(sorted(active)), world_id),
         )
 
+    # -- allocations ----------------------------------------------------------------------
     def put_allocations(self, world_id: str, weights: dict[str, float], now: float) -> None:
         with self.db.txn() as cur:
             cur.executemany(
@@ -79,26 +99,47 @@ class WorldStore:
             for r in rows
         ]
 
-    def start_run(self, run_id: str, world_id: str, plan: dict[str, Any], now: float) -> None:
+    # -- apply runs -----------------------------------------------------------------------
+    def start_run(
+        self, run_id: str, world_id: str, plan: dict[str, Any], now: float, owner: str
+    ) -> None:
         self.db.execute(
-            "INSERT INTO apply_runs (run_id, world_id, status, plan, started_at) VALUES (?, ?, 'running', ?, ?)",
-            (run_id, world_id, json.dumps(plan, sort_keys=True), now),
+            "INSERT INTO apply_runs (run_id, world_id, status, stage, plan, started_at, owner) "
+            "VALUES (?, ?, 'running', 'freeze', ?, ?, ?)",
+            (run_id, world_id, json.dumps(plan, sort_keys=True), now, owner),
+        )
+
+    def set_stage(self, run_id: str, stage: str) -> None:
+        self.db.execute(
+            "UPDATE apply_runs SET stage = ? WHERE run_id = ? AND status = 'running'",
+            (stage, run_id),
         )
 
     def finish_run(self, run_id: str, status: str, stage: str | None, error: str | None) -> None:
         self.db.execute(
-            "UPDATE apply_runs SET status = ?, stage = ?, error = ?, finished_at = ? WHERE run_id = ?",
+            "UPDATE apply_runs SET status = ?, stage = ?, error = ?, finished_at = ? "
+            "WHERE run_id = ? AND status = 'running'",
             (status, stage, error, time.time(), run_id),
         )
 
+    def running_runs(self) -> list[dict[str, Any]]:
+        rows = self.db.select(
+            "SELECT run_id, world_id, stage, owner, started_at FROM apply_runs "
+            "WHERE status = 'running' ORDER BY started_at"
+        )
+        return [
+            {"run_id": r[0], "world_id": r[1], "stage": r[2], "owner": r[3], "started_at": r[4]}
+            for r in rows
+        ]
+
     def run(self, run_id: str) -> dict[str, Any] | None:
         rows = self.db.select(
-            "SELECT run_id, world_id, status, stage, error, plan, started_at, finished_at FROM apply_runs WHERE run_id = ?",
+            "SELECT run_id, world_id, status, stage, error, plan, started_at, finished_at "
+            "FROM apply_runs WHERE run_id = ?",
             (run_id,),
         )
         if not rows:
             return None
-        r = rows[0]
         keys = (
             "run_id",
             "world_id",
@@ -109,9 +150,58 @@ class WorldStore:
             "started_at",
             "finished_at",
         )
-        run = dict(zip(keys, r, strict=True))
+        run = dict(zip(keys, rows[0], strict=True))
         run["plan"] = json.loads(run["plan"])
         return run
+
+    # -- promotion guard ------------------------------------------------------------------
+    def add_source(self, url: str, world_id: str, strategy_id: str, now: float) -> bool:
+        with self.db.txn() as cur:
+            cur.execute(
+                self.db.q(
+                    "INSERT INTO guard_sources (url, world_id, strategy_id, registered_at, last_ok) "
+                    "VALUES (?, ?, ?, ?, ?) ON CONFLICT (url) DO UPDATE SET "
+                    "world_id = excluded.world_id, strategy_id = excluded.strategy_id, "
+                    "last_ok = excluded.last_ok"
+                ),
+                (url, world_id, strategy_id, now, now),
+            )
+            return bool(cur.rowcount)
+
+    def sources(self) -> list[dict[str, Any]]:
+        rows = self.db.select(
+            "SELECT url, world_id, strategy_id, registered_at, last_ok, had_hits "
+            "FROM guard_sources ORDER BY url"
+        )
+        keys = ("url", "world_id", "strategy_id", "registered_at", "last_ok", "had_hits")
+        return [dict(zip(keys, r, strict=True)) for r in rows]
+
+    def source_seen(self, url: str, now: float, had_hits: bool) -> None:
+        self.db.execute(
+            "UPDATE guard_sources SET last_ok = ?, had_hits = ? WHERE url = ?",
+            (now, 1 if had_hits else 0, url),
+        )
+
+    def remove_source(self, url: str) -> bool:
+        return self.db.execute("DELETE FROM guard_sources WHERE url = ?", (url,)) == 1
+
+    def state(self, name: str) -> float | None:
+        rows = self.db.select("SELECT value FROM guard_state WHERE name = ?", (name,))
+        return float(rows[0][0]) if rows else None
+
+    def raise_state(self, name: str, value: float) -> None:
+        """Keep the larger of the stored and the given value (times only move forward)."""
+        with self.db.txn() as cur:
+            cur.execute(
+                self.db.q(
+                    "INSERT INTO guard_state (name, value) VALUES (?, ?) ON CONFLICT (name) "
+                    "DO UPDATE SET value = excluded.value WHERE guard_state.value < excluded.value"
+                ),
+                (name, value),
+            )
+
+    def ping(self) -> bool:
+        return self.db.ping()
 
     def close(self) -> None:
         self.db.close()

@@ -10,7 +10,7 @@ import pytest
 
 from qmtl.foundation.config import DagManagerConfig
 from qmtl.services.dagmanager.queues import InProcessQueues
-from qmtl.services.dagmanager.service import DagManagerService
+from qmtl.services.dagmanager.service import DagManagerService, wire
 from qmtl.services.dagmanager.store import GraphStore, open_graph_store
 
 
@@ -39,8 +39,10 @@ def store(graph_store_spec: str) -> Iterator[GraphStore]:
 
 
 def make_service(
-    store: GraphStore, **overrides: object
-) -> tuple[DagManagerService, InProcessQueues]:
-    queues = InProcessQueues()
+    store: GraphStore, *, drills: bool = False, queues: InProcessQueues | None = None,
+    **overrides: object,
+) -> tuple[DagManagerService, InProcessQueues]:  # fmt: skip
+    """The service as ``build_service`` wires it, over ``store`` and in-process queues."""
+    queues = queues or InProcessQueues()
     config = DagManagerConfig(**overrides)  # type: ignore[arg-type]
-    return DagManagerService(config, store=store, queues=queues), queues
+    return wire(config, store, queues, drills=drills), queues

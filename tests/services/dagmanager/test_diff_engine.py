@@ -3,22 +3,26 @@
 from __future__ import annotations
 
 import math
+import threading
 import time
 
 import pytest
 
+from qmtl.foundation.contracts import SubmissionRequest
 from qmtl.foundation.dag import chain_dag, parse_dag
-from qmtl.services.dagmanager.diff import (
+from qmtl.foundation.errors import (
     BackendUnavailable,
     CrossContextViolation,
-    DiffRequestData,
     InvalidDag,
+    InvalidRequest,
     QueueCreationFailed,
+    QueueNameCollision,
 )
-from qmtl.services.dagmanager.store import GraphStore
+from qmtl.services.dagmanager.queues import InProcessQueues
+from qmtl.services.dagmanager.store import Binding, GraphStore, open_graph_store
 from qmtl.testing.metrics import Snapshot, value
 
-from .conftest import make_service
+from .conftest import fresh_postgres_db, make_service
 
 COUNTERS = (
     "diff_requests_total", "diff_failures_total", "queue_create_error_total",
@@ -26,8 +30,8 @@ COUNTERS = (
 )  # fmt: skip
 
 
-def req(dag: str, strategy: str = "s1", **ctx: str) -> DiffRequestData:
-    return DiffRequestData(strategy_id=strategy, dag_json=dag, **ctx)
+def req(dag: str, strategy: str = "s1", **ctx: str) -> SubmissionRequest:
+    return SubmissionRequest(strategy_id=strategy, dag_json=dag, **ctx)
 
 
 def test_cold_then_warm_diff_reuses_queues(store: GraphStore) -> None:
@@ -40,8 +44,9 @@ def test_cold_then_warm_diff_reuses_queues(store: GraphStore) -> None:
     assert cold.queue_map == warm.queue_map and len(set(cold.queue_map.values())) == 20
     assert cold.crc32 == warm.crc32 == parse_dag(dag).crc32
     assert cold.sentinel_id == f"s1:{cold.version}:sentinel"
-    assert len(cold.buffering) == 20 and cold.buffering[0][1:] == (10, 60)
-    assert warm.buffering == []
+    assert len(cold.buffering) == 20
+    assert (cold.buffering[0].period, cold.buffering[0].interval) == (10, 60)
+    assert warm.buffering == ()
     assert set(cold.queue_map.values()) <= queues.list()
     assert snap.delta("diff_requests_total") == 2 and snap.delta("diff_failures_total") == 0
     assert value("diff_duration_ms_count") >= 2
@@ -59,9 +64,32 @@ def test_invalid_dag_counts_as_failure_and_changes_nothing(store: GraphStore) ->
     assert store.counts() == before
 
 
-def test_cross_context_violation_fails_and_counts(store: GraphStore) -> None:
-    """Same nodes from another world/domain may not reuse the live queues."""
-    service, _ = make_service(store)
+def test_same_dag_under_two_contexts_is_isolated_by_default(store: GraphStore) -> None:
+    """The promotion path (backtest, then live) gets its own queues and counts no hit."""
+    service, queues = make_service(store)
+    dag = chain_dag(3, salt="promote")
+    hits = Snapshot("cross_context_cache_hit_total")
+    back = service.engine.diff(req(dag, world_id="w1", execution_domain="backtest"))
+    live = service.engine.diff(req(dag, world_id="w1", execution_domain="live"))
+    as_of = service.engine.diff(
+        req(dag, world_id="w1", execution_domain="live", as_of="2024-01-31")
+    )
+    part = service.engine.diff(req(dag, world_id="w1", execution_domain="live", partition="t7"))
+    maps = [set(r.queue_map.values()) for r in (back, live, as_of, part)]
+    for i, a in enumerate(maps):
+        for b in maps[i + 1 :]:
+            assert a.isdisjoint(b)
+    assert all(r.new_queues == 3 for r in (back, live, as_of, part))
+    assert all(q.startswith("w1.live.") for q in live.queue_map.values())
+    assert all(q.startswith("w1.backtest.") for q in back.queue_map.values())
+    assert hits.delta("cross_context_cache_hit_total") == 0
+    assert service.cross_context_report()["hits"] == []
+    assert len(queues.list()) == 12
+
+
+def test_shared_queues_opt_out_refuses_and_counts_a_second_context(store: GraphStore) -> None:
+    """namespace_queues: false shares queues; reusing one from another context is a breach."""
+    service, _ = make_service(store, namespace_queues=False)
     dag = chain_dag(3, salt="xctx")
     service.engine.diff(req(dag, world_id="w1", execution_domain="live"))
     before = store.counts()
@@ -74,28 +102,45 @@ def test_cross_context_violation_fails_and_counts(store: GraphStore) -> None:
         "partition": "__unset__",
     }
     hits = value("cross_context_cache_hit_total", **labels)
-    with pytest.raises(CrossContextViolation, match="another compute context"):
+    with pytest.raises(CrossContextViolation, match="namespace_queues is false"):
         service.engine.diff(req(dag, strategy="s2", world_id="w2"))
     assert value("cross_context_cache_hit_total", **labels) == hits + 1
     assert store.counts() == before
-    assert service.cross_context_hits()
+    report = service.cross_context_report()
+    assert report["hits"] and report["last_hit"]
     assert service.reset_cross_context() >= 3
     assert value("cross_context_cache_hit_total", **labels) == 0
+    assert service.cross_context_report()["last_reset"] >= report["last_hit"]
 
 
-def test_namespaced_queues_isolate_worlds(store: GraphStore) -> None:
-    service, _ = make_service(store, namespace_queues=True)
-    dag = chain_dag(3, salt="ns")
-    live = service.engine.diff(req(dag, world_id="w1", execution_domain="live"))
-    back = service.engine.diff(req(dag, strategy="s2", world_id="w2"))
-    assert set(live.queue_map.values()).isdisjoint(back.queue_map.values())
-    assert all(q.startswith("w1.live.") for q in live.queue_map.values())
-    assert all(q.startswith("w2.backtest.") for q in back.queue_map.values())
+def test_queue_name_collision_is_a_conflict_not_an_outage(store: GraphStore) -> None:
+    """A queue already bound to another node is refused as the client's problem."""
+    service, _ = make_service(store)
+    dag = chain_dag(2, salt="collide")
+    first = service.engine.diff(req(dag))
+    queue = next(iter(first.queue_map.values()))
+    with store.transaction() as cur:
+        store.write_diff(
+            cur, "other", "", "v1", [Binding(queue, "Nsomeoneelse", "k", {}, 0.0)], None, 0.0
+        )
+    snap = Snapshot(*COUNTERS)
+    with pytest.raises(QueueNameCollision, match="already bound to node Nsomeoneelse"):
+        service.engine.diff(req(dag, strategy="s9"))
+    assert snap.delta("graphstore_breaker_open_total") == 0 and not service.store_breaker.failures
+
+
+def test_context_fields_are_bounded(store: GraphStore) -> None:
+    """Client context values become metric labels: shape and length are checked."""
+    service, _ = make_service(store)
+    for bad in ({"as_of": "x" * 41}, {"partition": "a b"}, {"world_id": "w\x00"},
+                {"execution_domain": "prod"}):  # fmt: skip
+        with pytest.raises(InvalidRequest):
+            service.engine.diff(req(chain_dag(2), **bad))
 
 
 def test_queue_creation_failure_counts_and_stores_nothing(store: GraphStore) -> None:
-    service, queues = make_service(store)
-    service.set_faults({"queue_create_fail": True})
+    service, queues = make_service(store, drills=True)
+    service.faults.update({"queue_create_fail": True})
     before = store.counts()
     snap = Snapshot(*COUNTERS)
     with pytest.raises(QueueCreationFailed, match="4 of 4 queue"):
@@ -106,9 +151,9 @@ def test_queue_creation_failure_counts_and_stores_nothing(store: GraphStore) -> 
 
 
 def test_queue_backend_down_opens_kafka_breaker_and_probe_resets(store: GraphStore) -> None:
-    service, _queues = make_service(store)
+    service, _queues = make_service(store, drills=True)
     snap = Snapshot(*COUNTERS)
-    service.set_faults({"queue_backend_down": True})
+    service.faults.update({"queue_backend_down": True})
     for i in range(3):
         with pytest.raises(BackendUnavailable, match=r"unreachable|down"):
             service.engine.diff(req(chain_dag(2, salt=f"down{i}")))
@@ -118,22 +163,21 @@ def test_queue_backend_down_opens_kafka_breaker_and_probe_resets(store: GraphSto
         service.engine.diff(req(chain_dag(2, salt="refused")))
     service.probe_breakers()
     assert service.kafka_breaker.is_open, "probe must fail while the backend is down"
-    service.clear_faults()
+    service.faults.clear()
     service.probe_breakers()
     assert not service.kafka_breaker.is_open and value("kafka_breaker_state") == 0
     assert service.engine.diff(req(chain_dag(2, salt="back"))).new_queues == 2
 
 
 def test_sentinel_gap_is_visible_then_closes(store: GraphStore) -> None:
-    service, _ = make_service(store)
+    service, _ = make_service(store, drills=True)
     dag = chain_dag(2, salt="sentinel")
-    service.set_faults({"sentinel_skip": True})
+    service.faults.update({"sentinel_skip": True})
     result = service.engine.diff(req(dag, strategy="gap"))
-    assert result.warnings and "sentinel not recorded" in result.warnings[0]
     service.refresh_sentinel_gaps()
     assert ("gap", result.version) in service.sentinel_gaps
     assert value("sentinel_gap_count") == len(service.sentinel_gaps) >= 1
-    service.clear_faults()
+    service.faults.clear()
     service.engine.diff(req(dag, strategy="gap"))
     service.refresh_sentinel_gaps()
     assert ("gap", result.version) not in service.sentinel_gaps
@@ -182,3 +226,42 @@ def test_resubmitting_retired_strategy_revives_it(store: GraphStore) -> None:
     service.engine.diff(req(dag, strategy="rev"))
     assert set(first.queue_map.values()) <= service.store.active_queues()
     assert service.gc.sweep().processed == []
+
+
+def test_plan_cache_is_a_byte_budget(store: GraphStore) -> None:
+    """Plans are evicted to stay within dagmanager.plan_cache_bytes; size is exported."""
+    service, _ = make_service(store, plan_cache_bytes=200_000)
+    for i in range(40):
+        service.engine.diff(req(chain_dag(50, salt=f"budget{i}"), strategy=f"b{i}"))
+    plans = service.engine.plans
+    assert 0 < plans.nbytes <= 200_000 and 0 < len(plans) < 40
+    assert value("dagmanager_plan_cache_bytes") == plans.nbytes
+    assert value("dagmanager_plan_cache_entries") == len(plans)
+
+
+def test_replicas_diffing_the_same_dag_create_each_queue_once(postgres) -> None:  # type: ignore[no-untyped-def]
+    """Two DAG Managers on one PostgreSQL graph store, the same cold DAG at once: one
+    queue map, each queue created once (replicas need PostgreSQL; SQLite is one process)."""
+    graph_store_spec = fresh_postgres_db(postgres.dsn)
+    shared = InProcessQueues()
+    stores = [open_graph_store(graph_store_spec) for _ in range(2)]
+    services = [make_service(s, queues=shared)[0] for s in stores]
+    dag = chain_dag(30, salt="replicas")
+    results: list[object] = [None, None]
+    start = threading.Barrier(2)
+
+    def run(i: int) -> None:
+        start.wait()
+        results[i] = services[i].engine.diff(req(dag, strategy=f"r{i}", world_id="w"))
+
+    threads = [threading.Thread(target=run, args=(i,)) for i in range(2)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(30)
+    a, b = results
+    assert a.queue_map == b.queue_map  # type: ignore[attr-defined]
+    assert a.new_queues + b.new_queues == 30  # type: ignore[attr-defined]
+    assert set(shared.created.values()) == {1} and len(shared.created) == 30
+    for s in stores:
+        s.close()

@@ -40,9 +40,16 @@ variable "dashboard_label_value" {
 }
 
 variable "extra_dashboards" {
-  description = "Additional dashboards: file name => dashboard JSON. Added to the bundled ones."
-  type        = map(string)
+  description = "Additional dashboards, added to the bundled ones: a map of file name => dashboard JSON, or a list of {name or uid, title, json} entries as the Helm chart's grafanaDashboards.extraDashboards (file name \"<uid>.json\" when name is absent)."
+  type        = any
   default     = {}
+
+  validation {
+    condition = can(tomap(var.extra_dashboards)) || alltrue([
+      for d in var.extra_dashboards : can(d.json) && (can(d.name) || can(d.uid))
+    ])
+    error_message = "extra_dashboards: give a map of file name => dashboard JSON, or a list of {name or uid, json} entries."
+  }
 }
 
 variable "enable_prometheus_rule" {

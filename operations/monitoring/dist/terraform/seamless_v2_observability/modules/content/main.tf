@@ -3,7 +3,11 @@
 locals {
   dashboard_dir = "${path.module}/../../dashboards"
   bundled       = { for f in fileset(local.dashboard_dir, "*.json") : f => file("${local.dashboard_dir}/${f}") }
-  dashboards    = merge(local.bundled, var.extra_dashboards)
+  # Either shape of extra_dashboards: a map file name => JSON, or the Helm list shape.
+  extra = can(tomap(var.extra_dashboards)) ? tomap(var.extra_dashboards) : {
+    for d in var.extra_dashboards : (try(d.name, null) != null ? d.name : "${d.uid}.json") => d.json
+  }
+  dashboards = merge(local.bundled, local.extra)
 
   config_maps = {
     for f, json in local.dashboards : f => {

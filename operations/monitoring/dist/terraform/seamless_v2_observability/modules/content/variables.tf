@@ -22,7 +22,7 @@ variable "dashboard_label_value" {
 }
 
 variable "extra_dashboards" {
-  type    = map(string)
+  type    = any
   default = {}
 }
 

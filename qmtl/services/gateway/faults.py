@@ -1,0 +1,84 @@
+"""Gateway drills: faulty wrappers around its ports (installed only with drills on).
+
+| switch                  | wrapper          | effect                                       |
+|-------------------------|------------------|----------------------------------------------|
+| log_write_fail          | FaultyLog        | the log refuses writes: 503, LostRequests    |
+| submission_delay_ms     | FaultyClient     | every diff call is slowed (GatewayLatencyHigh)|
+| submission_error_ratio  | FaultyClient     | that share of diffs fails UNAVAILABLE: 503   |
+|                         |                  | answers after retries (GatewayErrorBudgetBurn)|
+| ack_delay_ms            | FaultyBus        | freeze/unfreeze ACKs are late                |
+|                         |                  | (ControlBusApplyAckLatencyHigh)              |
+"""
+
+from __future__ import annotations
+
+import asyncio
+import random
+import time
+from typing import Any
+
+from qmtl.foundation.contracts import DiffResult, SubmissionRequest
+from qmtl.foundation.faults import FaultSet, Switch
+from qmtl.services.controlbus import ACK, Envelope
+
+__all__ = ["FaultyBus", "FaultyClient", "FaultyLog", "gateway_faults"]
+
+
+def gateway_faults() -> FaultSet:
+    return FaultSet(
+        Switch("log_write_fail", False, "the submission log refuses writes"),
+        Switch("submission_delay_ms", 0.0, "every submission's diff call is delayed"),
+        Switch("submission_error_ratio", 0.0, "this share of submissions is answered 503"),
+        Switch("ack_delay_ms", 0.0, "ControlBus ACKs are sent this late"),
+    )
+
+
+class FaultyLog:
+    def __init__(self, log: Any, faults: FaultSet) -> None:
+        self._log = log
+        self._faults = faults
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self._log, name)
+
+    def insert(self, *args: Any, **kwargs: Any) -> Any:
+        if self._faults.log_write_fail:
+            raise OSError("submission log write refused (fault injection: log_write_fail)")
+        return self._log.insert(*args, **kwargs)
+
+
+class FaultyClient:
+    """Wraps the DAG Manager client; a drill 503 is answered without a diff."""
+
+    def __init__(self, client: Any, faults: FaultSet) -> None:
+        self._client = client
+        self._faults = faults
+        self.breaker = client.breaker
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self._client, name)
+
+    async def diff(self, request: SubmissionRequest) -> DiffResult:
+        if self._faults.submission_delay_ms:
+            await asyncio.sleep(self._faults.submission_delay_ms / 1000)
+        return await self._client.diff(request)  # type: ignore[no-any-return]
+
+
+class FaultyBus:
+    def __init__(self, bus: Any, faults: FaultSet) -> None:
+        self._bus = bus
+        self._faults = faults
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self._bus, name)
+
+    def publish(self, envelope: Envelope) -> None:
+        if envelope.type == ACK and self._faults.ack_delay_ms:
+            time.sleep(self._faults.ack_delay_ms / 1000)
+        self._bus.publish(envelope)
+
+
+def drill_error(faults: FaultSet) -> bool:
+    """Whether this submission is one of the drill's failing share."""
+    ratio = float(faults.submission_error_ratio)
+    return ratio > 0 and random.random() < ratio

@@ -1,0 +1,228 @@
+"""GatewayService in-process, against fakes of its ports (DAG Manager client, bus).
+
+The submission log is the real SQLite one (it is the contract under test for leases and
+final states); the DAG Manager is a fake that answers what each test scripts.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from qmtl.foundation.common import AsyncCircuitBreaker
+from qmtl.foundation.config import QmtlConfig
+from qmtl.foundation.contracts import DiffResult, SubmissionRequest
+from qmtl.foundation.dag import chain_dag
+from qmtl.foundation.errors import BackendUnavailable, InvalidDag, QueueNameCollision
+from qmtl.services.controlbus import ACK, FREEZE, UNFREEZE, Envelope, InProcessBus
+from qmtl.services.dagmanager.client import is_remote_failure
+from qmtl.services.gateway.service import GatewayService
+from qmtl.services.gateway.submissions import SubmissionLog
+from qmtl.testing.metrics import Snapshot, value
+
+
+class FakeDagManager:
+    """Answers diffs with ``behaviour(request)``: a DiffResult, or raises."""
+
+    def __init__(self, behaviour: Callable[[SubmissionRequest], Any]) -> None:
+        self.behaviour = behaviour
+        self.calls: list[SubmissionRequest] = []
+        self.breaker = AsyncCircuitBreaker(3, name=None, is_failure=is_remote_failure)
+        self.healthy = True
+
+    async def _diff(self, request: SubmissionRequest) -> DiffResult:
+        self.calls.append(request)
+        outcome = self.behaviour(request)
+        if asyncio.iscoroutine(outcome):
+            outcome = await outcome
+        if isinstance(outcome, Exception):
+            raise outcome
+        return outcome  # type: ignore[no-any-return]
+
+    async def diff(self, request: SubmissionRequest) -> DiffResult:
+        return await self.breaker.call(self._diff, request)
+
+    async def status(self) -> bool:
+        return self.healthy
+
+    async def close(self) -> None:
+        pass
+
+
+def result(request: SubmissionRequest) -> DiffResult:
+    return DiffResult({"N1": f"q-{request.world_id}"}, (), "sentinel", "v1", 1, 1, 1)
+
+
+def make(tmp_path: Path, client: FakeDagManager, **gateway: Any) -> GatewayService:
+    config = QmtlConfig.model_validate({"gateway": {"retry_interval_seconds": 0.05, **gateway}})
+    bus = InProcessBus()
+    service = GatewayService(
+        config, log_port=SubmissionLog(f"sqlite:{tmp_path / 'log.db'}"), client=client, bus=bus,
+        instance_id="gw-test",
+    )  # fmt: skip
+    bus.start()
+    return service
+
+
+def req(salt: str = "a", **ctx: str) -> SubmissionRequest:
+    return SubmissionRequest(strategy_id="s1", dag_json=chain_dag(2, salt=salt), **ctx)
+
+
+def run(coro: Any) -> Any:
+    return asyncio.run(coro)
+
+
+def test_completed_and_duplicate(tmp_path: Path) -> None:
+    client = FakeDagManager(result)
+    service = make(tmp_path, client)
+    first = run(service.submit(req()))
+    again = run(service.submit(req()))
+    assert first.status == again.status == 200 and again.body["duplicate"] is True
+    assert again.body["queue_map"] == first.body["queue_map"] and len(client.calls) == 1
+
+
+@pytest.mark.parametrize(
+    ("error", "status", "code"),
+    [
+        (InvalidDag("nodes[0]: bad"), 422, "invalid_dag"),
+        (QueueNameCollision("queue q is already bound to node N9"), 409, "queue_name_collision"),
+    ],
+)
+def test_bad_data_is_rejected_never_an_outage_or_lost(
+    tmp_path: Path, error: Exception, status: int, code: str
+) -> None:
+    """Rejected input: 4xx, stored rejected, no breaker failure, no retry, no lost request."""
+    client = FakeDagManager(lambda _r: error)
+    service = make(tmp_path, client, max_attempts=1)
+    lost = Snapshot("lost_requests_total")
+    outcome = run(service.submit(req()))
+    assert outcome.status == status and outcome.body["error"] == code
+    assert client.breaker.failures == 0 and not client.breaker.is_open
+    assert run(service.retry_due()) == 0 and len(client.calls) == 1
+    assert service.log.counts() == {"rejected": 1}
+    duplicate = run(service.submit(req()))
+    assert duplicate.status == status and duplicate.body["error"] == code
+    assert lost.delta("lost_requests_total") == 0
+
+
+def test_outage_is_queued_then_retried_by_its_holder(tmp_path: Path) -> None:
+    down = {"on": True}
+    client = FakeDagManager(lambda r: BackendUnavailable("down") if down["on"] else result(r))
+    service = make(tmp_path, client)
+    outcome = run(service.submit(req()))
+    assert outcome.status == 202 and outcome.body["status"] == "queued"
+    assert client.breaker.failures == 1
+    down["on"] = False
+    time.sleep(0.06)
+    assert run(service.retry_due()) == 1
+    assert service.log.counts() == {"completed": 1}
+
+
+def test_retries_are_bounded_and_abandoned_ones_are_lost(tmp_path: Path) -> None:
+    client = FakeDagManager(lambda _r: BackendUnavailable("down"))
+    service = make(tmp_path, client, max_attempts=2)
+    lost = Snapshot("lost_requests_total")
+    run(service.submit(req()))
+    for _ in range(5):
+        client.breaker.reset()
+        time.sleep(0.06)
+        run(service.retry_due())
+    assert service.log.counts() == {"abandoned": 1}
+    assert lost.delta("lost_requests_total") == 1
+
+
+def test_a_log_that_refuses_writes_answers_503_and_counts_lost(tmp_path: Path) -> None:
+    client = FakeDagManager(result)
+    service = make(tmp_path, client)
+    service.log.db.close()  # every write now fails like a dead disk
+    lost = Snapshot("lost_requests_total")
+    outcome = run(service.submit(req()))
+    assert outcome.status == 503 and outcome.body["retryable"] is True
+    assert lost.delta("lost_requests_total") == 1 and client.calls == []
+
+
+def test_an_in_flight_submission_is_never_retried_and_results_are_never_replaced(
+    tmp_path: Path,
+) -> None:
+    """The retry loop leaves leased rows alone; a final state is written once."""
+    release = asyncio.Event()
+
+    async def slow(request: SubmissionRequest) -> DiffResult:
+        await release.wait()
+        return result(request)
+
+    client = FakeDagManager(slow)
+    service = make(tmp_path, client)
+
+    async def scenario() -> None:
+        first = asyncio.create_task(service.submit(req()))
+        await asyncio.sleep(0.05)
+        assert await service.retry_due() == 0, "an in-flight submission must not be claimed"
+        release.set()
+        assert (await first).status == 200
+
+    run(scenario())
+    assert len(client.calls) == 1
+    sid = req().submission_id()
+    stored = service.log.get(sid)
+    assert stored is not None and stored.result is not None
+    other = DiffResult({"N1": "another"}, (), "x", "v9", 0, 0, 1)
+    assert service.log.complete(sid, other) is False
+    assert service.log.get(sid).result == stored.result  # type: ignore[union-attr]
+
+
+def test_freeze_is_acked_then_lapses_at_its_deadline(tmp_path: Path) -> None:
+    """A world stays frozen only until the freeze's deadline, even with no unfreeze."""
+    client = FakeDagManager(result)
+    service = make(tmp_path, client)
+    acks: list[Envelope] = []
+    service.bus.subscribe(lambda e: acks.append(e) if e.type == ACK else None)
+    freeze = Envelope(type=FREEZE, source="t", subject="w1",
+                      data={"world_id": "w1", "run_id": "r1", "deadline": time.time() + 0.3})  # fmt: skip
+    service.bus.publish(freeze)
+    assert [a.data["phase"] for a in acks] == ["freeze"] and acks[0].data["gateway_id"] == "gw-test"
+    frozen = run(service.submit(req(world_id="w1")))
+    assert frozen.status == 409 and frozen.body["error"] == "world_frozen"
+    assert value("controlbus_apply_ack_total", world_id="w1", phase="freeze") >= 1
+    time.sleep(0.35)
+    assert run(service.submit(req(world_id="w1"))).status == 200
+
+
+def test_replayed_events_past_their_deadline_are_ignored(tmp_path: Path) -> None:
+    service = make(tmp_path, FakeDagManager(result))
+    acks: list[Envelope] = []
+    service.bus.subscribe(lambda e: acks.append(e) if e.type == ACK else None)
+    for kind in (FREEZE, UNFREEZE):
+        service.bus.publish(Envelope(type=kind, source="t", subject="w2",
+                                     data={"world_id": "w2", "run_id": "old", "deadline": time.time() - 1}))  # fmt: skip
+    assert acks == [] and service.frozen_until("w2") is None
+
+
+def test_submissions_with_an_admin_url_register_a_guard_source(tmp_path: Path) -> None:
+    seen: list[str] = []
+
+    async def register(request: SubmissionRequest) -> None:
+        seen.append(request.admin_url)
+
+    config = QmtlConfig()
+    service = GatewayService(
+        config, log_port=SubmissionLog(f"sqlite:{tmp_path / 'l.db'}"),
+        client=FakeDagManager(result), bus=InProcessBus(), register_source=register,
+    )  # fmt: skip
+
+    async def both() -> None:
+        sdk = "http://127.0.0.1:8001"
+        base = req()
+        await service.submit(SubmissionRequest(**{**base.to_dict(), "admin_url": sdk}))
+        await service.submit(
+            SubmissionRequest(**{**base.to_dict(), "admin_url": sdk, "partition": "p"})
+        )
+        await asyncio.sleep(0.01)
+
+    run(both())
+    assert seen == ["http://127.0.0.1:8001"], "each SDK process is registered once"

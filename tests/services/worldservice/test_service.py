@@ -1,0 +1,186 @@
+"""WorldService in-process, against fakes of its ports: Gateways on an in-process bus,
+guard sources answering through a fake HTTP getter, a real SQLite store."""
+
+from __future__ import annotations
+
+import threading
+import time
+from pathlib import Path
+from typing import Any
+
+import httpx
+import pytest
+
+from qmtl.foundation.config import QmtlConfig
+from qmtl.foundation.errors import ApplyInProgress, GuardBlocked, GuardUnavailable, UnknownWorld
+from qmtl.services.controlbus import ACK, FREEZE, HEARTBEAT, UNFREEZE, Envelope, InProcessBus
+from qmtl.services.worldservice.service import WorldService
+from qmtl.services.worldservice.store import WorldStore
+from qmtl.testing.metrics import value
+
+
+class FakeGateway:
+    """Heartbeats and ACKs like a Gateway; ``mute`` stops its ACKs."""
+
+    def __init__(self, bus: InProcessBus, gateway_id: str) -> None:
+        self.bus, self.id, self.mute = bus, gateway_id, False
+        self.seen: list[str] = []
+        bus.subscribe(self.on_event)
+
+    def beat(self) -> None:
+        self.bus.publish(Envelope(type=HEARTBEAT, source="gw", subject=self.id,
+                                  data={"gateway_id": self.id}))  # fmt: skip
+
+    def on_event(self, envelope: Envelope) -> None:
+        if envelope.type not in (FREEZE, UNFREEZE):
+            return
+        self.seen.append(envelope.type)
+        if self.mute:
+            return
+        phase = "freeze" if envelope.type == FREEZE else "unfreeze"
+        threading.Thread(target=self.bus.publish, args=(Envelope(
+            type=ACK, source="gw", subject=envelope.subject,
+            data={"world_id": envelope.data["world_id"], "phase": phase,
+                  "correlation_id": envelope.id, "gateway_id": self.id},
+        ),)).start()  # fmt: skip
+
+
+class Sources:
+    """Fake HTTP GET for the guard: url -> report dict, or an exception to raise."""
+
+    def __init__(self) -> None:
+        self.answers: dict[str, Any] = {}
+
+    def __call__(self, url: str, **_kwargs: Any) -> httpx.Response:
+        answer = self.answers.get(url, {"hits": [], "last_reset": None})
+        if isinstance(answer, Exception):
+            raise answer
+        return httpx.Response(200, json=answer, request=httpx.Request("GET", url))
+
+
+def make(tmp_path: Path, *, store: WorldStore | None = None, **ws: Any) -> tuple[WorldService, InProcessBus, Sources]:  # fmt: skip
+    config = QmtlConfig.model_validate({"worldservice": {"ack_timeout_seconds": 1.0, **ws}})
+    bus = InProcessBus()
+    sources = Sources()
+    store = store or WorldStore(f"sqlite:{tmp_path / 'ws.db'}")
+    service = WorldService(config, store=store, bus=bus, http_get=sources)
+    bus.start()
+    return service, bus, sources
+
+
+DM = "http://127.0.0.1:8010/admin/cross-context"
+
+
+def test_apply_waits_for_every_live_gateway(tmp_path: Path) -> None:
+    service, bus, _ = make(tmp_path)
+    service.store.create_world("w")
+    gateways = [FakeGateway(bus, "g1"), FakeGateway(bus, "g2")]
+    for g in gateways:
+        g.beat()
+    run_id = service.begin_apply("w", {"activate": ["s1"]})
+    run = service.run_apply("w", run_id, {"activate": ["s1"]})
+    assert run["status"] == "success" and service.store.world("w")["active"] == ["s1"]
+    assert all(g.seen == [FREEZE, UNFREEZE] for g in gateways)
+    assert value("world_apply_run_total", world_id="w", run_id=run_id, status="success") == 1
+
+
+def test_a_silent_gateway_fails_the_freeze_by_name(tmp_path: Path) -> None:
+    service, bus, _ = make(tmp_path)
+    service.store.create_world("w")
+    ok, silent = FakeGateway(bus, "g1"), FakeGateway(bus, "g-silent")
+    silent.mute = True
+    ok.beat()
+    silent.beat()
+    run_id = service.begin_apply("w", {})
+    run = service.run_apply("w", run_id, {})
+    assert run["status"] == "failure" and run["stage"] == "freeze"
+    assert "g-silent" in run["error"] and "g1" not in run["error"]
+    assert value("world_apply_failure_total", world_id="w", run_id=run_id, stage="freeze") == 1
+
+
+def test_no_subscribed_gateway_is_named_as_the_problem(tmp_path: Path) -> None:
+    service, _bus, _ = make(tmp_path)
+    service.store.create_world("w")
+    run = service.run_apply("w", service.begin_apply("w", {}), {})
+    assert run["status"] == "failure" and "no Gateway is subscribed" in run["error"]
+
+
+def test_guard_blocks_on_hits_fails_closed_and_holds_after_a_reset(tmp_path: Path) -> None:
+    service, bus, sources = make(tmp_path, promotion_hold_seconds=0.5)
+    service.store.create_world("w")
+    FakeGateway(bus, "g1").beat()
+    hit = {"labels": {"node_id": "N1", "world_id": "bt"}, "value": 1.0}
+    sources.answers[DM] = {"hits": [hit], "last_reset": None}
+    with pytest.raises(GuardBlocked, match="node_id=N1") as blocked:
+        service.begin_apply("w", {})
+    assert blocked.value.details["hits"][0]["source"] == DM
+    sources.answers[DM] = httpx.ConnectError("refused")
+    with pytest.raises(GuardUnavailable, match="cannot read"):
+        service.begin_apply("w", {})
+    sources.answers[DM] = {"hits": [], "last_reset": time.time()}
+    with pytest.raises(GuardBlocked, match="promotions resume at") as held:
+        service.begin_apply("w", {})
+    assert held.value.details["resume_at"] > time.time()
+    time.sleep(0.6)
+    assert service.run_apply("w", service.begin_apply("w", {}), {})["status"] == "success"
+
+
+def test_a_hit_cleared_by_a_restart_still_starts_the_hold(tmp_path: Path) -> None:
+    """A source that had hits and answers without them (restarted): hold from now."""
+    service, _bus, sources = make(tmp_path, promotion_hold_seconds=60)
+    service.store.create_world("w")
+    sources.answers[DM] = {"hits": [{"labels": {"node_id": "N1"}, "value": 2.0}]}
+    service.guard_view()
+    sources.answers[DM] = {"hits": [], "last_reset": None}
+    with pytest.raises(GuardBlocked, match="must stay at zero for 60s"):
+        service.check_guard()
+
+
+def test_registered_sdk_sources_are_read_and_forgotten_when_gone(tmp_path: Path) -> None:
+    service, _bus, sources = make(tmp_path, guard_source_expiry_seconds=0.2)
+    service.register_source("http://127.0.0.1:9", "w", "s1")
+    sdk = "http://127.0.0.1:9/admin/cross-context"
+    sources.answers[sdk] = httpx.ConnectError("refused")
+    assert service.guard_view().unreachable
+    time.sleep(0.3)
+    view = service.guard_view()
+    assert view.unreachable == [] and service.store.sources() == []
+
+
+def test_one_apply_per_world_across_replicas(tmp_path: Path) -> None:
+    """Two WorldServices on one store: the second apply for the world gets ApplyInProgress."""
+    first, _b1, _ = make(tmp_path)
+    second, _b2, _ = make(tmp_path, store=WorldStore(f"sqlite:{tmp_path / 'ws.db'}"))
+    first.store.create_world("w")
+    first.begin_apply("w", {}, run_id="r1")
+    with pytest.raises(ApplyInProgress, match="already in progress for world w"):
+        second.begin_apply("w", {}, run_id="r2")
+    assert second.store.run("r2") is None
+
+
+def test_a_run_left_running_by_a_dead_replica_is_failed_and_rolled_back(tmp_path: Path) -> None:
+    service, bus, _ = make(tmp_path)
+    service.store.create_world("w")
+    service.store.start_run("dead1", "w", {}, time.time(), owner="gone/dead1")
+    service.store.set_stage("dead1", "switch")
+    unfreezes: list[Envelope] = []
+    bus.subscribe(lambda e: unfreezes.append(e) if e.type == UNFREEZE else None)
+    assert service.recover_runs() == 1
+    run = service.store.run("dead1")
+    assert run["status"] == "failure" and run["stage"] == "switch"
+    assert value("world_apply_failure_total", world_id="w", run_id="dead1", stage="switch") == 1
+    assert [e.data["world_id"] for e in unfreezes] == ["w"]
+
+
+def test_deleting_a_world_drops_its_series(tmp_path: Path) -> None:
+    service, _bus, _ = make(tmp_path, stale_after_seconds=1)
+    service.store.create_world("gone")
+    service.refresh_stale_ratio()
+    assert value("world_allocation_snapshot_stale_ratio", world_id="gone") == 0
+    service.delete_world("gone")
+    assert service.store.world("gone") is None
+    from qmtl.foundation.metrics import sample_value
+
+    assert sample_value("world_allocation_snapshot_stale_ratio", {"world_id": "gone"}) is None
+    with pytest.raises(UnknownWorld):
+        service.delete_world("gone")
