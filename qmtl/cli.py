@@ -22,6 +22,7 @@ from collections.abc import Callable, Sequence
 
 from qmtl import __version__
 from qmtl.foundation.config import ConfigError, resolve_config
+from qmtl.foundation.errors import InvalidInput
 
 __all__ = [
     "EXIT_CONFIG",
@@ -184,6 +185,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     except UserError as exc:
         print(f"qmtl: {exc}", file=sys.stderr)
         return exc.exit_code
+    except InvalidInput as exc:  # bad usage found by a command itself
+        print(f"qmtl: {exc}", file=sys.stderr)
+        return EXIT_CONFIG
     except CommandNotBuilt as exc:
         print(f"qmtl: '{exc}' is not built in this version of QMTL yet.", file=sys.stderr)
         return EXIT_NOT_BUILT

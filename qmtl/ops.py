@@ -25,6 +25,7 @@ import httpx
 import yaml
 
 from qmtl.foundation.config import QmtlConfig
+from qmtl.foundation.errors import InvalidRequest
 
 __all__ = ["cache", "cross_context", "fault", "gc_trigger", "service_urls"]
 
@@ -177,8 +178,6 @@ def gc_trigger(args: argparse.Namespace) -> int:
 
 
 def fault(args: argparse.Namespace) -> int:
-    from qmtl.cli import UserError
-
     config: QmtlConfig = args.qmtl_config
     base, token = service_urls(config)[args.service]
     if args.target:
@@ -188,11 +187,11 @@ def fault(args: argparse.Namespace) -> int:
         status, body = _call("DELETE", f"{base}/admin/faults", token)
     else:
         if not args.settings:
-            raise UserError("give NAME=VALUE settings or --clear", exit_code=2)
+            raise InvalidRequest("give NAME=VALUE settings or --clear")
         changes = {}
         for item in args.settings:
             if "=" not in item:
-                raise UserError(f"fault setting {item!r} must look like NAME=VALUE", exit_code=2)
+                raise InvalidRequest(f"fault setting {item!r} must look like NAME=VALUE")
             key, raw = item.split("=", 1)
             changes[key] = yaml.safe_load(raw)
         status, body = _call("POST", f"{base}/admin/faults", token, changes)

@@ -51,3 +51,43 @@ def test_unbuilt_command_says_so_and_exits_3(
     monkeypatch.setattr(cli, "build_parser", parser)
     assert main([]) == EXIT_NOT_BUILT
     assert "'qmtl frobnicate' is not built" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize(
+    "argv",
+    [
+        ["--config", "X.yml", "ops", "cross-context", "show"],
+        ["ops", "--config", "X.yml", "cross-context", "show"],
+        ["ops", "cross-context", "--config", "X.yml", "show"],
+        ["ops", "cross-context", "show", "--config", "X.yml"],
+        ["ops", "fault", "dagmanager", "diff_fail=true", "--config", "X.yml"],
+        ["service", "dagmanager", "--config", "X.yml"],
+        ["service", "dagmanager", "server", "--config", "X.yml"],
+        ["service", "dagmanager", "metrics", "--port", "9", "--config", "X.yml"],
+        ["up", "--config", "X.yml", "--no-prometheus"],
+    ],
+)
+def test_config_is_accepted_on_every_leaf_before_or_after(argv: list[str]) -> None:
+    """One argparse tree: --config anywhere, as `qmtl up` and the docs print it."""
+    from qmtl.cli import build_parser
+
+    args = build_parser().parse_args(argv)
+    assert args.config == "X.yml" and callable(args.handler)
+
+
+def test_exit_codes_are_the_same_everywhere(tmp_path, capsys: pytest.CaptureFixture[str]) -> None:  # type: ignore[no-untyped-def]
+    """0 ok, 1 runtime failure, 2 usage or configuration: one line, no traceback."""
+    bad = tmp_path / "bad.yml"
+    bad.write_text("gateway: {port: seven}\n")
+    assert main(["ops", "cross-context", "show", "--config", str(bad)]) == 2
+    err = capsys.readouterr().err
+    assert "gateway.port" in err and len(err.strip().splitlines()) == 1
+    dead = f"http://127.0.0.1:{__import__('qmtl.devstack', fromlist=['free_port']).free_port()}"
+    assert main(["ops", "cross-context", "reset", "--target", dead]) == 1
+    out = capsys.readouterr()
+    assert "reset failed" in out.err and "could not reset" in out.err and "Traceback" not in out.err
+    assert main(["ops", "fault", "gateway", "oops", "--target", dead]) == 2
+    assert "must look like NAME=VALUE" in capsys.readouterr().err
+    with pytest.raises(SystemExit) as usage:
+        main(["ops", "cross-context", "explode"])
+    assert usage.value.code == 2

@@ -5,64 +5,194 @@ from __future__ import annotations
 
 import os
 import re
+import shlex
 import signal
 import subprocess
 import sys
 import time
+from collections.abc import Callable
 from pathlib import Path
 
 import pytest
 
+from qmtl import devstack
 from qmtl.cli import main
+from qmtl.devstack.status import CLEAR, StatusView, fit, summarise_alerts
 
 
 def alive(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    try:  # a zombie still answers signal 0; it holds no resources and will be reaped
-        with open(f"/proc/{pid}/stat") as stat:
-            return stat.read().split()[2] != "Z"
-    except OSError:
-        return False
+    return devstack.alive(pid)
+
+
+class Up:
+    """`qmtl up` as a subprocess whose output is read line by line."""
+
+    def __init__(self, *args: str, cwd: Path | None = None) -> None:
+        self.proc = subprocess.Popen(
+            [sys.executable, "-m", "qmtl", "up", *args], cwd=cwd,
+            stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
+        )  # fmt: skip
+        self.lines: list[str] = []
+
+    @property
+    def output(self) -> str:
+        return "".join(self.lines)
+
+    def read_until(self, done: Callable[[str], bool], timeout: float = 180) -> str:
+        deadline = time.monotonic() + timeout
+        assert self.proc.stdout is not None
+        while time.monotonic() < deadline:
+            line = self.proc.stdout.readline()
+            if not line:
+                break
+            self.lines.append(line)
+            if done(line):
+                return line
+        raise AssertionError(f"qmtl up did not get there:\n{self.output[-4000:]}")
+
+    def pids(self) -> list[int]:
+        return [int(p) for p in re.findall(r"\(pid (\d+)\)", self.output)]
+
+    def stop(self, sig: int = signal.SIGINT) -> str:
+        if self.proc.poll() is None:
+            self.proc.send_signal(sig)
+        rest, _ = self.proc.communicate(timeout=60)
+        return rest or ""
+
+
+def all_up(line: str) -> bool:
+    return "targets:" in line and "sdk=up" in line and "dagmanager=up" in line
 
 
 @pytest.mark.integration
 def test_up_runs_the_stack_and_ctrl_c_stops_every_process(tmp_path: Path) -> None:
     state = tmp_path / "state"
-    proc = subprocess.Popen(
-        [sys.executable, "-m", "qmtl", "up", "--state-dir", str(state)],
-        stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
-    )  # fmt: skip
-    lines: list[str] = []
-    deadline = time.monotonic() + 180
-    assert proc.stdout is not None
+    up = Up("--state-dir", str(state))
     try:
-        while time.monotonic() < deadline:
-            line = proc.stdout.readline()
-            if not line:
-                break
-            lines.append(line)
-            if "targets:" in line and "sdk=up" in line and "dagmanager=up" in line:
-                break
-        output = "".join(lines)
-        assert "ready. State, config and logs" in output, output
+        up.read_until(all_up)
+        assert "ready. State, config and logs" in up.output
         assert re.search(
-            r"targets: dagmanager=up\s+gateway=up\s+sdk=up\s+worldservice=up", output
-        ), output
-        pids = [int(p) for p in re.findall(r"\(pid (\d+)\)", output)]
-        assert len(pids) == 6, output  # 3 services, demo, Prometheus, Alertmanager
+            r"targets: dagmanager=up\s+gateway=up\s+sdk=up\s+worldservice=up", up.output
+        ), up.output
+        pids = up.pids()
+        assert len(pids) == 6, up.output  # 3 services, demo, Prometheus, Alertmanager
         assert all(alive(pid) for pid in pids)
+        # The command it prints, run exactly as printed.
+        printed = re.search(r"ops +(qmtl ops cross-context show --config \S+)", up.output)
+        assert printed, up.output
+        ops = subprocess.run(
+            [sys.executable, "-m", *shlex.split(printed.group(1))], capture_output=True,
+            text=True, timeout=60,
+        )  # fmt: skip
+        assert ops.returncode == 0, ops.stdout + ops.stderr
+        assert "dagmanager: 0 unresolved" in ops.stdout and "promotions allowed" in ops.stdout
     finally:
-        proc.send_signal(signal.SIGINT)
-        rest, _ = proc.communicate(timeout=60)
-    assert proc.returncode == 0, rest
+        rest = up.stop()
+    assert up.proc.returncode == 0, rest
     assert "stopped." in rest
     assert [pid for pid in pids if alive(pid)] == [], (
         "Ctrl-C must stop every process qmtl up started"
     )
     assert (state / "qmtl.yml").is_file() and (state / "rules" / "alert_rules.yml").is_file()
+
+
+@pytest.mark.integration
+def test_sigkill_of_qmtl_up_takes_its_children_along(tmp_path: Path) -> None:
+    """No atexit runs on SIGKILL: the children go by the parent-death signal."""
+    state = tmp_path / "state"
+    up = Up("--state-dir", str(state), "--no-prometheus")
+    try:
+        up.read_until(all_up)
+        pids = up.pids()
+        assert len(pids) == 4 and all(alive(p) for p in pids)
+    finally:
+        up.stop(signal.SIGKILL)
+    devstack.wait_for(
+        lambda: not [p for p in pids if alive(p)], timeout=30, what="the orphaned children to exit"
+    )
+    again = Up("--state-dir", str(state), "--no-prometheus", "--duration", "3")
+    again.read_until(lambda line: "ready." in line)
+    assert again.stop(signal.SIGINT) is not None and again.proc.returncode == 0
+
+
+@pytest.mark.integration
+def test_status_view_redraws_in_place_on_a_terminal(tmp_path: Path) -> None:
+    """On a TTY: one screen redrawn (clear + home), every line fitted to the width."""
+    import fcntl
+    import pty
+    import struct
+    import termios
+
+    master, slave = pty.openpty()
+    fcntl.ioctl(slave, termios.TIOCSWINSZ, struct.pack("HHHH", 24, 60, 0, 0))
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "qmtl", "up", "--no-prometheus", "--duration", "14",
+         "--state-dir", str(tmp_path / "state")],
+        stdin=slave, stdout=slave, stderr=slave, close_fds=True,
+        env={k: v for k, v in os.environ.items() if k not in ("COLUMNS", "LINES")},
+    )  # fmt: skip
+    os.close(slave)
+    chunks = []
+    try:
+        while True:
+            try:
+                data = os.read(master, 65536)
+            except OSError:
+                break
+            if not data:
+                break
+            chunks.append(data)
+    finally:
+        proc.wait(timeout=60)
+        os.close(master)
+    text = b"".join(chunks).decode(errors="replace")
+    screens = text.split(CLEAR)[1:]
+    assert len(screens) >= 2, text[-2000:]
+    assert "targets:" in screens[-1] and "Gateway" in screens[-1]
+    for screen in screens:
+        for line in screen.replace("\r", "").splitlines():
+            if "stopped." in line or "stopping" in line:
+                continue
+            assert len(line) <= 60, repr(line)
+
+
+def test_piped_status_view_prints_blocks(capsys: pytest.CaptureFixture[str]) -> None:
+    import io
+
+    out = io.StringIO()
+    view = StatusView(out, ["header"], lambda: ["targets: a=up", "alerts:  firing=none"], tty=False)
+    view.update()
+    view.update()
+    assert CLEAR not in out.getvalue() and out.getvalue().count("targets: a=up") == 2
+    tty = StatusView(io.StringIO(), ["  Gateway http://x"], lambda: ["y" * 500], tty=True).render()
+    assert tty.startswith(CLEAR) and "…" in tty
+
+
+def test_repeated_alerts_are_summarised() -> None:
+    assert summarise_alerts(["B", "A", "B", "B"]) == "A, B x3"
+    assert summarise_alerts([]) == "none"
+    assert fit("abcdef", 4) == "abc…" and fit("abc", 4) == "abc"
+
+
+@pytest.mark.integration
+def test_up_with_kafka_and_postgres_is_healthy(tmp_path: Path) -> None:
+    """The production backends through the CLI: every target up, and no alert pending or
+    firing once the demo's apply ran (it used to fail for want of a subscribed Gateway)."""
+    up = Up("--state-dir", str(tmp_path / "state"), "--with", "kafka,postgres")
+    try:
+        up.read_until(
+            lambda line: "apply runs=1.0" in line or "apply runs=2.0" in line, timeout=240
+        )
+        healthy_blocks = 0
+        while healthy_blocks < 6:  # 30 s of status after the apply
+            line = up.read_until(lambda line: "alerts:" in line, timeout=60)
+            assert "firing=none" in line and "pending=none" in line, up.output[-3000:]
+            healthy_blocks += 1
+        targets = [line for line in up.lines if "targets:" in line][-1]
+        assert "DOWN" not in targets and "dagmanager=up" in targets, targets
+    finally:
+        up.stop()
+    assert up.proc.returncode == 0
 
 
 def test_up_rejects_unknown_backends(capsys: pytest.CaptureFixture[str]) -> None:

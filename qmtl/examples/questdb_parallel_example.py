@@ -37,7 +37,7 @@ from qmtl.runtime.sdk import (
     metrics,
 )
 
-__all__ = ["MovingAverageCross", "main"]
+__all__ = ["MovingAverageCross", "build_parser", "main"]
 
 SUMMARY_METRICS = (
     "node_processed_total",
@@ -140,7 +140,7 @@ def aggregate(exposition: str) -> dict[str, float]:
     return {name: totals.get(name, 0.0) for name in SUMMARY_METRICS}
 
 
-def main(argv: list[str] | None = None) -> int:
+def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="python -m qmtl.examples.questdb_parallel_example", description=__doc__.splitlines()[0]
     )
@@ -161,6 +161,11 @@ def main(argv: list[str] | None = None) -> int:
         "--fail-every", type=int, default=0, help="inject a compute error about every N signals"
     )
     parser.add_argument("--seed", type=int, default=7)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = build_parser()
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s %(message)s")
     if args.events <= 0:

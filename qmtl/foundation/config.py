@@ -166,8 +166,10 @@ class WorldServiceConfig(_Section):
     #: Gateways unfreeze a world by themselves this long after a freeze (should this
     #: WorldService die mid-apply).  Default: twice the longest apply (2 x 2 ACK timeouts).
     freeze_deadline_seconds: float | None = Field(default=None, gt=0)
-    #: One apply run per world across replicas: the lease outlives any run.
-    apply_lease_seconds: float = Field(default=120.0, gt=0)
+    #: One apply run per world across replicas: a run holds the world's lease, renewed
+    #: every third of this; a replica that dies mid-apply loses it within this long and
+    #: another WorldService fails the run (rollback unfreeze).
+    apply_lease_seconds: float = Field(default=15.0, gt=0)
     #: The promotion guard always reads the DAG Manager of this file and every SDK
     #: process that submitted with its admin URL; these are extra ``/admin/cross-context``
     #: URLs.  When ``prometheus_url`` is set it also asks Prometheus.

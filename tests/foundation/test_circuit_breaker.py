@@ -195,3 +195,18 @@ def test_seed_recipe_probe_resets_open_breaker() -> None:
 def test_invalid_threshold() -> None:
     with pytest.raises(ValueError, match="at least 1"):
         AsyncCircuitBreaker(0)
+
+
+def test_the_seeds_reset_snippet_works_on_a_default_client() -> None:
+    """`if await client.status(): client.breaker.reset()` on a client built without a breaker."""
+    from qmtl.services.dagmanager.client import DagManagerClient
+
+    async def snippet() -> None:
+        client = DagManagerClient("127.0.0.1:1", timeout=1)
+        assert client.breaker.max_failures == 3 and client.breaker.name == "dagclient"
+        if await client.status():  # nothing listens: False, and no AttributeError either way
+            client.breaker.reset()
+        client.breaker.reset()
+        await client.close()
+
+    run(snippet())

@@ -181,3 +181,14 @@ def test_short_windows_render_from_same_source() -> None:
     )
     assert rule["for"] == "10s"
     assert set(alert_names(fast)) == set(alert_names(render()))
+
+
+def test_promql_expression_tests_use_the_shipped_alert_expressions() -> None:
+    """promtool only checks firing alerts; expression tests (for 'not even pending' cases)
+    must test the very expression alert_rules.yml ships, not a copy that drifted."""
+    shipped = yaml.safe_load((REPO_ROOT / "alert_rules.yml").read_text())
+    exprs = {r["expr"].strip() for g in shipped["groups"] for r in g["rules"]}
+    tests = yaml.safe_load((MONITORING_DIR / "tests" / "alerts_test.yml").read_text())["tests"]
+    checked = [case["expr"].strip() for test in tests for case in test.get("promql_expr_test", [])]
+    assert checked, "the suite has expression tests"
+    assert all(expr in exprs for expr in checked)

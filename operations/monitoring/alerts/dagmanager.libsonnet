@@ -23,11 +23,13 @@ local alert = import '../lib/alert.libsonnet';
         ||| % c,
           'critical', 'Too many DAG diff requests fail.',
           '{{ $value | humanizePercentage }} of diff requests failed over the last %(rateWindow)s in {{ $labels.job }} (threshold %(diffFailureRatio)s).' % c),
-        // Fires only for a DAG Manager that has served diffs since it started: a fresh
-        // install with no strategies is quiet by design.
+        // Fires only for a DAG Manager that has served diffs since it started (a fresh
+        // install with no strategies is quiet by design), and only once the rate window
+        // is filled (`offset`): a stack that just started has no meaningful 5m rate.
         a('DiffThroughputLow', |||
           sum by (job) (rate(diff_requests_total[%(rateWindow)s])) * 60 < %(diffThroughputMinPerMinute)s
           and on (job) sum by (job) (diff_requests_total) > 0
+          and on (job) sum by (job) (diff_requests_total offset %(rateWindow)s) >= 0
         ||| % c,
           'warning', 'DAG diff throughput dropped.',
           '{{ $labels.job }} processes {{ $value | humanize }} diffs/min (minimum %(diffThroughputMinPerMinute)s/min) after having served traffic.' % c),

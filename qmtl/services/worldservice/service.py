@@ -156,6 +156,7 @@ class WorldService:
         self.recover_runs()
         threading.Thread(target=self._stale_loop, daemon=True, name="stale-ratio").start()
         threading.Thread(target=self._guard_loop, daemon=True, name="promotion-guard").start()
+        threading.Thread(target=self._recovery_loop, daemon=True, name="run-recovery").start()
 
     def close(self) -> None:
         self._stop.set()
@@ -425,10 +426,21 @@ class WorldService:
         )
         self.store.set_active(world_id, sorted(active))
 
+    def _keep_lease(self, world_id: str, owner: str, done: threading.Event) -> None:
+        """Renew the world's apply lease while the run lives: it lapses soon after a crash."""
+        ttl = self.ws.apply_lease_seconds
+        while not done.wait(ttl / 3):
+            try:
+                self.store.leases.acquire(self._lease(world_id), owner, ttl)
+            except Exception as exc:
+                log.warning("apply lease of world %s not renewed: %s", world_id, exc)
+
     def run_apply(self, world_id: str, run_id: str, plan: dict[str, Any]) -> dict[str, Any]:
         stage = "freeze"
         acks: dict[str, float] = {}
         owner = f"{self.instance_id}/{run_id}"
+        done = threading.Event()
+        threading.Thread(target=self._keep_lease, args=(world_id, owner, done), daemon=True).start()
         try:
             acks["freeze"] = self._phase(world_id, run_id, FREEZE, "freeze")
             stage = "switch"
@@ -445,6 +457,7 @@ class WorldService:
             self.store.finish_run(run_id, "success", None, None)
             log.info("apply run %s of world %s succeeded (ACKs %s ms)", run_id, world_id, acks)
         finally:
+            done.set()
             self.store.leases.release(self._lease(world_id), owner)
         return self.store.run(run_id) or {}
 
@@ -462,6 +475,14 @@ class WorldService:
                 self._phase(world_id, run_id, UNFREEZE, "unfreeze")
             except ApplyError as unfreeze_error:
                 log.error("apply run %s: rollback unfreeze failed: %s", run_id, unfreeze_error)
+
+    def _recovery_loop(self) -> None:
+        """Sweep for runs whose replica died (their lease lapsed) while this one runs."""
+        while not self._stop.wait(max(1.0, self.ws.apply_lease_seconds / 2)):
+            try:
+                self.recover_runs()
+            except Exception as exc:
+                log.warning("apply run recovery sweep failed: %s", exc)
 
     def recover_runs(self) -> int:
         """Fail the runs left ``running`` by a replica that died (their lease lapsed)."""

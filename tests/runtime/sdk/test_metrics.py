@@ -165,3 +165,37 @@ def test_reset_metrics_zeroes_everything(metrics_url: str) -> None:
 def test_recorder_label_is_bounded() -> None:
     metrics.observe_recorder_errors("made-up-recorder", 2)
     assert metrics.event_recorder_errors_total.labels("__unset__")._value.get() == 2
+
+
+@pytest.mark.parametrize("trace_nodes", [False, True])
+def test_metrics_are_the_same_with_per_node_tracing(metrics_url: str, trace_nodes: bool) -> None:
+    """trace_nodes=True used to drop failures and record 0 ms: NodeFailures and
+    NodeSlowProcessing could not fire for traced strategies."""
+
+    class Slow(Strategy):
+        def setup(self) -> None:
+            self.price = StreamInput(tags=["slow"], interval=60, period=2)
+            self.slow = ProcessingNode(input=self.price, compute_fn=self.nap, name="slow", period=2)
+            self.bad = ProcessingNode(
+                input=self.price, compute_fn=Pipeline.explode, name="bad", period=2
+            )
+            self.add_nodes(self.price, self.slow, self.bad)
+
+        @staticmethod
+        def nap(view):  # type: ignore[no-untyped-def]
+            time.sleep(0.003)
+            return 1
+
+    strategy = Runner.build(Slow)
+    executor = Executor(strategy.ordered_nodes(), trace_nodes=trace_nodes)
+    for ts in range(5):
+        executor.feed(strategy.price, float(ts), {"p": ts})
+    m = scrape(metrics_url)
+    slow, bad = strategy.slow.node_id, strategy.bad.node_id
+    assert m.get_value("node_processed_total", node_id=slow) == 5
+    assert m.get_value("node_process_failure_total", node_id=bad) == 5
+    assert m.get_value("node_process_failure_total", node_id=slow) == 0
+    assert m.get_value("node_process_duration_ms_sum", node_id=slow) >= 5 * 3
+    assert m.get_value("node_process_duration_ms_bucket", node_id=slow, le="2.5") == 0
+    executor.close()
+    assert scrape(metrics_url).get_value("node_processed_total", node_id=slow) is None

@@ -1,0 +1,231 @@
+"""Hostile input and crashes mid-flight, against the real services as subprocesses."""
+
+from __future__ import annotations
+
+import json
+import socket
+import threading
+import uuid
+from collections.abc import Iterator
+from pathlib import Path
+
+import httpx
+import pytest
+
+from qmtl import devstack
+from qmtl.devstack.stack import LocalStack
+from qmtl.foundation.dag import chain_dag
+from qmtl.services.controlbus import FREEZE, Envelope
+from qmtl.testing.metrics import scrape
+
+pytestmark = pytest.mark.integration
+
+
+def wait_ready(stack: LocalStack) -> None:
+    devstack.wait_for(
+        lambda: httpx.get(f"{stack.url('gateway')}/status", timeout=5).json()["controlbus"]["ready"],
+        timeout=30, what="gateway subscribed to the ControlBus",
+    )  # fmt: skip
+
+
+def apply(stack: LocalStack, world: str = "w") -> httpx.Response:
+    return httpx.post(
+        f"{stack.url('worldservice')}/worlds/{world}/apply", json={"wait": True}, timeout=60
+    )
+
+
+@pytest.fixture
+def stack(tmp_path: Path) -> Iterator[LocalStack]:
+    overrides = {"worldservice": {"ack_timeout_seconds": 5}}
+    with LocalStack(tmp_path / "stack", overrides) as running:
+        httpx.post(f"{running.url('worldservice')}/worlds", json={"world_id": "w"}, timeout=10)
+        wait_ready(running)
+        yield running
+
+
+def test_a_forged_event_is_refused_and_never_stops_apply_runs(stack: LocalStack) -> None:
+    """`"id": [1]` used to kill the delivery threads of WorldService and Gateway."""
+    ws = stack.url("worldservice")
+    forged = Envelope(
+        type=FREEZE, source="x", subject="w", data={"world_id": "w", "run_id": "r"}
+    ).as_dict()
+    for bad in ({**forged, "id": [1]}, {**forged, "data": "nope"}, {**forged, "type": "qmtl.evil"},
+                {**forged, "time": "yesterday"}, [1, 2], {**forged, "extra": 1}):  # fmt: skip
+        response = httpx.post(f"{ws}/controlbus/events", json=bad, timeout=10)
+        assert response.status_code == 422 and response.json()["error"] == "invalid_request", bad
+    assert (
+        scrape(f"{ws}/metrics").get_value(
+            "controlbus_invalid_events_total", reason="invalid_envelope"
+        )
+        == 6
+    )
+    assert apply(stack).status_code == 200
+    assert httpx.get(f"{stack.url('gateway')}/status", timeout=5).json()["controlbus"]["ready"]
+    assert httpx.get(f"{ws}/status", timeout=5).json()["controlbus"]["ready"]
+
+
+def test_a_bad_record_on_the_kafka_bus_is_skipped(tmp_path: Path, kafka: devstack.Kafka) -> None:
+    """Records that bypass the HTTP edge (straight onto the topic) are logged, counted, skipped."""
+    from confluent_kafka import Producer
+
+    overrides = {"worldservice": {"ack_timeout_seconds": 10}}
+    with LocalStack(tmp_path / "k", overrides, kafka=kafka.bootstrap) as stack:
+        httpx.post(f"{stack.url('worldservice')}/worlds", json={"world_id": "w"}, timeout=10)
+        wait_ready(stack)
+        producer = Producer({"bootstrap.servers": kafka.bootstrap})
+        topic = stack.config["controlbus"]["topic"]
+        bad = Envelope(
+            type=FREEZE, source="x", subject="w", data={"world_id": "w", "run_id": "r"}
+        ).as_dict()
+        for record in (b"not json", json.dumps({**bad, "id": [1]}).encode(), b"[]"):
+            producer.produce(topic, record)
+        producer.flush(10)
+        devstack.wait_for(
+            lambda: (scrape(f"{stack.url('gateway')}/metrics").get_value(
+                "controlbus_invalid_events_total", reason="invalid_envelope") or 0) >= 2,
+            timeout=30, what="the Gateway to skip the bad records",
+        )  # fmt: skip
+        assert apply(stack).status_code == 200, "the consumer loops survived"
+
+
+def test_exposed_worldservice_and_gateway_need_tokens(tmp_path: Path) -> None:
+    """Bound to every interface: every state-changing endpoint wants its bearer token."""
+    overrides = {
+        "worldservice": {"host": "", "admin_token": "ws-tok"},
+        "gateway": {"host": "", "submit_token": "gw-tok", "admin_token": "gw-admin"},
+        "controlbus": {"token": "bus-tok"},
+    }
+    with LocalStack(tmp_path / "exposed", overrides, drills=False) as stack:
+        ws, gw = stack.url("worldservice"), stack.url("gateway")
+        auth = {"Authorization": "Bearer ws-tok"}
+        for method, path, body in (
+            ("POST", "/worlds", {"world_id": "w"}),
+            ("PUT", "/worlds/w/allocations", {"allocations": {"s": 0.5}}),
+            ("POST", "/worlds/w/apply", {}),
+            ("DELETE", "/worlds/w", None),
+            ("POST", "/controlbus/events", {}),
+            ("POST", "/promotion-guard/sources", {"url": "http://h:1"}),
+        ):
+            refused = httpx.request(method, f"{ws}{path}", json=body, timeout=10)
+            assert refused.status_code == 401, (path, refused.text)
+        assert (
+            httpx.post(f"{ws}/worlds", json={"world_id": "w"}, headers=auth, timeout=10).status_code
+            == 201
+        )
+        wrong = httpx.post(
+            f"{ws}/worlds",
+            json={"world_id": "x"},
+            headers={"Authorization": "Bearer no"},
+            timeout=10,
+        )
+        assert wrong.status_code == 403
+        body = {"dag": json.loads(chain_dag(2, salt="tok"))}
+        assert httpx.post(f"{gw}/strategies", json=body, timeout=30).status_code == 401
+        ok = httpx.post(
+            f"{gw}/strategies", json=body, headers={"Authorization": "Bearer gw-tok"}, timeout=30
+        )
+        assert ok.status_code == 200, ok.text
+        # The Gateway still ACKs over the guarded log (it sends controlbus.token).
+        wait_ready(stack)
+        applied = httpx.post(f"{ws}/worlds/w/apply", json={"wait": True}, headers=auth, timeout=60)
+        assert applied.status_code == 200, applied.text
+
+
+def test_a_worldservice_dying_mid_apply_leaves_no_world_frozen(tmp_path: Path) -> None:
+    """SIGKILL the WorldService while it waits for the freeze ACK: the Gateway unfreezes at
+    the freeze deadline by itself; the restarted WorldService fails the run in its stage."""
+    overrides = {
+        "worldservice": {
+            "ack_timeout_seconds": 10,
+            "freeze_deadline_seconds": 6,
+            "apply_lease_seconds": 3,
+        }
+    }
+    with LocalStack(tmp_path / "crash", overrides) as stack:
+        ws, gw = stack.url("worldservice"), stack.url("gateway")
+        httpx.post(f"{ws}/worlds", json={"world_id": "w"}, timeout=10)
+        wait_ready(stack)
+        httpx.post(f"{gw}/admin/faults", json={"ack_delay_ms": 4000}, timeout=10).raise_for_status()
+        started = httpx.post(f"{ws}/worlds/w/apply", json={"run_id": "crashed"}, timeout=10)
+        assert started.status_code == 202
+        body = {"dag": json.loads(chain_dag(2, salt="frozen")), "world_id": "w"}
+        devstack.wait_for(
+            lambda: httpx.post(f"{gw}/strategies", json=body, timeout=10).status_code == 409,
+            timeout=10, what="the Gateway to freeze world w",
+        )  # fmt: skip
+        stack.services["worldservice"].process.kill()
+        stack.services.pop("worldservice")
+        assert httpx.get(f"{gw}/status", timeout=5).json()["frozen_worlds"].get("w") is not None
+        devstack.wait_for(
+            lambda: httpx.post(f"{gw}/strategies", json=body, timeout=10).status_code == 200,
+            timeout=30, what="the freeze to lapse at its deadline",
+        )  # fmt: skip
+        assert "freeze lapsed at its deadline" in (stack.workdir / "gateway.log").read_text()
+        httpx.delete(f"{gw}/admin/faults", timeout=10)
+        stack.start_service("worldservice")
+        run = devstack.wait_for(
+            lambda: (r := httpx.get(f"{ws}/worlds/w/runs/crashed", timeout=10).json())["status"] != "running" and r,
+            timeout=60, what="the restarted WorldService to fail the orphaned run",
+        )  # fmt: skip
+        assert run["status"] == "failure" and run["stage"] == "freeze" and "restart" in run["error"]
+        m = scrape(f"{ws}/metrics")
+        assert (
+            m.get_value("world_apply_failure_total", world_id="w", run_id="crashed", stage="freeze")
+            == 1
+        )
+        wait_ready(stack)
+        assert apply(stack).status_code == 200
+
+
+def test_in_flight_submissions_are_diffed_once(tmp_path: Path) -> None:
+    """300 distinct submissions with 300 ms diffs: each is diffed once (the retry loop used
+    to re-diff in-flight rows: 77 of 300) and every stored result stays the first one."""
+    overrides = {"gateway": {"retry_interval_seconds": 0.1}}
+    with LocalStack(tmp_path / "once", overrides) as stack:
+        gw, dm = stack.url("gateway"), stack.url("dagmanager")
+        httpx.post(f"{dm}/admin/faults", json={"diff_delay_ms": 300}, timeout=10).raise_for_status()
+        before = scrape(f"{dm}/metrics").get_value("diff_requests_total") or 0
+        codes: list[int] = []
+
+        def client(n: int) -> None:
+            with httpx.Client(timeout=120) as http:
+                for _ in range(n):
+                    body = {"dag": json.loads(chain_dag(2, salt=uuid.uuid4().hex)), "world_id": "w"}
+                    codes.append(http.post(f"{gw}/strategies", json=body).status_code)
+
+        threads = [threading.Thread(target=client, args=(30,)) for _ in range(10)]
+        for t in threads:
+            t.start()
+        for t in threads:
+            t.join(300)
+        assert codes.count(200) == 300, sorted(set(codes))
+        diffs = (scrape(f"{dm}/metrics").get_value("diff_requests_total") or 0) - before
+        assert diffs == 300, f"{diffs - 300} submissions were diffed twice"
+        status = httpx.get(f"{gw}/status", timeout=10).json()
+        assert status["submissions"] == {"completed": 300}
+
+
+def test_declared_oversized_bodies_are_refused_before_reading(stack: LocalStack) -> None:
+    """A 256 MiB Content-Length gets 413 without a byte of body sent."""
+    port = int(stack.url("gateway").rsplit(":", 1)[1])
+    with socket.create_connection(("127.0.0.1", port), timeout=10) as sock:
+        sock.sendall(
+            b"POST /strategies HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\n"
+            b"Content-Length: 268435456\r\n\r\n"
+        )
+        answer = b""
+        while chunk := sock.recv(4096):  # the server answers and closes; we sent no body
+            answer += chunk
+    assert answer.startswith(b"HTTP/1.1 413") and b"payload_too_large" in answer
+
+    def chunks() -> Iterator[bytes]:
+        yield b'{"dag": "'
+        for _ in range(40):
+            yield b"x" * (1024 * 1024)
+
+    streamed = httpx.post(f"{stack.url('gateway')}/strategies", content=chunks(), timeout=60)
+    assert streamed.status_code == 413
+    assert (
+        scrape(f"{stack.url('gateway')}/metrics").get_value("gateway_submissions_total", code="413")
+        == 2
+    )
