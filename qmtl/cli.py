@@ -141,6 +141,10 @@ def build_parser() -> argparse.ArgumentParser:
     up.add_argument("--no-prometheus", action="store_true", help="run without Prometheus")
     up.add_argument("--with", dest="with_", default="", help="kafka,postgres: real backends")
     up.add_argument("--duration", type=float, default=None, help="stop after N seconds")
+    up.add_argument(
+        "--replicas", type=int, default=1, metavar="N",
+        help="N replicas of every service behind HAProxy (implies --with kafka,postgres)",
+    )  # fmt: skip
     up.set_defaults(handler=_entry("qmtl.devstack.up", "main", "qmtl up"))
 
     ops = commands.add_parser("ops", help="operator tools behind the runbooks", parents=[common])

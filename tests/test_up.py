@@ -3,6 +3,7 @@ Ctrl-C leaves no process behind."""
 
 from __future__ import annotations
 
+import json
 import os
 import re
 import shlex
@@ -229,3 +230,60 @@ def test_up_refuses_a_state_dir_whose_processes_still_run(
     finally:
         sleeper.kill()
         sleeper.wait()
+
+
+@pytest.mark.integration
+def test_up_with_replicas_behind_haproxy(tmp_path: Path) -> None:
+    """`qmtl up --replicas 2 --with kafka,postgres`: every replica named and scraped as its
+    own target, the Gateway URL is the balancer, and a burst survives SIGKILL of a replica."""
+    import httpx
+
+    from qmtl.foundation.dag import chain_dag
+
+    up = Up("--state-dir", str(tmp_path / "state"), "--replicas", "2", "--with", "kafka,postgres",
+            "--duration", "240")  # fmt: skip
+    try:
+        up.read_until(
+            lambda line: "gateway=up(2/2)" in line and "dagmanager=up(2/2)" in line, timeout=240
+        )
+        for label in ("DAG Manager replica 1", "DAG Manager replica 2", "Gateway replica 1",
+                      "Gateway replica 2", "WorldService replica 2", "HAProxy"):  # fmt: skip
+            assert f"starting {label}" in up.output, label
+        gateway = re.search(
+            r"Gateway +(http://\S+)/status +\(2 replicas behind HAProxy\)", up.output
+        )
+        assert gateway, up.output
+        prometheus = re.search(r"Prometheus +(http://\S+)/alerts", up.output)
+        assert prometheus
+        counts = httpx.get(f"{prometheus.group(1)}/api/v1/query",
+                           params={"query": "count by (job) (up == 1)"}, timeout=10).json()  # fmt: skip
+        per_job = {r["metric"]["job"]: int(r["value"][1]) for r in counts["data"]["result"]}
+        assert (
+            per_job["qmtl-gateway"]
+            == per_job["qmtl-dagmanager"]
+            == per_job["qmtl-worldservice"]
+            == 2
+        )
+        replica_pid = int(
+            re.search(r"starting Gateway replica 1 \.\.\. \S+ \(pid (\d+)\)", up.output).group(1)
+        )
+        codes = []
+        with httpx.Client(timeout=30) as client:
+            for i in range(60):
+                if i == 20:
+                    os.kill(replica_pid, signal.SIGKILL)
+                body = {"dag": json.loads(chain_dag(2, salt=f"burst{i}"))}
+                for _attempt in range(20):  # retry the same body on retryable answers
+                    try:
+                        response = client.post(f"{gateway.group(1)}/strategies", json=body)
+                    except httpx.TransportError:
+                        continue
+                    if response.status_code in (200, 202):
+                        codes.append(response.status_code)
+                        break
+        assert len(codes) == 60, codes
+        up.read_until(lambda line: "gateway-1 exited" in line, timeout=30)
+        up.read_until(lambda line: "gateway=DOWN(1/2)" in line, timeout=30)
+    finally:
+        up.stop()
+    assert up.proc.returncode == 0, "a dead replica is reported, its peers serve on"

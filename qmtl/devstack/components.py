@@ -20,13 +20,17 @@ from qmtl.devstack.processes import ManagedProcess, free_port, http_ok, tcp_open
 
 __all__ = [
     "Alertmanager",
+    "Backend",
     "ComponentUnavailable",
+    "HAProxy",
     "Kafka",
     "Postgres",
     "Prometheus",
     "Service",
     "find_binary",
+    "haproxy_config",
     "start_alertmanager",
+    "start_haproxy",
     "start_kafka",
     "start_postgres",
     "start_prometheus",
@@ -266,14 +270,126 @@ def start_service(
     workdir: Path,
     env: dict[str, str] | None = None,
     timeout: float = 60.0,
+    log_name: str | None = None,
 ) -> Service:
     """Run ``qmtl service NAME server --config PATH`` and wait for ``health_url``."""
     proc = ManagedProcess(
-        f"qmtl-{name}",
+        f"qmtl-{log_name or name}",
         [sys.executable, "-m", "qmtl", "service", name, "server", "--config", str(config_path)],
-        log_path=workdir / f"{name}.log",
+        log_path=workdir / f"{log_name or name}.log",
         env=env,
         cwd=workdir,
     )
     proc.wait_ready(lambda: http_ok(health_url), timeout=timeout)
     return Service(process=proc, url=health_url.rsplit("/", 1)[0])
+
+
+# ----------------------------------------------------------------------------- HAProxy
+
+
+@dataclass(frozen=True)
+class Backend:
+    """One balanced service: HTTP (health-checked on ``/health``) or gRPC over h2."""
+
+    name: str
+    #: (server name, address, health-check port or None to check the served port)
+    servers: tuple[tuple[str, str, int | None], ...]
+    grpc: bool = False
+
+
+@dataclass
+class HAProxy(_Handle):
+    """A running HAProxy: ``frontends[name]`` is the ``host:port`` clients use."""
+
+    frontends: dict[str, str]
+    stats_url: str
+    config_path: Path
+
+
+def haproxy_config(backends: list[Backend], ports: dict[str, int], stats_port: int) -> str:
+    """The generated configuration: one frontend/backend pair per service.
+
+    HTTP backends are checked with ``GET /health`` every second; gRPC backends carry h2
+    and are checked over HTTP/1 on the service's admin port (``/health``).  A request
+    whose connection failed before it reached a server is sent to another one
+    (``retry-on conn-failure``): the request never arrived, so retrying is safe.
+    """
+    lines = [
+        "global",
+        "  log stdout format raw local0 warning",
+        "  maxconn 4096",
+        "defaults",
+        "  mode http",
+        "  log global",
+        "  option dontlognull",
+        "  timeout connect 2s",
+        "  timeout client 120s",
+        "  timeout server 120s",
+        "  timeout http-request 30s",
+        "  retries 3",
+        "  option redispatch",
+        "  retry-on conn-failure empty-response",
+        "",
+        "frontend stats",
+        f"  bind 127.0.0.1:{stats_port}",
+        "  http-request use-service prometheus-exporter if { path /metrics }",
+        "  http-request return status 200 content-type text/plain string ok if { path /health }",
+        "",
+    ]
+    for backend in backends:
+        port = ports[backend.name]
+        bind = f"  bind 127.0.0.1:{port}" + (" proto h2" if backend.grpc else "")
+        lines += [f"frontend {backend.name}", bind, f"  default_backend {backend.name}_servers", ""]
+        lines += [
+            f"backend {backend.name}_servers",
+            "  balance roundrobin",
+            "  option httpchk GET /health",
+            "  http-check expect status 200",
+        ]
+        for server, address, check_port in backend.servers:
+            extra = " proto h2" if backend.grpc else ""
+            check = " check inter 1s fall 2 rise 1"
+            if check_port is not None:
+                check += f" port {check_port} check-proto h1"
+            lines.append(f"  server {server} {address}{extra}{check}")
+        lines.append("")
+    return "\n".join(lines)
+
+
+def start_haproxy(
+    workdir: Path, backends: list[Backend], ports: dict[str, int] | None = None
+) -> HAProxy:
+    """HAProxy in the foreground (``-db``) with a generated config on free loopback ports
+    (or the given frontend ``ports``).
+
+    The configuration is validated first (``haproxy -c``); a problem reaches the caller as
+    one line naming it.
+    """
+    binary = find_binary(
+        ["haproxy"], "install it with: apt-get install haproxy", ["/usr/sbin", "/usr/local/sbin"]
+    )
+    workdir.mkdir(parents=True, exist_ok=True)
+    ports = ports or {b.name: free_port() for b in backends}
+    stats_port = free_port()
+    config = workdir / "haproxy.cfg"
+    config.write_text(haproxy_config(backends, ports, stats_port))
+    import subprocess
+
+    check = subprocess.run([binary, "-c", "-f", str(config)], capture_output=True, text=True)
+    if check.returncode != 0:
+        problems = [
+            line.strip() for line in (check.stdout + check.stderr).splitlines()
+            if "[ALERT]" in line or "error" in line.lower()
+        ] or [check.stderr.strip() or check.stdout.strip()]  # fmt: skip
+        raise ComponentUnavailable(f"HAProxy refused {config}: {problems[0]}")
+    proc = ManagedProcess(
+        "haproxy", [binary, "-f", str(config), "-db"], log_path=workdir / "haproxy.log"
+    )
+    stats_url = f"http://127.0.0.1:{stats_port}"
+    proc.wait_ready(lambda: http_ok(f"{stats_url}/health"), timeout=30)
+    return HAProxy(
+        process=proc,
+        frontends={name: f"127.0.0.1:{port}" for name, port in ports.items()},
+        stats_url=stats_url,
+        config_path=config,
+    )

@@ -26,13 +26,16 @@ import yaml
 
 from qmtl.devstack.components import (
     Alertmanager,
+    Backend,
+    HAProxy,
     Prometheus,
     Service,
     start_alertmanager,
+    start_haproxy,
     start_prometheus,
     start_service,
 )
-from qmtl.devstack.processes import ManagedProcess, free_port, http_ok
+from qmtl.devstack.processes import ManagedProcess, free_port, http_ok, wait_for
 
 __all__ = [
     "SERVICES",
@@ -58,6 +61,16 @@ def deep_merge(base: dict[str, Any], extra: dict[str, Any]) -> dict[str, Any]:
 
 @dataclass
 class LocalStack:
+    """Services on this machine; with ``replicas`` > 1, N of each behind HAProxy.
+
+    Replicas need the production backends (``kafka`` and ``postgres_dsn``): the submission
+    log, graph store, world store and ControlBus are shared.  The generated ``qmtl.yml``
+    then points clients (SDK, ``qmtl ops``, the Gateways' DAG Manager client) at the
+    balancer; each replica gets its own ports and instance id through ``QMTL_*`` variables.
+    Names: ``gateway`` is the service (the balancer's URL with replicas), ``gateway-2``
+    one replica.
+    """
+
     workdir: Path
     overrides: dict[str, Any] = field(default_factory=dict)
     kafka: str | None = None
@@ -66,14 +79,28 @@ class LocalStack:
     kafka_controlbus: bool = True
     #: Fault-injection switches (``/admin/faults``) in every service.
     drills: bool = True
+    replicas: int = 1
     env: dict[str, str] = field(default_factory=dict)
     services: dict[str, Service] = field(default_factory=dict)
     config: dict[str, Any] = field(default_factory=dict)
+    balancer: HAProxy | None = None
 
     def __post_init__(self) -> None:
+        if self.replicas < 1:
+            raise ValueError("replicas must be at least 1")
+        if self.replicas > 1 and not (self.kafka and self.postgres_dsn):
+            raise ValueError("replicas share their stores: they need kafka and postgres")
         self.workdir = self.workdir.resolve()
         self.workdir.mkdir(parents=True, exist_ok=True)
         ports = {name: free_port() for name in ("dm_http", "dm_grpc", "ws", "gw", "sdk")}
+        #: Per replica: service -> list of its own ports.
+        self.replica_ports: dict[str, list[dict[str, int]]] = {
+            "dagmanager": [
+                {"http": free_port(), "grpc": free_port()} for _ in range(self.replicas)
+            ],
+            "worldservice": [{"http": free_port()} for _ in range(self.replicas)],
+            "gateway": [{"http": free_port()} for _ in range(self.replicas)],
+        }
 
         def store(name: str) -> str:
             return f"sqlite:{self.workdir / (name + '.db')}"
@@ -101,6 +128,13 @@ class LocalStack:
             base["dagmanager"]["graph_store"] = self._database("graph")
             base["gateway"]["submission_log"] = self._database("gateway")
             base["worldservice"]["store"] = self._database("world")
+        if self.replicas > 1:
+            # The guard must read every DAG Manager replica's own counter, not one per poll.
+            base["worldservice"]["cross_context_sources"] = [
+                f"http://127.0.0.1:{p['http']}/admin/cross-context"
+                for p in self.replica_ports["dagmanager"]
+            ]
+            base["dagmanager"]["leader_lease_seconds"] = 3
         self.config = deep_merge(base, self.overrides)
         self.config_path = self.workdir / "qmtl.yml"
         self.config_path.write_text(yaml.safe_dump(self.config, sort_keys=True))
@@ -114,32 +148,97 @@ class LocalStack:
             conn.execute(f"CREATE DATABASE {db}")
         return self.postgres_dsn.rsplit("/", 1)[0] + f"/{db}"
 
+    # -- names and addresses ------------------------------------------------------------
+    def replica_names(self, service: str) -> list[str]:
+        if self.replicas == 1:
+            return [service]
+        return [f"{service}-{i + 1}" for i in range(self.replicas)]
+
+    def _replica(self, name: str) -> tuple[str, int]:
+        service, _, index = name.partition("-")
+        return service, int(index) - 1
+
     def url(self, name: str) -> str:
-        if name == "dagmanager":
-            return f"http://127.0.0.1:{self.config['dagmanager']['http_port']}"
+        """Base URL of a service (the balancer with replicas), a replica, or the SDK demo."""
         if name == "sdk":
             return f"http://127.0.0.1:{self.config['sdk']['admin_port']}"
+        if "-" in name:
+            service, index = self._replica(name)
+            return f"http://127.0.0.1:{self.replica_ports[service][index]['http']}"
+        if name == "dagmanager":
+            return f"http://127.0.0.1:{self.config['dagmanager']['http_port']}"
         return f"http://127.0.0.1:{self.config[name]['port']}"
 
     @property
     def grpc_target(self) -> str:
         return f"127.0.0.1:{self.config['dagmanager']['grpc_port']}"
 
+    def grpc_target_of(self, name: str) -> str:
+        service, index = self._replica(name)
+        return f"127.0.0.1:{self.replica_ports[service][index]['grpc']}"
+
+    def replica_env(self, name: str) -> dict[str, str]:
+        """The QMTL_* overrides that give one replica its own ports and identity."""
+        if self.replicas == 1:
+            return {}
+        service, index = self._replica(name)
+        own = self.replica_ports[service][index]
+        if service == "dagmanager":
+            return {"QMTL_DAGMANAGER__HTTP_PORT": str(own["http"]),
+                    "QMTL_DAGMANAGER__GRPC_PORT": str(own["grpc"])}  # fmt: skip
+        if service == "worldservice":
+            return {"QMTL_WORLDSERVICE__PORT": str(own["http"])}
+        return {"QMTL_GATEWAY__PORT": str(own["http"]), "QMTL_GATEWAY__INSTANCE_ID": name}
+
+    # -- processes ----------------------------------------------------------------------
     def start_service(self, name: str) -> Service:
+        """Start a service (or, with replicas, one replica: ``gateway-2``)."""
+        if self.replicas > 1 and "-" not in name:
+            raise ValueError(f"with replicas, start {name}-1 .. {name}-{self.replicas}")
+        service_name = self._replica(name)[0] if "-" in name else name
         service = start_service(
-            name,
+            service_name,
             self.config_path,
             health_url=f"{self.url(name)}/health",
             workdir=self.workdir,
-            env=self.env,
+            env={**self.env, **self.replica_env(name)},
+            log_name=name,
         )
         self.services[name] = service
         return service
 
+    def start_balancer(self) -> HAProxy:
+        """HAProxy in front of every replica, on the ports the shared qmtl.yml names."""
+        dm = self.replica_ports["dagmanager"]
+        backends = [
+            Backend("gateway", tuple((f"gateway-{i + 1}", f"127.0.0.1:{p['http']}", None)
+                                     for i, p in enumerate(self.replica_ports["gateway"]))),
+            Backend("worldservice", tuple((f"worldservice-{i + 1}", f"127.0.0.1:{p['http']}", None)
+                                          for i, p in enumerate(self.replica_ports["worldservice"]))),
+            Backend("dagmanager_http", tuple((f"dagmanager-{i + 1}", f"127.0.0.1:{p['http']}", None)
+                                             for i, p in enumerate(dm))),
+            Backend("dagmanager_grpc", tuple((f"dagmanager-{i + 1}", f"127.0.0.1:{p['grpc']}", p["http"])
+                                             for i, p in enumerate(dm)), grpc=True),
+        ]  # fmt: skip
+        ports = {
+            "gateway": self.config["gateway"]["port"],
+            "worldservice": self.config["worldservice"]["port"],
+            "dagmanager_http": self.config["dagmanager"]["http_port"],
+            "dagmanager_grpc": self.config["dagmanager"]["grpc_port"],
+        }
+        self.balancer = start_haproxy(self.workdir / "haproxy", backends, ports)
+        return self.balancer
+
     def start(self, names: tuple[str, ...] = SERVICES) -> LocalStack:
         try:
             for name in names:
-                self.start_service(name)
+                for replica in self.replica_names(name):
+                    self.start_service(replica)
+            if self.replicas > 1:
+                self.start_balancer()
+                for name in names:  # through the balancer, once its checks see the replicas
+                    wait_for(lambda n=name: http_ok(f"{self.url(n)}/health"), timeout=30,
+                             what=f"{name} through HAProxy")  # fmt: skip
         except Exception:
             self.stop()
             raise
@@ -153,9 +252,15 @@ class LocalStack:
     def stop(self) -> None:
         for name in reversed(list(self.services)):
             self.stop_service(name)
+        if self.balancer is not None:
+            self.balancer.stop()
+            self.balancer = None
 
     def pids(self) -> dict[str, int]:
-        return {name: service.pid for name, service in self.services.items()}
+        pids = {name: service.pid for name, service in self.services.items()}
+        if self.balancer is not None:
+            pids["haproxy"] = self.balancer.pid
+        return pids
 
     def __enter__(self) -> LocalStack:
         return self.start()
@@ -180,13 +285,14 @@ class Monitoring:
         return {"prometheus": self.prometheus.pid, "alertmanager": self.alertmanager.pid}
 
 
-def scrape_targets(stack: LocalStack) -> dict[str, str]:
-    return {
-        "qmtl-dagmanager": stack.url("dagmanager"),
-        "qmtl-gateway": stack.url("gateway"),
-        "qmtl-worldservice": stack.url("worldservice"),
-        "qmtl-sdk": stack.url("sdk"),
+def scrape_targets(stack: LocalStack) -> dict[str, list[str]]:
+    """Job -> targets: every replica is scraped as its own target (never the balancer)."""
+    targets = {
+        f"qmtl-{service}": [stack.url(name) for name in stack.replica_names(service)]
+        for service in ("dagmanager", "gateway", "worldservice")
     }
+    targets["qmtl-sdk"] = [stack.url("sdk")]
+    return targets
 
 
 def start_monitoring(
@@ -222,8 +328,11 @@ def start_monitoring(
             ]
         },
         "scrape_configs": [
-            {"job_name": job, "static_configs": [{"targets": [url.removeprefix("http://")]}]}
-            for job, url in scrape_targets(stack).items()
+            {
+                "job_name": job,
+                "static_configs": [{"targets": [url.removeprefix("http://") for url in urls]}],
+            }
+            for job, urls in scrape_targets(stack).items()
         ],
     }
     try:

@@ -8,6 +8,11 @@ where everything is and a live status view.  Ctrl-C (or SIGTERM) stops everythin
 started, by PID; children also die with ``qmtl up`` if it is killed.
 
     qmtl up [--state-dir .qmtl-stack] [--no-prometheus] [--with kafka,postgres] [--duration N]
+            [--replicas N]
+
+With ``--replicas N`` every service runs N times behind HAProxy, on Kafka and PostgreSQL
+(``--replicas`` implies ``--with kafka,postgres``); the printed Gateway URL is the
+balancer's, and Prometheus scrapes each replica as its own target.
 """
 
 from __future__ import annotations
@@ -35,6 +40,7 @@ from qmtl.devstack.status import StatusView, health_status, prometheus_status
 __all__ = ["StateDirError", "main", "prepare_state_dir"]
 
 MARKER = ".qmtl-stack"
+HAPROXY_HINT = "install it with: apt-get install haproxy (or run scripts/setup.sh)"
 INSTALL_HINT = (
     "install Prometheus and Alertmanager with: apt-get install prometheus "
     "prometheus-alertmanager (or run scripts/setup.sh)"
@@ -97,6 +103,17 @@ def main(args: argparse.Namespace) -> int:
     if args.duration is not None and args.duration <= 0:
         print("qmtl up: --duration must be a positive number of seconds", file=sys.stderr)
         return EXIT_USAGE
+    replicas = getattr(args, "replicas", 1)
+    if not 1 <= replicas <= 8:
+        print("qmtl up: --replicas takes 1 to 8", file=sys.stderr)
+        return EXIT_USAGE
+    if replicas > 1:
+        wanted |= {"kafka", "postgres"}  # replicas share their stores and their bus
+        try:
+            find_binary(["haproxy"], HAPROXY_HINT, ["/usr/sbin", "/usr/local/sbin"])
+        except ComponentUnavailable as exc:
+            print(f"qmtl up: {exc}", file=sys.stderr)
+            return EXIT_USAGE
     if not args.no_prometheus:
         try:
             find_binary(["prometheus"], INSTALL_HINT)
@@ -112,7 +129,7 @@ def main(args: argparse.Namespace) -> int:
     except StateDirError as exc:
         print(f"qmtl up: {exc}", file=sys.stderr)
         return exc.exit_code
-    total = 5 + len(wanted) + (0 if args.no_prometheus else 1)
+    total = 3 * replicas + 2 + len(wanted) + (0 if args.no_prometheus else 1) + (replicas > 1)
     step = 0
     kafka: Kafka | None = None
     postgres: Postgres | None = None
@@ -142,17 +159,26 @@ def main(args: argparse.Namespace) -> int:
             state,
             kafka=kafka.bootstrap if kafka else None,
             postgres_dsn=postgres.dsn if postgres else None,
+            replicas=replicas,
         )
         for name, label in (
             ("dagmanager", "DAG Manager"),
             ("worldservice", "WorldService"),
             ("gateway", "Gateway"),
         ):
+            for replica in stack.replica_names(name):
+                step += 1
+                suffix = f" replica {replica.rsplit('-', 1)[1]}" if replica != name else ""
+                _step(step, total, f"starting {label}{suffix}")
+                service = stack.start_service(replica)
+                started(replica, service.pid)
+                print(f" {stack.url(replica)} (pid {service.pid})")
+        if replicas > 1:
             step += 1
-            _step(step, total, f"starting {label}")
-            service = stack.start_service(name)
-            started(name, service.pid)
-            print(f" {stack.url(name)} (pid {service.pid})")
+            _step(step, total, "starting HAProxy in front of the replicas")
+            balancer = stack.start_balancer()
+            started("haproxy", balancer.pid)
+            print(f" {balancer.stats_url}/metrics (pid {balancer.pid})")
         step += 1
         _step(step, total, "starting the demo strategies")
         demo = start_demo(stack)
@@ -170,8 +196,9 @@ def main(args: argparse.Namespace) -> int:
             )
         step += 1
         print(f"[{step}/{total}] ready. State, config and logs: {state}")
+        behind = f"   ({replicas} replicas behind HAProxy)" if replicas > 1 else ""
         header = [
-            f"  Gateway      {stack.url('gateway')}/status",
+            f"  Gateway      {stack.url('gateway')}/status{behind}",
             f"  WorldService {stack.url('worldservice')}/allocations",
             f"  DAG Manager  {stack.url('dagmanager')}/status   gRPC {stack.grpc_target}",
             f"  SDK demo     {stack.url('sdk')}/metrics",
@@ -182,7 +209,11 @@ def main(args: argparse.Namespace) -> int:
         header.append(f"  ops          qmtl ops cross-context show --config {stack.config_path}")
         print("\n" + "\n".join(header))
         print("\nCtrl-C stops everything started here.\n", flush=True)
-        urls = {name: stack.url(name) for name in ("dagmanager", "gateway", "worldservice", "sdk")}
+        urls = {
+            name: stack.url(name)
+            for service in ("dagmanager", "gateway", "worldservice")
+            for name in stack.replica_names(service)
+        } | {"sdk": stack.url("sdk")}
         prometheus_url = monitoring.prometheus.url if monitoring else None
         view = StatusView(
             sys.stdout,
@@ -190,13 +221,17 @@ def main(args: argparse.Namespace) -> int:
             lambda: prometheus_status(prometheus_url) if prometheus_url else health_status(urls),
         )
         deadline = time.monotonic() + args.duration if args.duration else float("inf")
+        reported: set[str] = set()
         while time.monotonic() < deadline:
             for name, service in list(stack.services.items()):
-                if not service.process.alive():
+                if not service.process.alive() and name not in reported:
+                    reported.add(name)
                     print(
                         f"qmtl up: {name} exited; see {service.process.log_path}", file=sys.stderr
                     )
-                    return EXIT_FAILURE
+                    if replicas == 1 or name == "sdk":
+                        return EXIT_FAILURE
+                    # A replica is gone: its peers serve on (that is what replicas are for).
             view.update()
             time.sleep(min(5.0, max(0.0, deadline - time.monotonic())))
         return 0

@@ -49,14 +49,19 @@ local alert = import '../lib/alert.libsonnet';
           'queue_lag_seconds > queue_lag_threshold_seconds',
           'warning', 'A queue consumer is lagging.',
           'Topic {{ $labels.topic }} is {{ $value | printf "%.0f" }} s behind, above its configured threshold.'),
-        // Before the first GC run the process start time stands in, so a scheduler that
-        // never completes a run is caught too.
+        // GC runs on the leader replica only.  The newest GC run of the job counts: a
+        // standby (which never runs GC) never fires it; a dead leader with no successor,
+        // or no leader at all, does.  Before a replica's first run its start time stands
+        // in, so a scheduler that never completes a run is caught too.
         a('GCSchedulerStall', |||
-          time() - ((gc_last_run_timestamp > 0) or on (job, instance) process_start_time_seconds) > %(gcStallSeconds)s
-          and on (job, instance) gc_last_run_timestamp
+          time() - max by (job) (
+              (gc_last_run_timestamp > 0)
+            or on (job, instance)
+              (process_start_time_seconds and on (job, instance) gc_last_run_timestamp)
+          ) > %(gcStallSeconds)s
         ||| % c,
           'warning', 'The orphan-queue GC scheduler stalled.',
-          'No GC run completed on {{ $labels.instance }} for {{ $value | humanizeDuration }} (limit %(gcStallSeconds)ss).' % c),
+          'No GC run completed in {{ $labels.job }} (on any replica) for {{ $value | humanizeDuration }} (limit %(gcStallSeconds)ss).' % c),
         a('KafkaAdminBreakerOpen',
           'kafka_breaker_state > 0',
           'critical', 'The DAG Manager Kafka admin circuit breaker is open.',

@@ -5,21 +5,23 @@ local g = import '../lib/grafana.libsonnet';
   grafanaDashboards+:: {
     local c = $._config,
     local w = c.rateWindow,
+    // Per-instance series follow the dashboard's instance selector (replicas).
+    local i = '{instance=~"$instance"}',
 
     'qmtl-queues-gc.json': g.dashboard('qmtl-queues-gc', 'QMTL / Queues & GC', [
-      g.timeseries('Orphan queues', [['orphan_queue_total', '{{instance}}']], 'short',
+      g.timeseries('Orphan queues', [['orphan_queue_total' + i, '{{instance}}']], 'short',
                    'Queues no node emits, counted at the last GC run (orphan_queue_total).'),
-      g.timeseries('Seconds since last GC run', [['time() - gc_last_run_timestamp', '{{instance}}']], 's',
+      g.timeseries('Seconds since last GC run', [['time() - gc_last_run_timestamp' + i, '{{instance}}']], 's',
                    'GCSchedulerStall fires above %(gcStallSeconds)s s.' % c),
       g.timeseries('Queue lag (s) vs threshold', [
-        ['queue_lag_seconds', 'lag {{topic}}'],
-        ['queue_lag_threshold_seconds', 'threshold {{topic}}'],
+        ['queue_lag_seconds' + i, 'lag {{topic}}'],
+        ['queue_lag_threshold_seconds' + i, 'threshold {{topic}}'],
       ], 's'),
-      g.timeseries('Queue lag (messages)', [['queue_lag_messages', '{{topic}}']]),
-      g.timeseries('Queue creation errors', [['increase(queue_create_error_total[%s])' % w, '{{instance}}']]),
+      g.timeseries('Queue lag (messages)', [['queue_lag_messages' + i, '{{topic}}']]),
+      g.timeseries('Queue creation errors', [['increase(queue_create_error_total%s[%s])' % [i, w], '{{instance}}']]),
       g.timeseries('Kafka admin breaker', [
-        ['kafka_breaker_state', 'open (1) / closed (0)'],
-        ['kafka_breaker_open_total', 'times opened'],
+        ['kafka_breaker_state' + i, 'open (1) / closed (0) {{instance}}'],
+        ['kafka_breaker_open_total' + i, 'times opened {{instance}}'],
       ]),
     ]),
 
@@ -27,26 +29,34 @@ local g = import '../lib/grafana.libsonnet';
       g.timeseries('Diff throughput (per minute)', [['job:diff_requests:rate%s * 60' % w, '{{job}}']]),
       g.timeseries('Diff failure ratio', [['job:diff_failure_ratio:rate%s' % w, '{{job}}']], 'percentunit'),
       g.timeseries('Diff duration p95 (ms)', [
-        ['diff_duration_ms_p95', 'window p95 {{instance}}'],
+        ['diff_duration_ms_p95' + i, 'window p95 {{instance}}'],
         ['job:diff_duration_ms:p95_rate%s' % w, 'histogram p95 {{job}}'],
       ], 'ms'),
-      g.stat('Sentinel gaps', [['sentinel_gap_count', '{{instance}}']]),
+      g.stat('Sentinel gaps', [['sentinel_gap_count' + i, '{{instance}}']]),
+      g.stat('Leader (runs GC and the lag monitor)', [['dagmanager_leader' + i, '{{instance}}']], 'short',
+             'Exactly one replica should show 1.'),
+      g.timeseries('Plan cache', [
+        ['dagmanager_plan_cache_bytes' + i, 'bytes {{instance}}'],
+        ['dagmanager_plan_cache_entries' + i, 'entries {{instance}}'],
+      ], 'short', 'Parsed DAGs kept for re-submissions, bounded by dagmanager.plan_cache_bytes.'),
       g.timeseries('Graph store breaker', [
-        ['graphstore_breaker_state', 'open (1) / closed (0)'],
-        ['graphstore_breaker_open_total', 'times opened'],
+        ['graphstore_breaker_state' + i, 'open (1) / closed (0) {{instance}}'],
+        ['graphstore_breaker_open_total' + i, 'times opened {{instance}}'],
       ]),
     ]),
 
     'qmtl-gateway.json': g.dashboard('qmtl-gateway', 'QMTL / Gateway', [
       g.timeseries('Submission latency p95 (ms)', [
-        ['gateway_e2e_latency_p95', 'window p95 {{instance}}'],
+        ['gateway_e2e_latency_p95' + i, 'window p95 {{instance}}'],
         ['job:gateway_e2e_latency_ms:p95_rate%s' % w, 'histogram p95 {{job}}'],
       ], 'ms'),
       g.timeseries('Submissions per second', [['sum by (job) (rate(gateway_e2e_latency_ms_count[%s]))' % w, '{{job}}']], 'reqps'),
+      g.timeseries('Answers by status code', [['sum by (code) (rate(gateway_submissions_total[%s]))' % w, '{{code}}']], 'reqps',
+                   '5xx answers burn the submission-availability error budget; 4xx are the client\'s.'),
       g.stat('Lost requests', [['sum(lost_requests_total)', 'lost']]),
       g.timeseries('DAG client breaker', [
-        ['dagclient_breaker_state', 'open (1) / closed (0)'],
-        ['dagclient_breaker_open_total', 'times opened'],
+        ['dagclient_breaker_state' + i, 'open (1) / closed (0) {{instance}}'],
+        ['dagclient_breaker_open_total' + i, 'times opened {{instance}}'],
       ]),
     ]),
 
@@ -55,17 +65,17 @@ local g = import '../lib/grafana.libsonnet';
       g.timeseries('Node failures per second', [['node_id:node_process_failures:rate%s' % w, '{{node_id}}']], 'ops'),
       g.timeseries('Node compute p95 (ms)', [['node_id:node_process_duration_ms:p95_rate%s' % w, '{{node_id}}']], 'ms'),
       g.timeseries('Cache reads per second', [['sum by (upstream_id, interval) (rate(cache_read_total[%s]))' % w, '{{upstream_id}} / {{interval}}']], 'ops'),
-      g.timeseries('Seconds since last cache read', [['time() - cache_last_read_timestamp', '{{upstream_id}} / {{interval}}']], 's'),
+      g.timeseries('Seconds since last cache read', [['time() - cache_last_read_timestamp' + i, '{{upstream_id}} / {{interval}}']], 's'),
       g.timeseries('Node cache resident bytes', [
         ['job:nodecache_resident_bytes:sum', 'total {{job}}'],
-        ['nodecache_resident_bytes{scope="node"}', '{{node_id}}'],
+        ['nodecache_resident_bytes{scope="node",instance=~"$instance"}', '{{node_id}}'],
       ], 'bytes'),
       g.timeseries('Event recorder errors', [['sum by (recorder) (increase(event_recorder_errors_total[%s]))' % w, '{{recorder}}']]),
     ]),
 
     'qmtl-backfill.json': g.dashboard('qmtl-backfill', 'QMTL / Backfill', [
       g.stat('Backfill jobs in progress', [['sum(backfill_jobs_in_progress)', 'jobs']]),
-      g.timeseries('Latest backfilled timestamp', [['backfill_last_timestamp * 1000', '{{node_id}} / {{interval}}']], 'dateTimeAsIso'),
+      g.timeseries('Latest backfilled timestamp', [['backfill_last_timestamp%s * 1000' % i, '{{node_id}} / {{interval}}']], 'dateTimeAsIso'),
       g.timeseries('Backfill retries', [['sum by (node_id) (increase(backfill_retry_total[%s]))' % w, '{{node_id}}']]),
       g.timeseries('Backfill failures', [['sum by (node_id) (increase(backfill_failure_total[%s]))' % w, '{{node_id}}']]),
     ]),
