@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import copy
 import json
+from functools import partial
 import sys
 import uuid
 from dataclasses import dataclass, field
@@ -237,8 +238,8 @@ class LocalStack:
             if self.replicas > 1:
                 self.start_balancer()
                 for name in names:  # through the balancer, once its checks see the replicas
-                    wait_for(lambda n=name: http_ok(f"{self.url(n)}/health"), timeout=30,
-                             what=f"{name} through HAProxy")  # fmt: skip
+                    url = f"{self.url(name)}/health"
+                    wait_for(partial(http_ok, url), timeout=30, what=f"{name} through HAProxy")
         except Exception:
             self.stop()
             raise
