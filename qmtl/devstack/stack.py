@@ -16,10 +16,10 @@ from __future__ import annotations
 
 import copy
 import json
-from functools import partial
 import sys
 import uuid
 from dataclasses import dataclass, field
+from functools import partial
 from pathlib import Path
 from typing import Any
 
