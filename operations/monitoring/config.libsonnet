@@ -28,6 +28,51 @@
     freezeAckLatencyMs: '5000',
     worldApplyFailureRatio: '0.25',
 
+    // Service level objectives (SRE workbook / Sloth style).  Each renders recording rules
+    // slo:sli_error:ratio_rate<window>{slo=...} and one alert with a page (critical) and a
+    // ticket (warning) severity.  5xx answers are errors; 4xx are the client's.
+    slos: {
+      submission_availability: {
+        alert: 'GatewayErrorBudgetBurn',
+        area: 'gateway',
+        title: 'Submission availability',
+        objective: 0.999,
+        description: 'Answers to POST /strategies that are not 5xx.',
+        // `or ... * 0`: no 5xx at all is a ratio of 0, not an empty result.
+        errorQuery: 'sum by (job) (rate(gateway_submissions_total{code=~"5.."}[%(window)s])) or sum by (job) (rate(gateway_submissions_total[%(window)s])) * 0',
+        totalQuery: 'sum by (job) (rate(gateway_submissions_total[%(window)s]))',
+      },
+      diff_success: {
+        alert: 'DiffErrorBudgetBurn',
+        area: 'dagmanager',
+        title: 'Diff success',
+        objective: 0.999,
+        description: 'Diff requests that succeed.',
+        errorQuery: 'sum by (job) (rate(diff_failures_total[%(window)s]))',
+        totalQuery: 'sum by (job) (rate(diff_requests_total[%(window)s]))',
+      },
+      submission_latency: {
+        alert: 'GatewayLatencyBudgetBurn',
+        area: 'gateway',
+        title: 'Submission latency',
+        objective: 0.99,
+        description: 'Submissions answered within 150 ms.',
+        errorQuery: 'sum by (job) (rate(gateway_e2e_latency_ms_count[%(window)s])) - sum by (job) (rate(gateway_e2e_latency_ms_bucket{le="150"}[%(window)s]))',
+        totalQuery: 'sum by (job) (rate(gateway_e2e_latency_ms_count[%(window)s]))',
+      },
+    },
+    // Burn-rate policy (SRE workbook table 5-8): page on 2% of a 30-day budget in 1h or
+    // 5% in 6h, ticket on 10% in 1d or 10% in 3d; each confirmed by a short window.
+    sloPolicy: {
+      page: [{ long: '1h', short: '5m', factor: 14.4 }, { long: '6h', short: '30m', factor: 6 }],
+      ticket: [{ long: '1d', short: '2h', factor: 3 }, { long: '3d', short: '6h', factor: 1 }],
+    },
+    // Fewer events than this in the long window never alert: one failed request out of
+    // two at night is not an outage.
+    sloMinEvents: { page: 30, ticket: 100 },
+    sloFor: { page: '2m', ticket: '15m' },
+    sloBudgetDays: 30,
+
     // `for:` per alert. Event-style alerts (counters that moved) fire at once.
     'for': {
       DiffDurationHigh: '5m',

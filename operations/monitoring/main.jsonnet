@@ -7,4 +7,5 @@ function(overrides={})
     alerts: mixin.prometheusAlerts,
     rules: mixin.prometheusRules,
     dashboards: mixin.grafanaDashboards,
+    slos: mixin._config.slos,
   }

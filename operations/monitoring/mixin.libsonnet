@@ -5,4 +5,5 @@
 (import 'alerts/sdk.libsonnet') +
 (import 'alerts/worldservice.libsonnet') +
 (import 'rules.libsonnet') +
+(import 'slos.libsonnet') +
 (import 'dashboards/dashboards.libsonnet')

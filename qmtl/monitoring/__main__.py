@@ -1,9 +1,10 @@
-"""Regenerate every monitoring artefact: ``python -m qmtl.monitoring [--check] [--output DIR]``.
+"""Regenerate every monitoring artefact: ``python -m qmtl.monitoring [--check] [--output DIR] [--mixin DIR]``.
 
 Writes alert_rules.yml, recording_rules.yml and dashboards/*.json from the mixin, then
 packages the seamless_v2 bundle under ``operations/monitoring/dist`` and ``samples``.
 ``--check`` writes nothing and exits 1 when any committed file differs from what the
-source renders.  ``--output`` defaults to the repository root in a checkout and to the
+source renders.  ``--mixin`` renders another copy of ``operations/monitoring`` (a fork
+with your own thresholds or SLOs).  ``--output`` defaults to the repository root in a checkout and to the
 current directory for an installed package.
 """
 
@@ -14,7 +15,13 @@ import sys
 from pathlib import Path
 
 from qmtl.monitoring.packaging import ensure_writable, package
-from qmtl.monitoring.render import REPO_ROOT, MonitoringError, render, rendered_files
+from qmtl.monitoring.render import (
+    MONITORING_DIR,
+    REPO_ROOT,
+    MonitoringError,
+    render,
+    rendered_files,
+)
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -26,10 +33,16 @@ def main(argv: list[str] | None = None) -> int:
         default=REPO_ROOT,
         help=f"root of the artefacts (default {REPO_ROOT})",
     )
+    parser.add_argument(
+        "--mixin",
+        type=Path,
+        default=MONITORING_DIR,
+        help="mixin directory holding main.jsonnet and seamless_v2.jsonnet (default: the shipped one)",
+    )
     args = parser.parse_args(argv)
     root: Path = args.output
     try:
-        files = rendered_files(render())
+        files = rendered_files(render(source=args.mixin / "main.jsonnet"))
         problems = []
         if not args.check:
             ensure_writable(root)
@@ -54,7 +67,10 @@ def main(argv: list[str] | None = None) -> int:
                 Path(root / stale).unlink()
         bundle_root = root / "operations" / "monitoring"
         problems += package(
-            output=bundle_root / "dist", samples=bundle_root / "samples", check=args.check
+            bundle_path=args.mixin / "seamless_v2.jsonnet",
+            output=bundle_root / "dist",
+            samples=bundle_root / "samples",
+            check=args.check,
         )
     except MonitoringError as exc:
         print(f"error: {exc}", file=sys.stderr)

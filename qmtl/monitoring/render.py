@@ -83,7 +83,9 @@ def evaluate(path: Path, **tla: Any) -> dict[str, Any]:
             str(path), tla_codes={k: json.dumps(v) for k, v in tla.items()}
         )
     except RuntimeError as exc:
-        raise MonitoringError(f"{path}: Jsonnet evaluation failed: {exc}") from None
+        # The first line is the assertion or error; the rest is a Jsonnet stack trace.
+        first = str(exc).strip().splitlines()[0].removeprefix("RUNTIME ERROR: ")
+        raise MonitoringError(f"{path.name}: {first}") from None
     return json.loads(text)
 
 
@@ -96,7 +98,24 @@ class Rendered:
 
 def render(overrides: dict[str, Any] | None = None, *, source: Path | None = None) -> Rendered:
     data = evaluate(source or MONITORING_DIR / "main.jsonnet", overrides=overrides or {})
+    _check_slo_metrics(data.get("slos", {}))
     return Rendered(alerts=data["alerts"], rules=data["rules"], dashboards=data["dashboards"])
+
+
+def _check_slo_metrics(slos: dict[str, Any]) -> None:
+    """An SLO over a metric no process exports would never burn: refuse to render it."""
+    from qmtl.monitoring.catalogue import PROMETHEUS_BUILTINS, metric_names
+    from qmtl.monitoring.promql import referenced_metrics
+
+    known = metric_names() | PROMETHEUS_BUILTINS
+    for name, slo in sorted(slos.items()):
+        for field in ("errorQuery", "totalQuery"):
+            unknown = sorted(referenced_metrics(slo[field]) - known)
+            if unknown:
+                raise MonitoringError(
+                    f"SLO {name}: {field}: unknown metric {', '.join(unknown)}; use a metric "
+                    "from qmtl/monitoring/catalogue.py (histograms: _bucket, _count, _sum)"
+                )
 
 
 def alert_names(rendered: Rendered) -> list[str]:

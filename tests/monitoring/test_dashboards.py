@@ -9,15 +9,16 @@ import pytest
 import yaml
 
 from qmtl.monitoring.catalogue import PROMETHEUS_BUILTINS, metric_names
+from qmtl.monitoring.promql import referenced_metrics
 from qmtl.monitoring.render import REPO_ROOT
 
 from .conftest import run_tool
-from .test_rules import recording_rule_names, referenced_metrics
+from .test_rules import recording_rule_names
 
 DASHBOARDS = sorted((REPO_ROOT / "dashboards").glob("*.json"))
 REQUIRED = {
     "qmtl-queues-gc", "qmtl-dagmanager-diff", "qmtl-gateway", "qmtl-sdk-nodes",
-    "qmtl-backfill", "qmtl-worldservice-apply", "qmtl-cross-context",
+    "qmtl-backfill", "qmtl-worldservice-apply", "qmtl-cross-context", "qmtl-slo",
 }  # fmt: skip
 
 

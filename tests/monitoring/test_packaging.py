@@ -19,6 +19,8 @@ from qmtl.monitoring.render import REPO_ROOT
 
 from .conftest import run_tool
 
+SHIPPED_DASHBOARDS = len(list((REPO_ROOT / "dashboards").glob("*.json")))
+
 CHART = DEFAULT_OUTPUT / "helm" / "seamless_v2_observability"
 MODULE = DEFAULT_OUTPUT / "terraform" / "seamless_v2_observability"
 SCRIPT = REPO_ROOT / "scripts" / "package_monitoring_bundle.py"
@@ -67,7 +69,7 @@ def test_helm_template_defaults(helm: str) -> None:
     docs = template(helm)
     maps = config_maps(docs)
     bundle = Bundle.load()
-    assert len(maps) == len(bundle.dashboards) == 7
+    assert len(maps) == len(bundle.dashboards) == SHIPPED_DASHBOARDS
     for cm in maps.values():
         assert cm["metadata"]["namespace"] == "observability"
         assert cm["metadata"]["labels"]["grafana_dashboard"] == "1"
@@ -85,7 +87,7 @@ def test_helm_template_sample_values(helm: str) -> None:
     assert rule["metadata"]["namespace"] == "monitoring"
     assert rule["metadata"]["labels"]["release"] == "kube-prometheus-stack"
     maps = config_maps(docs)
-    assert len(maps) == 7
+    assert len(maps) == SHIPPED_DASHBOARDS
     assert {cm["metadata"]["namespace"] for cm in maps.values()} == {"qmtl-monitoring"}
     assert {cm["metadata"]["labels"]["team"] for cm in maps.values()} == {"qmtl"}
     assert_valid_objects(docs)
@@ -110,7 +112,7 @@ def test_extra_dashboards_are_appended(helm: str, tmp_path: Path) -> None:
         )
     )
     maps = config_maps(template(helm, CHART / "values-sample.yaml", override))
-    assert len(maps) == 8
+    assert len(maps) == SHIPPED_DASHBOARDS + 1
     assert json.loads(maps["seamless-observability-team-x"]["data"]["Team_X.json"]) == extra
     assert "seamless-observability-qmtl-queues-gc" in maps
 
@@ -126,7 +128,7 @@ def test_extra_dashboards_in_the_upstream_uid_shape(helm: str, tmp_path: Path) -
         json.loads(maps["seamless-observability-trading-desk"]["data"]["trading-desk.json"])
         == extra
     )
-    assert len(maps) == 8
+    assert len(maps) == SHIPPED_DASHBOARDS + 1
 
 
 def test_sample_values_show_both_entry_shapes() -> None:
@@ -322,7 +324,7 @@ def test_format_option_limits_output(tmp_path: Path) -> None:
 
 
 BAD_BUNDLES = {
-    "jsonnet error": ("{ name: 'x', dashboards: error 'boom' }", "Jsonnet evaluation failed"),
+    "jsonnet error": ("{ name: 'x', dashboards: error 'boom' }", "bundle.jsonnet: boom"),
     "duplicate uid": (
         "{ name: 'x', recordingRules: {groups: []}, dashboards: {"
         "'a.json': {uid: 'same', title: 'A'}, 'b.json': {uid: 'same', title: 'B'}} }",
