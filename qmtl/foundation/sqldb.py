@@ -1,8 +1,13 @@
 """One SQL database handle for every QMTL store: SQLite (embedded) or PostgreSQL.
 
 Stores write their SQL once with ``?`` placeholders and ``ON CONFLICT`` clauses both
-engines understand; :meth:`SqlDatabase.txn` gives a locked transaction that commits on
-success and rolls back on any error (PostgreSQL needs that after a failed statement).
+engines understand; :meth:`SqlDatabase.txn` gives a transaction that commits on success
+and rolls back on any error (PostgreSQL needs that after a failed statement).
+
+SQLite: one connection per process, behind a lock (SQLite serialises writers anyway).
+PostgreSQL: a connection pool (psycopg_pool), so a slow query on one thread -- a GC
+sweep, a diff waiting for its advisory lock -- never holds up a lease renewal or a
+lookup on another.  :attr:`SqlDatabase.concurrency` says how many calls can run at once.
 
     db = SqlDatabase.open("sqlite:state/gateway.db")      # or "postgresql://..."
     with db.txn() as cur:
@@ -27,9 +32,12 @@ LOCK_STRIPES = 64
 
 
 class SqlDatabase:
-    def __init__(self, spec: str) -> None:
+    def __init__(self, spec: str, *, pool_size: int = 8, timeout: float = 5.0) -> None:
         self.spec = spec
         self._lock = threading.Lock()
+        self._pool: Any = None
+        #: How many transactions can run at once (callers size their worker threads by it).
+        self.concurrency = 1
         if spec.startswith("sqlite:"):
             self.dialect = "sqlite"
             self.path = spec.removeprefix("sqlite:") or ":memory:"
@@ -44,10 +52,19 @@ class SqlDatabase:
             self._conn.execute("PRAGMA wal_autocheckpoint=4000")
         elif spec.startswith(("postgresql://", "postgres://")):
             import psycopg
+            from psycopg_pool import ConnectionPool
 
             self.dialect = "postgresql"
             self._psycopg = psycopg
-            self._conn = psycopg.connect(spec, connect_timeout=5)
+            # Fail like a connect would (fast, with the server's reason) instead of
+            # waiting out the pool: probe once, then pool.
+            psycopg.connect(spec, connect_timeout=timeout).close()
+            self._pool = ConnectionPool(
+                spec, min_size=1, max_size=pool_size, timeout=timeout,
+                kwargs={"connect_timeout": timeout}, check=ConnectionPool.check_connection,
+                open=True, name="qmtl",
+            )  # fmt: skip
+            self.concurrency = pool_size
         else:
             raise ValueError(
                 f"database {spec!r} is not supported; use sqlite:PATH or postgresql://..."
@@ -61,16 +78,15 @@ class SqlDatabase:
         """``?`` placeholders in the dialect of this database."""
         return sql if self.dialect == "sqlite" else sql.replace("?", "%s")
 
-    def _connection(self) -> Any:
-        if self.dialect == "postgresql" and (self._conn.closed or self._conn.broken):
-            self._conn = self._psycopg.connect(self.spec, connect_timeout=5)
-        return self._conn
-
     @contextmanager
     def txn(self) -> Iterator[Any]:
-        """One locked transaction: commit on success, roll back on any error."""
+        """One transaction: commit on success, roll back on any error."""
+        if self._pool is not None:
+            with self._pool.connection() as conn:  # commits, or rolls back on an error
+                yield conn.cursor()
+            return
         with self._lock:
-            conn = self._connection()
+            conn = self._conn
             cur = conn.cursor()
             try:
                 yield cur
@@ -85,7 +101,7 @@ class SqlDatabase:
 
         PostgreSQL: transaction-scoped advisory locks on the keys' stripes, taken in
         order (no deadlocks), released at commit or rollback.  SQLite: nothing to do;
-        one connection per process under :attr:`_lock`, and replicas need PostgreSQL.
+        one connection per process behind a lock, and replicas need PostgreSQL.
         """
         if self.dialect != "postgresql" or not keys:
             return
@@ -129,7 +145,10 @@ class SqlDatabase:
 
     def close(self) -> None:
         with suppress(Exception):
-            self._conn.close()
+            if self._pool is not None:
+                self._pool.close()
+            else:
+                self._conn.close()
 
 
 class Leases:

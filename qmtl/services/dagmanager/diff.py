@@ -15,10 +15,11 @@ Failures are domain errors (:mod:`qmtl.foundation.errors`), mapped once by each 
 Compute-key isolation is the default: queue names carry their context's namespace, so
 the same DAG under (world, domain, as_of, partition) A and B gets separate queues.
 
-Replicas: a diff that must create queues locks those names in the graph store
-(advisory locks on PostgreSQL), re-reads their bindings and creates only the ones still
-unbound -- two replicas diffing the same DAG at once return the same queue map and
-create each topic once.
+Replicas: a diff creates its new topics first (idempotently: a racing replica gets
+"already exists"), then locks those names in the graph store (advisory locks on
+PostgreSQL), re-reads their bindings and binds only the ones still unbound -- two
+replicas diffing the same DAG at once return the same queue map, each topic is created
+once on the broker, and no database connection waits on the broker.
 """
 
 from __future__ import annotations
@@ -266,26 +267,32 @@ class DiffEngine:
         context = req.context.as_dict()
         now = time.time()
 
+        if new:
+            # Topics first, outside any transaction: creation is idempotent on the backend
+            # (a replica racing us gets "already exists"), and a slow broker must not hold
+            # a database connection or lock.
+            self._create(new)
+
         def commit() -> list[str]:
-            created: list[str] = []
+            bound: list[str] = []
             with self.store.transaction() as cur:
                 bindings: list[Binding] = []
                 if new:
+                    # Another replica may have bound some of them meanwhile: re-read
+                    # under the lock, bind only the rest, refuse conflicts.
                     self.store.lock_queues(cur, new)
                     again = self.store.lookup(cur, new)
                     self._check_bindings(req, plan, again)
-                    created = [q for q in new if q not in again]
-                    if created:
-                        self._create(created)
+                    bound = [q for q in new if q not in again]
                     bindings = [
                         Binding(q, plan.planned[q][0], plan.planned[q][1], context, now)
-                        for q in created
+                        for q in bound
                     ]
                 self.store.write_diff(
                     cur, req.strategy_id, plan.ctx, plan.version, bindings,
                     None if version_known else queues, now, sentinel_id=sentinel_id,
                 )  # fmt: skip
-            return created
+            return bound
 
         created = guarded(self.store_breaker, "graph store commit", commit)
         created_set = set(created)

