@@ -57,7 +57,7 @@
         title: 'Submission latency',
         objective: 0.99,
         description: 'Submissions answered within 150 ms.',
-        errorQuery: 'sum by (job) (rate(gateway_e2e_latency_ms_count[%(window)s])) - sum by (job) (rate(gateway_e2e_latency_ms_bucket{le="150"}[%(window)s]))',
+        errorQuery: 'sum by (job) (rate(gateway_e2e_latency_ms_count[%(window)s])) - sum by (job) (rate(gateway_e2e_latency_ms_bucket{le="150.0"}[%(window)s]))',
         totalQuery: 'sum by (job) (rate(gateway_e2e_latency_ms_count[%(window)s]))',
       },
     },

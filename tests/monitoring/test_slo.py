@@ -183,3 +183,26 @@ def test_cli_renders_a_fork(tmp_path: Path) -> None:
     assert result.returncode == 0, result.stderr
     assert "(14.4 * 0.05)" in (out / "alert_rules.yml").read_text()
     assert (out / "dashboards" / "qmtl-slo.json").is_file()
+
+
+def test_bucket_bounds_in_slo_queries_match_what_the_exporter_writes() -> None:
+    """prometheus_client writes le="150.0"; a selector on le="150" would match nothing."""
+    import re
+
+    from prometheus_client import CollectorRegistry, Histogram, generate_latest
+
+    from qmtl.monitoring.catalogue import MS_BUCKETS
+
+    registry = CollectorRegistry()
+    Histogram("probe_ms", "probe", buckets=MS_BUCKETS, registry=registry)
+    exposed = set(re.findall(r'le="([^"]+)"', generate_latest(registry).decode()))
+    slos = render().rules["groups"]
+    selectors = {
+        bound
+        for g in slos
+        if g["name"].startswith("qmtl-slo-")
+        for r in g["rules"]
+        for bound in re.findall(r'le="([^"]+)"', r["expr"])
+    }
+    assert selectors, "the latency SLO selects a bucket"
+    assert selectors <= exposed, f"{sorted(selectors - exposed)} is not a bound the exporter writes"
