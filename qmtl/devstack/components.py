@@ -216,6 +216,8 @@ def start_prometheus(
             f"--storage.tsdb.path={workdir / 'tsdb'}",
             f"--web.listen-address=127.0.0.1:{port}",
             "--web.enable-lifecycle",
+            # Keep the trace ids our latency histograms carry (OpenMetrics exemplars).
+            "--enable-feature=exemplar-storage",
             *(extra_args or []),
         ],
         log_path=workdir / "prometheus.log",

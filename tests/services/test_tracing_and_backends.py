@@ -129,3 +129,64 @@ def test_admin_guard(
     assert response.status_code == status
     if code:
         assert response.json()["error"] == code
+
+
+@pytest.mark.integration
+def test_exemplar_of_a_slow_submission_leads_to_its_whole_trace(tmp_path: Path) -> None:
+    """Prometheus' exemplar on the slow latency bucket names the trace of that submission."""
+    from qmtl.devstack.stack import start_monitoring
+
+    with OtlpTraceReceiver() as rx:
+        overrides = {"telemetry": {"otel_exporter_endpoint": rx.endpoint}}
+        with LocalStack(
+            tmp_path / "exemplars", overrides, env={"OTEL_BSP_SCHEDULE_DELAY": "200"}
+        ) as stack:
+            monitoring = start_monitoring(stack, scrape_interval="1s")
+            try:
+                httpx.post(
+                    f"{stack.url('gateway')}/admin/faults",
+                    json={"submission_delay_ms": 400},
+                    timeout=10,
+                ).raise_for_status()
+                result = subprocess.run(
+                    [sys.executable, "-c", SDK_SUBMIT, stack.url("gateway"), rx.endpoint],
+                    capture_output=True, text=True, timeout=60,
+                )  # fmt: skip
+                assert result.returncode == 0, result.stderr
+                prometheus = monitoring.prometheus.url
+
+                def exemplars(query: str) -> list[dict[str, str]]:
+                    body = httpx.get(
+                        f"{prometheus}/api/v1/query_exemplars",
+                        params={"query": query, "start": "0", "end": "9999999999"}, timeout=10,
+                    ).json()  # fmt: skip
+                    return [
+                        {**e["labels"], "value": e["value"]}
+                        for series in body.get("data") or []
+                        for e in series["exemplars"]
+                    ]
+
+                found = devstack.wait_for(
+                    lambda: exemplars('gateway_e2e_latency_ms_bucket{le="500.0"}'),
+                    timeout=30, what="an exemplar on the 500 ms latency bucket",
+                )  # fmt: skip
+                diff_traces = devstack.wait_for(
+                    lambda: {e["trace_id"] for e in exemplars("diff_duration_ms_bucket")},
+                    timeout=30, what="an exemplar on the diff duration histogram",
+                )  # fmt: skip
+            finally:
+                monitoring.stop()
+        trace_id = found[-1]["trace_id"]
+        assert float(found[-1]["value"]) >= 400
+        assert len(trace_id) == 32
+        assert trace_id in diff_traces  # the DAG Manager's diff of that submission
+
+        def whole_trace() -> set[str]:
+            return {s.service for s in rx.spans if s.trace_id == trace_id}
+
+        devstack.wait_for(
+            lambda: whole_trace() >= {"sdk", "gateway", "dagmanager"}, timeout=30,
+            what=f"spans of trace {trace_id} from sdk, gateway and dagmanager",
+        )  # fmt: skip
+        names = {s.name for s in rx.spans if s.trace_id == trace_id}
+    assert {"sdk.submit", "gateway.submit", "dagmanager.Diff"} <= names

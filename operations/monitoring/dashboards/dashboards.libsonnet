@@ -31,6 +31,7 @@ local g = import '../lib/grafana.libsonnet';
       g.timeseries('Diff duration p95 (ms)', [
         ['diff_duration_ms_p95' + i, 'window p95 {{instance}}'],
         ['job:diff_duration_ms:p95_rate%s' % w, 'histogram p95 {{job}}'],
+        ['histogram_quantile(0.95, sum by (le) (rate(diff_duration_ms_bucket%s[%s])))' % [i, w], 'p95 of selected instances (exemplars: trace ids)', g.exemplars],
       ], 'ms'),
       g.stat('Sentinel gaps', [['sentinel_gap_count' + i, '{{instance}}']]),
       g.stat('Leader (runs GC and the lag monitor)', [['dagmanager_leader' + i, '{{instance}}']], 'short',
@@ -49,6 +50,7 @@ local g = import '../lib/grafana.libsonnet';
       g.timeseries('Submission latency p95 (ms)', [
         ['gateway_e2e_latency_p95' + i, 'window p95 {{instance}}'],
         ['job:gateway_e2e_latency_ms:p95_rate%s' % w, 'histogram p95 {{job}}'],
+        ['histogram_quantile(0.95, sum by (le) (rate(gateway_e2e_latency_ms_bucket%s[%s])))' % [i, w], 'p95 of selected instances (exemplars: trace ids)', g.exemplars],
       ], 'ms'),
       g.timeseries('Submissions per second', [['sum by (job) (rate(gateway_e2e_latency_ms_count[%s]))' % w, '{{job}}']], 'reqps'),
       g.timeseries('Answers by status code', [['sum by (code) (rate(gateway_submissions_total[%s]))' % w, '{{code}}']], 'reqps',
@@ -63,7 +65,10 @@ local g = import '../lib/grafana.libsonnet';
     'qmtl-sdk-nodes.json': g.dashboard('qmtl-sdk-nodes', 'QMTL / SDK nodes & cache', [
       g.timeseries('Node executions per second', [['node_id:node_processed:rate%s' % w, '{{node_id}}']], 'ops'),
       g.timeseries('Node failures per second', [['node_id:node_process_failures:rate%s' % w, '{{node_id}}']], 'ops'),
-      g.timeseries('Node compute p95 (ms)', [['node_id:node_process_duration_ms:p95_rate%s' % w, '{{node_id}}']], 'ms'),
+      g.timeseries('Node compute p95 (ms)', [
+        ['node_id:node_process_duration_ms:p95_rate%s' % w, '{{node_id}}'],
+        ['histogram_quantile(0.95, sum by (le) (rate(node_process_duration_ms_bucket%s[%s])))' % [i, w], 'all nodes (exemplars with per-node tracing)', g.exemplars],
+      ], 'ms'),
       g.timeseries('Cache reads per second', [['sum by (upstream_id, interval) (rate(cache_read_total[%s]))' % w, '{{upstream_id}} / {{interval}}']], 'ops'),
       g.timeseries('Seconds since last cache read', [['time() - cache_last_read_timestamp' + i, '{{upstream_id}} / {{interval}}']], 's'),
       g.timeseries('Node cache resident bytes', [

@@ -3,6 +3,9 @@
 {
   datasource:: { type: 'prometheus', uid: '${datasource}' },
 
+  // Grafana asks Prometheus for exemplars (trace ids) of this target's histogram buckets.
+  exemplars:: { exemplar: true },
+
   target(expr, legend='')::
     { datasource: $.datasource, expr: expr, legendFormat: legend, refId: 'A', range: true },
 
@@ -14,8 +17,9 @@
       datasource: $.datasource,
       fieldConfig: { defaults: { unit: unit }, overrides: [] },
       options: {},
+      // An entry is [expr, legend] or [expr, legend, extra target fields] (e.g. $.exemplars).
       targets: [
-        $.target(e[0], e[1]) + { refId: std.char(65 + i) }
+        $.target(e[0], e[1]) + (if std.length(e) > 2 then e[2] else {}) + { refId: std.char(65 + i) }
         for i in std.range(0, std.length(exprs) - 1)
         for e in [exprs[i]]
       ],

@@ -36,6 +36,7 @@ from qmtl.foundation.config import QmtlConfig, TelemetryConfig
 
 __all__ = [
     "context_from_grpc_metadata",
+    "exemplar",
     "extract_http_context",
     "get_tracer",
     "grpc_metadata",
@@ -108,6 +109,21 @@ def shutdown_tracing() -> None:
 
 def get_tracer(name: str) -> trace.Tracer:
     return trace.get_tracer(name)
+
+
+def exemplar(span: trace.Span | None = None) -> dict[str, str] | None:
+    """``{"trace_id": ...}`` of ``span`` (default: the current one) for an OpenMetrics exemplar.
+
+    Only a span this process records and samples: with tracing off there is no trace to
+    open, so observations carry no exemplar (and cost nothing more).
+    """
+    span = span if span is not None else trace.get_current_span()
+    if not span.is_recording():
+        return None
+    ctx = span.get_span_context()
+    if not ctx.trace_flags.sampled:
+        return None
+    return {"trace_id": format(ctx.trace_id, "032x")}
 
 
 def inject_http_headers(

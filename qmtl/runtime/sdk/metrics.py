@@ -25,6 +25,7 @@ from typing import Any
 from prometheus_client import REGISTRY, generate_latest
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, HistogramMetricFamily
 from prometheus_client.registry import Collector
+from prometheus_client.samples import Exemplar
 
 from qmtl.foundation import crosscontext
 from qmtl.foundation import metrics as m
@@ -76,7 +77,7 @@ class NodeStats:
     executors holding the slot; when the last one closes, the node's series go.
     """
 
-    __slots__ = ("buckets", "failures", "node_id", "sum_ms", "users")
+    __slots__ = ("buckets", "exemplars", "failures", "node_id", "sum_ms", "users")
 
     def __init__(self, node_id: str) -> None:
         self.node_id = node_id
@@ -84,6 +85,8 @@ class NodeStats:
         self.sum_ms = 0.0
         self.buckets = [0] * (len(_BOUNDS) + 1)  # last slot: +Inf
         self.users = 0
+        #: Latest traced execution per bucket (only with per-node tracing).
+        self.exemplars: dict[int, Exemplar] | None = None
 
     @property
     def processed(self) -> int:
@@ -98,6 +101,15 @@ class NodeStats:
             self.buckets[0] += 1
         else:
             self.buckets[bisect.bisect_left(_BOUNDS, duration_ms)] += 1
+
+    def observe_traced(self, duration_ms: float, trace: dict[str, str] | None) -> None:
+        """Like :meth:`observe`; the span's trace id becomes the bucket's exemplar."""
+        self.observe(duration_ms)
+        if trace is not None:
+            if self.exemplars is None:
+                self.exemplars = {}
+            index = bisect.bisect_left(_BOUNDS, duration_ms)
+            self.exemplars[index] = Exemplar(trace, duration_ms, time.time())
 
 
 class ReadStats:
@@ -204,9 +216,14 @@ class _HotPathCollector(Collector):
             processed.add_metric([stats.node_id], stats.processed)
             failures.add_metric([stats.node_id], stats.failures)
             cumulative, buckets = 0, []
-            for bound, count in zip((*_BOUNDS, float("inf")), stats.buckets, strict=True):
+            exemplars = stats.exemplars or {}
+            for index, (bound, count) in enumerate(
+                zip((*_BOUNDS, float("inf")), stats.buckets, strict=True)
+            ):
                 cumulative += count
-                buckets.append(("+Inf" if bound == float("inf") else repr(bound), cumulative))
+                le = "+Inf" if bound == float("inf") else repr(bound)
+                ex = exemplars.get(index)
+                buckets.append((le, cumulative, ex) if ex is not None else (le, cumulative))
             duration.add_metric([stats.node_id], buckets, stats.sum_ms)
         yield from (processed, failures, duration)
 

@@ -26,7 +26,7 @@ from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
-from qmtl.foundation.common.tracing import get_tracer
+from qmtl.foundation.common.tracing import exemplar, get_tracer
 from qmtl.foundation.dag import SCHEMA
 from qmtl.runtime.sdk import metrics
 from qmtl.runtime.sdk.backfill import BackfillEngine
@@ -231,11 +231,13 @@ class Executor:
             else:
                 # Traced (or unmeasured) executions: one span per node, the same metrics.
                 started = _perf()
+                traced: dict[str, str] | None = None
                 try:
                     if self.trace_nodes:
                         with _tracer.start_as_current_span(
                             "sdk.node", attributes={"qmtl.node_id": step.node_id}
-                        ):
+                        ) as span:
+                            traced = exemplar(span)
                             out = step.fn(step.view)
                     else:
                         out = step.fn(step.view)
@@ -245,7 +247,7 @@ class Executor:
                     self._failed(step, exc)
                     out = None
                 if self.metrics_enabled:
-                    step.stats.observe((_perf() - started) * 1000.0)
+                    step.stats.observe_traced((_perf() - started) * 1000.0, traced)
             result.executions += 1
             if out is not None:
                 produced[step.node_id] = out

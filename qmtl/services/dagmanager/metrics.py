@@ -8,6 +8,7 @@ only the DAG Manager process imports it.
 from __future__ import annotations
 
 from qmtl.foundation import metrics as m
+from qmtl.foundation.common.tracing import exemplar
 from qmtl.foundation.crosscontext import cross_context_cache_hit_total
 
 __all__ = [
@@ -59,5 +60,5 @@ def observe_diff(duration_ms: float, *, failed: bool) -> None:
     diff_requests_total.inc()
     if failed:
         diff_failures_total.inc()
-    diff_duration_ms.observe(duration_ms)
+    diff_duration_ms.observe(duration_ms, exemplar=exemplar())  # the Diff RPC's span
     diff_duration_window.observe(duration_ms)

@@ -7,6 +7,7 @@ by a :class:`~qmtl.foundation.metrics.LabelBudget` (worlds come from the Control
 from __future__ import annotations
 
 from qmtl.foundation import metrics as m
+from qmtl.foundation.common.tracing import exemplar
 
 __all__ = [
     "controlbus_apply_ack_latency_ms",
@@ -38,8 +39,11 @@ _worlds = m.ValueBudget("world_id")
 
 
 def observe_latency(ms: float, code: int) -> None:
-    """One answer to ``POST /strategies``: latency and status code."""
-    gateway_e2e_latency_ms.observe(ms)
+    """One answer to ``POST /strategies``: latency and status code.
+
+    Called inside the request's span, whose trace id becomes the bucket's exemplar.
+    """
+    gateway_e2e_latency_ms.observe(ms, exemplar=exemplar())
     latency_window.observe(ms)
     gateway_submissions_total.labels(str(code)).inc()
 

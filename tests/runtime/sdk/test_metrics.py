@@ -199,3 +199,57 @@ def test_metrics_are_the_same_with_per_node_tracing(metrics_url: str, trace_node
     assert m.get_value("node_process_duration_ms_bucket", node_id=slow, le="2.5") == 0
     executor.close()
     assert scrape(metrics_url).get_value("node_processed_total", node_id=slow) is None
+
+
+EXEMPLAR_SCRIPT = r"""
+import sys
+from prometheus_client import REGISTRY
+from prometheus_client.openmetrics.exposition import generate_latest
+from qmtl.foundation.common.tracing import setup_tracing
+from qmtl.runtime.sdk import Executor, ProcessingNode, Runner, Strategy, StreamInput
+
+class One(Strategy):
+    def setup(self):
+        self.price = StreamInput(tags=["ex"], interval=60, period=2)
+        self.add_nodes(self.price, ProcessingNode(input=self.price, compute_fn=lambda v: 1, name="one", period=2))
+
+if sys.argv[1] == "console":
+    setup_tracing("sdk", "console")
+strategy = Runner.build(One)
+executor = Executor(strategy.ordered_nodes(), trace_nodes=sys.argv[2] == "on")
+for ts in range(3):
+    executor.feed(strategy.price, float(ts), {"p": ts})
+sys.stderr.write(generate_latest(REGISTRY).decode())
+"""
+
+
+@pytest.mark.parametrize(
+    ("tracing", "trace_nodes", "expected"),
+    [("console", "on", True), ("console", "off", False), ("none", "on", False)],
+)
+def test_node_duration_exemplars_only_for_recorded_spans(
+    tracing: str, trace_nodes: str, expected: bool
+) -> None:
+    """With per-node spans recorded (console exporter included), buckets carry trace ids."""
+    import re
+    import subprocess
+    import sys
+
+    result = subprocess.run(
+        [sys.executable, "-c", EXEMPLAR_SCRIPT, tracing, trace_nodes],
+        capture_output=True, text=True, timeout=60, check=False,
+    )  # fmt: skip
+    assert result.returncode == 0, result.stderr
+    lines = [
+        line for line in result.stderr.splitlines()
+        if line.startswith("node_process_duration_ms_bucket")
+    ]  # fmt: skip
+    assert lines, result.stderr[-2000:]
+    with_exemplar = [line for line in lines if " # {" in line]
+    assert bool(with_exemplar) == expected, lines
+    for line in with_exemplar:
+        assert re.search(r'# \{trace_id="[0-9a-f]{32}"\} [0-9.e-]+ [0-9.]+$', line), line
+    if expected:
+        # The printed spans (console exporter) include the exemplar's trace.
+        trace_id = re.search(r'trace_id="([0-9a-f]{32})"', with_exemplar[0]).group(1)  # type: ignore[union-attr]
+        assert f"0x{trace_id}" in result.stdout
