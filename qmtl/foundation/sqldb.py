@@ -58,10 +58,10 @@ class SqlDatabase:
             self._psycopg = psycopg
             # Fail like a connect would (fast, with the server's reason) instead of
             # waiting out the pool: probe once, then pool.
-            psycopg.connect(spec, connect_timeout=timeout).close()
+            psycopg.connect(spec, connect_timeout=max(1, round(timeout))).close()
             self._pool = ConnectionPool(
                 spec, min_size=1, max_size=pool_size, timeout=timeout,
-                kwargs={"connect_timeout": timeout}, check=ConnectionPool.check_connection,
+                kwargs={"connect_timeout": max(1, round(timeout))}, check=ConnectionPool.check_connection,
                 open=True, name="qmtl",
             )  # fmt: skip
             self.concurrency = pool_size
