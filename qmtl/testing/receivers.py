@@ -348,8 +348,21 @@ class AlertWebhook(_BaseReceiver):
             self._changed.notify_all()
         return 200, b"{}", "application/json"
 
-    def wait(self, alertname: str, status: str, *, since: float, timeout: float) -> AlertEvent:
-        """The first ``status`` notification of ``alertname`` received after ``since``."""
+    def wait(
+        self,
+        alertname: str,
+        status: str,
+        *,
+        since: float,
+        timeout: float,
+        labels: dict[str, str] | None = None,
+    ) -> AlertEvent:
+        """The first ``status`` notification of ``alertname`` received after ``since``.
+
+        ``labels`` narrows it to alerts carrying those label values (e.g. one severity
+        of an SLO alert that has two).
+        """
+        wanted = labels or {}
 
         def match() -> AlertEvent | None:
             for event in self.events:
@@ -357,6 +370,7 @@ class AlertWebhook(_BaseReceiver):
                     event.alertname == alertname
                     and event.status == status
                     and event.received_at >= since
+                    and all(event.labels.get(k) == v for k, v in wanted.items())
                 ):
                     return event
             return None

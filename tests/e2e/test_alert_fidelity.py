@@ -47,7 +47,14 @@ FAST: dict[str, Any] = {
     "gcStallSeconds": "6",
     "nodeCacheTotalBytes": "50e6",
     "for": dict.fromkeys(alert_names(render()), "2s"),
-}
+    # SLO burn-rate windows scaled from hours to seconds (same factors, same rule shapes).
+    "sloPolicy": {
+        "page": [{"long": "40s", "short": "10s", "factor": 14.4}, {"long": "80s", "short": "20s", "factor": 6}],
+        "ticket": [{"long": "160s", "short": "40s", "factor": 3}, {"long": "320s", "short": "80s", "factor": 1}],
+    },
+    "sloMinEvents": {"page": 10, "ticket": 20},
+    "sloFor": {"page": "2s", "ticket": "10s"},
+}  # fmt: skip
 LAG_GROUP = "qmtl-e2e-lag"
 TIMINGS: dict[str, tuple[str, float, float]] = {}
 
@@ -361,6 +368,65 @@ CASES: dict[str, Case] = {
 }  # fmt: skip
 
 
+class SubmissionLoad:
+    """Submissions of new DAGs through the Gateway, one after another, until stopped."""
+
+    def __init__(self, e: E2E) -> None:
+        import threading
+
+        self.statuses: list[int] = []
+        self._stop = threading.Event()
+        self._thread = threading.Thread(
+            target=self._run, args=(e.stack.url("gateway"),), daemon=True
+        )
+        self._thread.start()
+
+    def _run(self, url: str) -> None:
+        with httpx.Client(timeout=60) as client:
+            while not self._stop.is_set():
+                body = {
+                    "dag": json.loads(chain_dag(2, salt=uuid.uuid4().hex)),
+                    "world_id": "drills",
+                }
+                self.statuses.append(client.post(f"{url}/strategies", json=body).status_code)
+                self._stop.wait(0.1)
+
+    def stop(self) -> list[int]:
+        self._stop.set()
+        self._thread.join(timeout=60)
+        return self.statuses
+
+
+def burn_fire(e: E2E, **fault: Any) -> None:
+    e.fault("gateway", **fault)
+    e.notes["load"] = SubmissionLoad(e)
+
+
+def burn_clear(e: E2E, expected: set[int]) -> None:
+    statuses = set(e.notes.pop("load").stop())
+    e.clear("gateway")
+    assert statuses == expected, statuses
+
+
+CASES.update({
+    "GatewayErrorBudgetBurn": Case(
+        "gateway submission_error_ratio=0.5 + steady submissions (FAST SLO windows)",
+        lambda e: burn_fire(e, submission_error_ratio=0.5), lambda e: burn_clear(e, {200, 503}),
+        {"severity": "critical", "slo": "submission_availability", "job": "qmtl-gateway"},
+    ),
+    "GatewayLatencyBudgetBurn": Case(
+        "gateway submission_delay_ms=200 + steady submissions (FAST SLO windows)",
+        lambda e: burn_fire(e, submission_delay_ms=200), lambda e: burn_clear(e, {200}),
+        {"severity": "critical", "slo": "submission_latency", "job": "qmtl-gateway"},
+    ),
+    "DiffErrorBudgetBurn": Case(
+        "dagmanager diff_fail=true + canary diffs (FAST SLO windows)",
+        lambda e: (e.fault("dagmanager", diff_fail=True), new_diffs(e)), lambda e: e.clear("dagmanager"),
+        {"severity": "critical", "slo": "diff_success", "job": "qmtl-dagmanager"},
+    ),
+})  # fmt: skip
+
+
 def test_every_alert_has_an_e2e_case() -> None:
     shipped = yaml.safe_load((REPO_ROOT / "alert_rules.yml").read_text())
     names = {r["alert"] for g in shipped["groups"] for r in g["rules"]}
@@ -414,7 +480,13 @@ def test_alert_fires_on_fault_and_resolves(e2e: E2E, alertname: str) -> None:
     )
     started = time.time()
     case.fire(e2e)
-    fired = e2e.webhook.wait(alertname, "firing", since=started, timeout=120)
+    try:
+        fired = e2e.webhook.wait(
+            alertname, "firing", since=started, timeout=120, labels=case.labels
+        )
+    except TimeoutError:
+        case.clear(e2e)  # leave the stack healthy for the next case
+        raise
     assert fired.labels["severity"] == rule["labels"]["severity"]
     assert fired.labels["area"] == rule["labels"]["area"]
     for key, value in case.labels.items():
@@ -426,7 +498,9 @@ def test_alert_fires_on_fault_and_resolves(e2e: E2E, alertname: str) -> None:
         case.before_clear(e2e)
     cleared = time.time()
     case.clear(e2e)
-    resolved = e2e.webhook.wait(alertname, "resolved", since=cleared, timeout=180)
+    resolved = e2e.webhook.wait(
+        alertname, "resolved", since=cleared, timeout=180, labels=case.labels
+    )
     TIMINGS[alertname] = (case.fault, fired.received_at - started, resolved.received_at - cleared)
     # Let every other alert the fault dragged along resolve before the next case.
     devstack.wait_for(lambda: not [a for a in e2e.active_alerts() if a["state"] == "firing"],
