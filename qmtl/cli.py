@@ -145,6 +145,10 @@ def build_parser() -> argparse.ArgumentParser:
         "--replicas", type=int, default=1, metavar="N",
         help="N replicas of every service behind HAProxy (implies --with kafka,postgres)",
     )  # fmt: skip
+    up.add_argument(
+        "--ha", action="store_true",
+        help="highly available monitoring: 2 Prometheus replicas, 2 clustered Alertmanagers",
+    )  # fmt: skip
     up.set_defaults(handler=_entry("qmtl.devstack.up", "main", "qmtl up"))
 
     ops = commands.add_parser("ops", help="operator tools behind the runbooks", parents=[common])

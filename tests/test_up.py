@@ -233,6 +233,40 @@ def test_up_refuses_a_state_dir_whose_processes_still_run(
 
 
 @pytest.mark.integration
+def test_up_ha_runs_two_prometheus_and_two_clustered_alertmanagers(tmp_path: Path) -> None:
+    """`qmtl up --ha`: both Prometheus replicas scrape everything and load the same rules,
+    the Alertmanager peers form one cluster, and Ctrl-C stops all of them."""
+    import httpx
+
+    up = Up("--state-dir", str(tmp_path / "state"), "--ha")
+    try:
+        up.read_until(all_up)
+        assert "starting Prometheus and Alertmanager (HA pairs)" in up.output
+        prometheus = re.findall(r"Prometheus \(([ab])\) +(http://\S+)/alerts", up.output)
+        alertmanagers = re.findall(r"Alertmanager \(([ab])\) (http://\S+)", up.output)
+        assert [r for r, _ in prometheus] == ["a", "b"], up.output
+        assert [p for p, _ in alertmanagers] == ["a", "b"], up.output
+        pids = up.pids()
+        assert len(pids) == 8, up.output  # 3 services, demo, 2 Prometheus, 2 Alertmanagers
+        for replica, url in prometheus:
+            devstack.wait_for(
+                lambda url=url: len(httpx.get(f"{url}/api/v1/query", params={"query": "up == 1"},
+                                              timeout=10).json()["data"]["result"]) == 4,
+                timeout=60, what=f"Prometheus {replica} scraping all four processes",
+            )  # fmt: skip
+            config = httpx.get(f"{url}/api/v1/status/config", timeout=10).json()["data"]["yaml"]
+            assert f"replica: {replica}" in config
+            assert "labeldrop" in config
+        for _peer, url in alertmanagers:
+            status = httpx.get(f"{url}/api/v2/status", timeout=10).json()
+            assert len(status["cluster"]["peers"]) == 2, status["cluster"]
+    finally:
+        rest = up.stop()
+    assert up.proc.returncode == 0, rest
+    assert [pid for pid in pids if alive(pid)] == []
+
+
+@pytest.mark.integration
 def test_up_with_replicas_behind_haproxy(tmp_path: Path) -> None:
     """`qmtl up --replicas 2 --with kafka,postgres`: every replica named and scraped as its
     own target, the Gateway URL is the balancer, and a burst survives SIGKILL of a replica."""

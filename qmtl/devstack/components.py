@@ -13,6 +13,7 @@ import os
 import shutil
 import sys
 import tempfile
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -233,7 +234,19 @@ class Alertmanager(_Handle):
     url: str
 
 
-def start_alertmanager(workdir: Path, config_yaml: str) -> Alertmanager:
+def start_alertmanager(
+    workdir: Path,
+    config_yaml: str,
+    *,
+    cluster_port: int | None = None,
+    peers: Sequence[str] = (),
+    peer_timeout: str = "5s",
+) -> Alertmanager:
+    """Alertmanager with ``config_yaml``; alone, or a cluster peer gossiping on ``cluster_port``.
+
+    Peers share silences and their notification log, so the alert both receive is sent
+    once: the first peer notifies, the next waits ``peer_timeout`` and finds it done.
+    """
     binary = find_binary(
         ["prometheus-alertmanager", "alertmanager"],
         "install it with: apt-get install prometheus-alertmanager",
@@ -249,7 +262,16 @@ def start_alertmanager(workdir: Path, config_yaml: str) -> Alertmanager:
             f"--config.file={config}",
             f"--storage.path={workdir / 'am-data'}",
             f"--web.listen-address=127.0.0.1:{port}",
-            "--cluster.listen-address=",
+            *(
+                [
+                    f"--cluster.listen-address=127.0.0.1:{cluster_port}",
+                    f"--cluster.advertise-address=127.0.0.1:{cluster_port}",
+                    f"--cluster.peer-timeout={peer_timeout}",
+                    *(f"--cluster.peer={peer}" for peer in peers),
+                ]
+                if cluster_port is not None
+                else ["--cluster.listen-address="]  # alone: do not wait for gossip
+            ),
         ],
         log_path=workdir / "alertmanager.log",
         cwd=workdir,

@@ -272,18 +272,40 @@ class LocalStack:
 
 @dataclass
 class Monitoring:
-    """Prometheus + Alertmanager watching a :class:`LocalStack`, rules rendered from the mixin."""
+    """Prometheus + Alertmanager watching a :class:`LocalStack`, rules rendered from the mixin.
 
-    prometheus: Prometheus
-    alertmanager: Alertmanager
+    With ``ha``: two Prometheus replicas (``replica: a|b``) and two clustered
+    Alertmanager peers; :attr:`prometheus` and :attr:`alertmanager` are the first of each.
+    """
+
+    replicas: list[Prometheus]
+    alertmanagers: list[Alertmanager]
     rules_dir: Path
 
+    @property
+    def prometheus(self) -> Prometheus:
+        return self.replicas[0]
+
+    @property
+    def alertmanager(self) -> Alertmanager:
+        return self.alertmanagers[0]
+
+    def live_prometheus(self) -> list[Prometheus]:
+        return [p for p in self.replicas if p.process.alive()]
+
+    def live_alertmanagers(self) -> list[Alertmanager]:
+        return [a for a in self.alertmanagers if a.process.alive()]
+
     def stop(self) -> None:
-        self.prometheus.stop()
-        self.alertmanager.stop()
+        for handle in (*self.replicas, *self.alertmanagers):
+            handle.stop()
 
     def pids(self) -> dict[str, int]:
-        return {"prometheus": self.prometheus.pid, "alertmanager": self.alertmanager.pid}
+        if len(self.replicas) == 1:
+            return {"prometheus": self.prometheus.pid, "alertmanager": self.alertmanager.pid}
+        return {f"prometheus-{r}": p.pid for r, p in zip("ab", self.replicas, strict=True)} | {
+            f"alertmanager-{r}": a.pid for r, a in zip("ab", self.alertmanagers, strict=True)
+        }
 
 
 def scrape_targets(stack: LocalStack) -> dict[str, list[str]]:
@@ -302,8 +324,14 @@ def start_monitoring(
     rule_overrides: dict[str, Any] | None = None,
     scrape_interval: str = "5s",
     webhook_url: str | None = None,
+    ha: bool = False,
 ) -> Monitoring:
-    """Render rules (with ``rule_overrides`` of the Jsonnet config), start AM and Prometheus."""
+    """Render rules (with ``rule_overrides`` of the Jsonnet config), start AM and Prometheus.
+
+    ``ha``: the layout of ``operations/monitoring/ha/`` -- two Prometheus replicas with
+    ``external_labels: {replica: a|b}`` whose alerts drop that label, both sending to two
+    Alertmanager peers that gossip on loopback, so one alert is notified once.
+    """
     from qmtl.monitoring.render import dump_yaml, render
 
     rendered = render(rule_overrides or {})
@@ -314,38 +342,70 @@ def start_monitoring(
     receiver: dict[str, Any] = {"name": "default"}
     if webhook_url:
         receiver["webhook_configs"] = [{"url": webhook_url, "send_resolved": True}]
-    am_config = {
-        "route": {"receiver": "default", "group_by": ["..."], "group_wait": "1s", "group_interval": "1s",
-                  "repeat_interval": "1h"},
+    # HA peers: the second peer waits its peer timeout (2 s) and then checks the gossiped
+    # notification log.  A group interval shorter than that lets a flush started before a
+    # resolution finish after it and send a stale "firing": keep it longer.
+    am_config = yaml.safe_dump({
+        "route": {"receiver": "default", "group_by": ["..."], "group_wait": "1s",
+                  "group_interval": "5s" if ha else "1s", "repeat_interval": "1h"},
         "receivers": [receiver],
-    }  # fmt: skip
-    alertmanager = start_alertmanager(stack.workdir / "alertmanager", yaml.safe_dump(am_config))
-    prom_config = {
-        "global": {"scrape_interval": scrape_interval, "evaluation_interval": scrape_interval},
-        "rule_files": [str(rules_dir / "alert_rules.yml"), str(rules_dir / "recording_rules.yml")],
-        "alerting": {
-            "alertmanagers": [
-                {"static_configs": [{"targets": [alertmanager.url.removeprefix("http://")]}]}
-            ]
-        },
-        "scrape_configs": [
-            {
-                "job_name": job,
-                "static_configs": [{"targets": [url.removeprefix("http://") for url in urls]}],
-            }
-            for job, urls in scrape_targets(stack).items()
-        ],
-    }
+    })  # fmt: skip
+    alertmanagers: list[Alertmanager] = []
+    replicas: list[Prometheus] = []
     try:
-        prometheus = start_prometheus(
-            stack.workdir / "prometheus",
-            yaml.safe_dump(prom_config),
-            extra_args=["--rules.alert.resend-delay=1s"],
-        )
+        if ha:
+            gossip = [free_port(), free_port()]
+            for i, name in enumerate("ab"):
+                alertmanagers.append(start_alertmanager(
+                    stack.workdir / f"alertmanager-{name}", am_config, cluster_port=gossip[i],
+                    peers=[f"127.0.0.1:{gossip[1 - i]}"], peer_timeout="2s",
+                ))  # fmt: skip
+        else:
+            alertmanagers.append(start_alertmanager(stack.workdir / "alertmanager", am_config))
+        alerting: dict[str, Any] = {
+            "alertmanagers": [
+                {
+                    "static_configs": [
+                        {"targets": [a.url.removeprefix("http://") for a in alertmanagers]}
+                    ]
+                }
+            ]
+        }
+        if ha:
+            alerting["alert_relabel_configs"] = [{"action": "labeldrop", "regex": "replica"}]
+        for name in ("a", "b") if ha else ("",):
+            global_config: dict[str, Any] = {
+                "scrape_interval": scrape_interval, "evaluation_interval": scrape_interval,
+            }  # fmt: skip
+            if name:
+                global_config["external_labels"] = {"replica": name}
+            prom_config = {
+                "global": global_config,
+                "rule_files": [
+                    str(rules_dir / "alert_rules.yml"),
+                    str(rules_dir / "recording_rules.yml"),
+                ],
+                "alerting": alerting,
+                "scrape_configs": [
+                    {
+                        "job_name": job,
+                        "static_configs": [
+                            {"targets": [url.removeprefix("http://") for url in urls]}
+                        ],
+                    }
+                    for job, urls in scrape_targets(stack).items()
+                ],
+            }
+            replicas.append(start_prometheus(
+                stack.workdir / (f"prometheus-{name}" if name else "prometheus"),
+                yaml.safe_dump(prom_config),
+                extra_args=["--rules.alert.resend-delay=1s"],
+            ))  # fmt: skip
     except Exception:
-        alertmanager.stop()
+        for handle in (*replicas, *alertmanagers):
+            handle.stop()
         raise
-    return Monitoring(prometheus, alertmanager, rules_dir)
+    return Monitoring(replicas, alertmanagers, rules_dir)
 
 
 def start_demo(stack: LocalStack, *, rate: float = 5.0, canary_seconds: float = 20.0,

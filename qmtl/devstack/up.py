@@ -8,11 +8,13 @@ where everything is and a live status view.  Ctrl-C (or SIGTERM) stops everythin
 started, by PID; children also die with ``qmtl up`` if it is killed.
 
     qmtl up [--state-dir .qmtl-stack] [--no-prometheus] [--with kafka,postgres] [--duration N]
-            [--replicas N]
+            [--replicas N] [--ha]
 
 With ``--replicas N`` every service runs N times behind HAProxy, on Kafka and PostgreSQL
 (``--replicas`` implies ``--with kafka,postgres``); the printed Gateway URL is the
-balancer's, and Prometheus scrapes each replica as its own target.
+balancer's, and Prometheus scrapes each replica as its own target.  With ``--ha``
+monitoring runs as two Prometheus replicas and two clustered Alertmanager peers (the
+layout of ``operations/monitoring/ha/``), and each alert is still notified once.
 """
 
 from __future__ import annotations
@@ -114,6 +116,12 @@ def main(args: argparse.Namespace) -> int:
         except ComponentUnavailable as exc:
             print(f"qmtl up: {exc}", file=sys.stderr)
             return EXIT_USAGE
+    ha = bool(getattr(args, "ha", False))
+    if ha and args.no_prometheus:
+        print(
+            "qmtl up: --ha runs highly available monitoring; drop --no-prometheus", file=sys.stderr
+        )
+        return EXIT_USAGE
     if not args.no_prometheus:
         try:
             find_binary(["prometheus"], INSTALL_HINT)
@@ -186,14 +194,16 @@ def main(args: argparse.Namespace) -> int:
         print(f" {stack.url('sdk')}/metrics (pid {demo.pid})")
         if not args.no_prometheus:
             step += 1
-            _step(step, total, "starting Prometheus and Alertmanager")
-            monitoring = start_monitoring(stack)
+            _step(
+                step, total, "starting Prometheus and Alertmanager" + (" (HA pairs)" if ha else "")
+            )
+            monitoring = start_monitoring(stack, ha=ha)
             for name, pid in monitoring.pids().items():
                 started(name, pid)
-            print(
-                f" {monitoring.prometheus.url} (pid {monitoring.prometheus.pid}), "
-                f"{monitoring.alertmanager.url} (pid {monitoring.alertmanager.pid})"
-            )
+            handles = [(p.url, p.pid) for p in monitoring.replicas] + [
+                (a.url, a.pid) for a in monitoring.alertmanagers
+            ]
+            print(" " + ", ".join(f"{url} (pid {pid})" for url, pid in handles))
         step += 1
         print(f"[{step}/{total}] ready. State, config and logs: {state}")
         behind = f"   ({replicas} replicas behind HAProxy)" if replicas > 1 else ""
@@ -204,8 +214,12 @@ def main(args: argparse.Namespace) -> int:
             f"  SDK demo     {stack.url('sdk')}/metrics",
         ]
         if monitoring:
-            header.append(f"  Prometheus   {monitoring.prometheus.url}/alerts")
-            header.append(f"  Alertmanager {monitoring.alertmanager.url}")
+            for replica, prometheus in zip("ab", monitoring.replicas, strict=False):
+                label = f"Prometheus ({replica})" if ha else "Prometheus"
+                header.append(f"  {label:<12} {prometheus.url}/alerts")
+            for peer, alertmanager in zip("ab", monitoring.alertmanagers, strict=False):
+                label = f"Alertmanager ({peer})" if ha else "Alertmanager"
+                header.append(f"  {label:<12} {alertmanager.url}")
         header.append(f"  ops          qmtl ops cross-context show --config {stack.config_path}")
         print("\n" + "\n".join(header))
         print("\nCtrl-C stops everything started here.\n", flush=True)

@@ -416,3 +416,27 @@ def test_generated_files_match_source() -> None:
         timeout=120,
     )
     assert result.returncode == 0, result.stderr
+
+
+@pytest.mark.parametrize("replica", ["a", "b"])
+def test_ha_prometheus_configs(promtool: str, replica: str) -> None:
+    path = REPO_ROOT / f"operations/monitoring/ha/prometheus-{replica}.yml"
+    result = run_tool([promtool, "check", "config", str(path)])
+    assert result.returncode == 0, result.stdout + result.stderr
+    assert "SUCCESS: 2 rule files found" in result.stdout
+    config = yaml.safe_load(path.read_text())
+    assert config["global"]["external_labels"] == {"replica": replica}
+    # Both replicas send the same alert: the replica label never reaches Alertmanager.
+    assert {"action": "labeldrop", "regex": "replica"} in config["alerting"][
+        "alert_relabel_configs"
+    ]
+    assert len(config["alerting"]["alertmanagers"][0]["static_configs"][0]["targets"]) == 2
+
+
+def test_ha_prometheus_replicas_differ_only_in_their_replica_label() -> None:
+    a, b = (
+        yaml.safe_load((REPO_ROOT / f"operations/monitoring/ha/prometheus-{r}.yml").read_text())
+        for r in "ab"
+    )
+    b["global"]["external_labels"]["replica"] = "a"
+    assert a == b
