@@ -72,3 +72,22 @@ def test_a_failing_call_fails_every_caller_of_its_batch_and_only_them() -> None:
         assert second.result(10) == {"b": None}
     assert coalescer(["c"]) == {"c": None}
     assert backend.calls == [["a"], ["b"], ["c"]]
+
+
+def test_batches_stop_at_max_items_without_splitting_a_caller() -> None:
+    backend = Backend()
+    coalescer = _Coalescer(backend, max_items=3)
+    with ThreadPoolExecutor(5) as pool:
+        first = pool.submit(coalescer, ["a"])
+        assert backend.entered.wait(10)
+        later = [pool.submit(coalescer, items) for items in (["b1", "b2"], ["c1"], ["d1", "d2"])]
+        _wait_queued(coalescer, 3)
+        backend.release.set()
+        assert first.result(10) == {"a": None}
+        assert [f.result(10) for f in later] == [
+            {"b1": None, "b2": None},
+            {"c1": None},
+            {"d1": None, "d2": None},
+        ]
+    # b1, b2, c1 fill a batch of 3; d's two items go in the next one.
+    assert backend.calls == [["a"], ["b1", "b2", "c1"], ["d1", "d2"]]
