@@ -247,7 +247,15 @@ def test_up_ha_runs_two_prometheus_and_two_clustered_alertmanagers(tmp_path: Pat
         assert [r for r, _ in prometheus] == ["a", "b"], up.output
         assert [p for p, _ in alertmanagers] == ["a", "b"], up.output
         pids = up.pids()
-        assert len(pids) == 8, up.output  # 3 services, demo, 2 Prometheus, 2 Alertmanagers
+        # 3 services, demo, 2 Prometheus, 2 Alertmanagers, VictoriaMetrics
+        assert len(pids) == 9, up.output
+        store = re.search(r"Long-term +(http://\S+)/vmui", up.output)
+        assert store, up.output
+        devstack.wait_for(
+            lambda: httpx.get(f"{store.group(1)}/api/v1/query", params={"query": "up"},
+                              timeout=10).json()["data"]["result"],
+            timeout=60, what="remote writes reaching VictoriaMetrics",
+        )  # fmt: skip
         for replica, url in prometheus:
             devstack.wait_for(
                 lambda url=url: len(httpx.get(f"{url}/api/v1/query", params={"query": "up == 1"},

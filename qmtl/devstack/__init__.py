@@ -16,12 +16,14 @@ from qmtl.devstack.components import (
     Postgres,
     Prometheus,
     Service,
+    VictoriaMetrics,
     find_binary,
     start_alertmanager,
     start_kafka,
     start_postgres,
     start_prometheus,
     start_service,
+    start_victoria_metrics,
 )
 from qmtl.devstack.processes import (
     ManagedProcess,
@@ -42,6 +44,7 @@ __all__ = [
     "ProcessError",
     "Prometheus",
     "Service",
+    "VictoriaMetrics",
     "alive",
     "find_binary",
     "free_port",
@@ -51,6 +54,7 @@ __all__ = [
     "start_postgres",
     "start_prometheus",
     "start_service",
+    "start_victoria_metrics",
     "tcp_open",
     "wait_for",
 ]

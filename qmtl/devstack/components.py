@@ -282,6 +282,44 @@ def start_alertmanager(
 
 
 @dataclass
+class VictoriaMetrics(_Handle):
+    url: str
+
+    @property
+    def write_url(self) -> str:
+        """Where Prometheus ``remote_write`` sends samples."""
+        return f"{self.url}/api/v1/write"
+
+
+def start_victoria_metrics(workdir: Path, *, dedup_interval: str = "1s") -> VictoriaMetrics:
+    """Single-node VictoriaMetrics: a long-term store for remote writes, queried with PromQL.
+
+    ``dedup_interval`` (set it to the scrape interval) keeps one sample per series and
+    interval, so an HA Prometheus pair writing the same series is stored once.  Fresh
+    samples are visible to queries after 1 s instead of the default 30 s.
+    """
+    binary = find_binary(["victoria-metrics"], "install it with: apt-get install victoria-metrics")
+    workdir.mkdir(parents=True, exist_ok=True)
+    port = free_port()
+    proc = ManagedProcess(
+        "victoria-metrics",
+        [
+            binary,
+            f"-storageDataPath={workdir / 'data'}",
+            f"-httpListenAddr=127.0.0.1:{port}",
+            f"-dedup.minScrapeInterval={dedup_interval}",
+            "-search.latencyOffset=1s",
+            "-retentionPeriod=1d",
+        ],
+        log_path=workdir / "victoria-metrics.log",
+        cwd=workdir,
+    )
+    url = f"http://127.0.0.1:{port}"
+    proc.wait_ready(lambda: http_ok(f"{url}/health"), timeout=60)
+    return VictoriaMetrics(process=proc, url=url)
+
+
+@dataclass
 class Service(_Handle):
     url: str
 

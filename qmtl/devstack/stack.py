@@ -31,10 +31,12 @@ from qmtl.devstack.components import (
     HAProxy,
     Prometheus,
     Service,
+    VictoriaMetrics,
     start_alertmanager,
     start_haproxy,
     start_prometheus,
     start_service,
+    start_victoria_metrics,
 )
 from qmtl.devstack.processes import ManagedProcess, free_port, http_ok, wait_for
 
@@ -281,6 +283,8 @@ class Monitoring:
     replicas: list[Prometheus]
     alertmanagers: list[Alertmanager]
     rules_dir: Path
+    #: VictoriaMetrics receiving both replicas' remote writes (HA only).
+    long_term: VictoriaMetrics | None = None
 
     @property
     def prometheus(self) -> Prometheus:
@@ -299,13 +303,18 @@ class Monitoring:
     def stop(self) -> None:
         for handle in (*self.replicas, *self.alertmanagers):
             handle.stop()
+        if self.long_term is not None:
+            self.long_term.stop()
 
     def pids(self) -> dict[str, int]:
         if len(self.replicas) == 1:
             return {"prometheus": self.prometheus.pid, "alertmanager": self.alertmanager.pid}
-        return {f"prometheus-{r}": p.pid for r, p in zip("ab", self.replicas, strict=True)} | {
+        pids = {f"prometheus-{r}": p.pid for r, p in zip("ab", self.replicas, strict=True)} | {
             f"alertmanager-{r}": a.pid for r, a in zip("ab", self.alertmanagers, strict=True)
         }
+        if self.long_term is not None:
+            pids["victoria-metrics"] = self.long_term.pid
+        return pids
 
 
 def scrape_targets(stack: LocalStack) -> dict[str, list[str]]:
@@ -330,7 +339,9 @@ def start_monitoring(
 
     ``ha``: the layout of ``operations/monitoring/ha/`` -- two Prometheus replicas with
     ``external_labels: {replica: a|b}`` whose alerts drop that label, both sending to two
-    Alertmanager peers that gossip on loopback, so one alert is notified once.
+    Alertmanager peers that gossip on loopback, so one alert is notified once -- and both
+    replicas ``remote_write`` to VictoriaMetrics, dropping ``replica`` too so the store
+    deduplicates the pair (one sample per scrape interval).
     """
     from qmtl.monitoring.render import dump_yaml, render
 
@@ -352,8 +363,12 @@ def start_monitoring(
     })  # fmt: skip
     alertmanagers: list[Alertmanager] = []
     replicas: list[Prometheus] = []
+    long_term: VictoriaMetrics | None = None
     try:
         if ha:
+            long_term = start_victoria_metrics(
+                stack.workdir / "victoria-metrics", dedup_interval=scrape_interval
+            )
             gossip = [free_port(), free_port()]
             for i, name in enumerate("ab"):
                 alertmanagers.append(start_alertmanager(
@@ -377,9 +392,7 @@ def start_monitoring(
             global_config: dict[str, Any] = {
                 "scrape_interval": scrape_interval, "evaluation_interval": scrape_interval,
             }  # fmt: skip
-            if name:
-                global_config["external_labels"] = {"replica": name}
-            prom_config = {
+            prom_config: dict[str, Any] = {
                 "global": global_config,
                 "rule_files": [
                     str(rules_dir / "alert_rules.yml"),
@@ -396,6 +409,14 @@ def start_monitoring(
                     for job, urls in scrape_targets(stack).items()
                 ],
             }
+            if name:
+                global_config["external_labels"] = {"replica": name}
+            if long_term is not None:
+                prom_config["remote_write"] = [{
+                    "url": long_term.write_url,
+                    "write_relabel_configs": [{"action": "labeldrop", "regex": "replica"}],
+                    "queue_config": {"batch_send_deadline": "1s"},
+                }]  # fmt: skip
             replicas.append(start_prometheus(
                 stack.workdir / (f"prometheus-{name}" if name else "prometheus"),
                 yaml.safe_dump(prom_config),
@@ -404,8 +425,10 @@ def start_monitoring(
     except Exception:
         for handle in (*replicas, *alertmanagers):
             handle.stop()
+        if long_term is not None:
+            long_term.stop()
         raise
-    return Monitoring(replicas, alertmanagers, rules_dir)
+    return Monitoring(replicas, alertmanagers, rules_dir, long_term)
 
 
 def start_demo(stack: LocalStack, *, rate: float = 5.0, canary_seconds: float = 20.0,

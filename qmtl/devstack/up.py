@@ -14,7 +14,8 @@ With ``--replicas N`` every service runs N times behind HAProxy, on Kafka and Po
 (``--replicas`` implies ``--with kafka,postgres``); the printed Gateway URL is the
 balancer's, and Prometheus scrapes each replica as its own target.  With ``--ha``
 monitoring runs as two Prometheus replicas and two clustered Alertmanager peers (the
-layout of ``operations/monitoring/ha/``), and each alert is still notified once.
+layout of ``operations/monitoring/ha/``), and each alert is still notified once; both
+replicas remote-write to a VictoriaMetrics long-term store.
 """
 
 from __future__ import annotations
@@ -203,6 +204,8 @@ def main(args: argparse.Namespace) -> int:
             handles = [(p.url, p.pid) for p in monitoring.replicas] + [
                 (a.url, a.pid) for a in monitoring.alertmanagers
             ]
+            if monitoring.long_term is not None:
+                handles.append((monitoring.long_term.url, monitoring.long_term.pid))
             print(" " + ", ".join(f"{url} (pid {pid})" for url, pid in handles))
         step += 1
         print(f"[{step}/{total}] ready. State, config and logs: {state}")
@@ -220,6 +223,10 @@ def main(args: argparse.Namespace) -> int:
             for peer, alertmanager in zip("ab", monitoring.alertmanagers, strict=False):
                 label = f"Alertmanager ({peer})" if ha else "Alertmanager"
                 header.append(f"  {label:<12} {alertmanager.url}")
+            if monitoring.long_term is not None:
+                header.append(
+                    f"  {'Long-term':<12} {monitoring.long_term.url}/vmui (VictoriaMetrics)"
+                )
         header.append(f"  ops          qmtl ops cross-context show --config {stack.config_path}")
         print("\n" + "\n".join(header))
         print("\nCtrl-C stops everything started here.\n", flush=True)

@@ -1,0 +1,124 @@
+"""Long-term store: both HA Prometheus replicas remote_write to VictoriaMetrics, which
+keeps one sample of the pair, and every dashboard query answers there as in Prometheus.
+
+Tolerance: MetricsQL's ``rate``/``increase`` do not extrapolate to the window edges as
+PromQL does, and the deduplicated samples come from either replica (scraped at different
+moments), so values may differ slightly: each must be within 10 % (relative) or 0.01
+(absolute) of Prometheus' answer at the same evaluation time, with the same label sets.
+Two differences are by design and allowed: a NaN in Prometheus (e.g. a ratio over no
+traffic) is absent in VictoriaMetrics, which does not store NaN samples; and windows must
+be filled -- over a series younger than its window PromQL divides by the window and
+MetricsQL by the span covered -- so rules and dashboards use the e2e suite's short
+windows (``FAST``) and the comparison waits until they are full.
+"""
+
+from __future__ import annotations
+
+import math
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import httpx
+import pytest
+
+from qmtl import devstack
+from qmtl.devstack.stack import LocalStack, Monitoring, start_demo, start_monitoring
+from qmtl.monitoring.render import render
+
+from .test_alert_fidelity import FAST
+
+pytestmark = [pytest.mark.e2e, pytest.mark.integration]
+
+RELATIVE, ABSOLUTE = 0.10, 0.01
+
+
+@pytest.fixture(scope="module")
+def ha(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[LocalStack, Monitoring]]:
+    workdir: Path = tmp_path_factory.mktemp("lts")
+    stack = LocalStack(workdir / "stack")
+    monitoring = None
+    try:
+        stack.start()
+        start_demo(stack, rate=5, canary_seconds=1, allocation_seconds=1)
+        monitoring = start_monitoring(stack, rule_overrides=FAST, scrape_interval="1s", ha=True)
+        yield stack, monitoring
+    finally:
+        if monitoring is not None:
+            monitoring.stop()
+        stack.stop()
+
+
+def _query(url: str, expr: str, at: float) -> dict[tuple[tuple[str, str], ...], float]:
+    body = httpx.get(f"{url}/api/v1/query", params={"query": expr, "time": f"{at:.3f}"}, timeout=30)
+    assert body.status_code == 200, (url, expr, body.text)
+    result = body.json()["data"]["result"]
+    return {tuple(sorted(r["metric"].items())): float(r["value"][1]) for r in result}
+
+
+def _close(a: float, b: float) -> bool:
+    if math.isnan(a) and math.isnan(b):
+        return True
+    return abs(a - b) <= max(ABSOLUTE, RELATIVE * max(abs(a), abs(b)))
+
+
+def test_replica_pair_is_deduplicated(ha: tuple[LocalStack, Monitoring]) -> None:
+    _stack, monitoring = ha
+    store = monitoring.long_term
+    assert store is not None
+    window = 20
+
+    def filled() -> dict[tuple[tuple[str, str], ...], float]:
+        counts = _query(store.url, f"count_over_time(up[{window}s])", time.time() - 2)
+        return counts if len(counts) == 4 and min(counts.values()) >= window * 0.7 else {}
+
+    counts = devstack.wait_for(filled, timeout=90, what=f"{window}s of samples in VictoriaMetrics")
+    assert isinstance(counts, dict)
+    # One series per target, not one per replica: the replica label is dropped on write ...
+    assert all("replica" not in dict(labels) for labels in counts)
+    # ... and although both replicas write every scrape, one sample per second is kept.
+    written = sum(
+        sum(_query(p.url, f"count_over_time(up[{window}s])", time.time() - 2).values())
+        for p in monitoring.replicas
+    )
+    assert written >= 2 * 4 * window * 0.7, written
+    for labels, count in counts.items():
+        assert count <= window * 1.2, (labels, count, "not deduplicated")
+
+
+def test_every_dashboard_query_answers_the_same_in_the_long_term_store(
+    ha: tuple[LocalStack, Monitoring],
+) -> None:
+    _stack, monitoring = ha
+    store = monitoring.long_term
+    assert store is not None
+    devstack.wait_for(
+        lambda: _query(monitoring.prometheus.url, "sum(rate(diff_requests_total[1m])) > 0", time.time()),
+        timeout=90, what="diff traffic visible",
+    )  # fmt: skip
+    time.sleep(45)  # let the 15-30 s windows fill in both stores: an observation wait
+    at = time.time() - 10  # both have every sample up to here (remote-write flush, latency offset)
+    compared, differences = 0, []
+    for name, dashboard in sorted(render(FAST).dashboards.items()):
+        for panel in dashboard["panels"]:
+            for target in panel["targets"]:
+                expr = target["expr"].replace("$instance", ".*")
+                expected = {
+                    labels: value
+                    for labels, value in _query(monitoring.prometheus.url, expr, at).items()
+                    if not math.isnan(value)  # not stored by VictoriaMetrics
+                }
+                got = _query(store.url, expr, at)
+                if set(expected) != set(got):
+                    differences.append(
+                        f"{name}: {panel['title']}: label sets {sorted(expected)} vs {sorted(got)}"
+                    )
+                    continue
+                for labels, value in expected.items():
+                    compared += 1
+                    if not _close(value, got[labels]):
+                        differences.append(
+                            f"{name}: {panel['title']}: {dict(labels)}: {value} vs {got[labels]}"
+                        )
+    assert differences == [], "\n".join(differences)
+    assert compared >= 30, compared
