@@ -56,14 +56,27 @@ async def client(host: str, port: int, bodies: list[bytes], latencies: list[floa
 
 
 async def load(
-    port: int, concurrency: int, requests: int, salt: str
+    port: int,
+    concurrency: int,
+    requests: int,
+    salt: str,
+    *,
+    dag_salt: str | None = "",
 ) -> tuple[list[float], float, float]:
+    """``dag_salt=None``: one DAG under distinct strategy ids (warm: queues exist)."""
     per_client = max(1, requests // concurrency)
-    bodies = [
-        [json.dumps({"dag": json.loads(chain_dag(20, salt=f"{salt}-{c}-{i}")), "world_id": "bench"}).encode()
-         for i in range(per_client)]
-        for c in range(concurrency)
-    ]  # fmt: skip
+    shared = json.loads(chain_dag(20, salt="warm-shared"))
+
+    def body(c: int, i: int) -> bytes:
+        if dag_salt is None:
+            return json.dumps(
+                {"dag": shared, "world_id": "bench", "strategy_id": f"{salt}-{c}-{i}"}
+            ).encode()
+        return json.dumps(
+            {"dag": json.loads(chain_dag(20, salt=f"{salt}-{c}-{i}")), "world_id": "bench"}
+        ).encode()
+
+    bodies = [[body(c, i) for i in range(per_client)] for c in range(concurrency)]
     latencies: list[float] = []
     cpu_started, started = time.process_time(), time.perf_counter()
     await asyncio.gather(*(client("127.0.0.1", port, b, latencies) for b in bodies))
