@@ -9,7 +9,7 @@ run: setup
 	.venv/bin/qmtl up
 
 test: setup
-	$(PY) -m pytest
+	$(PY) -m pytest -n auto --dist loadfile
 
 unit: setup
 	$(PY) -m pytest -m "not integration and not e2e"

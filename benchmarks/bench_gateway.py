@@ -5,6 +5,8 @@ embedded defaults that diffs over real gRPC.  The load generator speaks raw HTTP
 over asyncio sockets with keep-alive (httpx costs 1-4 ms of CPU per request here and
 would be the bottleneck); its own CPU time per request is reported.  Three runs per
 concurrency level; the ratio column compares with the 1-client run of the same round.
+The same load is sent to ``floor_service.py`` (the cheapest service doing the same
+essential work) in the same run: the second table is the Gateway against that floor.
 
     python benchmarks/bench_gateway.py [--requests 400] [--runs 3]
 """
@@ -15,12 +17,16 @@ import argparse
 import asyncio
 import json
 import logging
+import sys
 import tempfile
 import time
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 from _common import pct, save, table
 
+from qmtl.devstack.processes import ManagedProcess, free_port, http_ok
 from qmtl.devstack.stack import LocalStack
 from qmtl.foundation.dag import chain_dag
 
@@ -85,16 +91,44 @@ async def load(
     return latencies, len(latencies) / elapsed, cpu_ms_per_request
 
 
+@contextmanager
+def floor_service(workdir: Path) -> Iterator[int]:
+    """The floor (``floor_service.py``): its HTTP port while it runs."""
+    grpc_port, http_port = free_port(), free_port()
+    here = Path(__file__).resolve().parent
+    backend = ManagedProcess(
+        "floor-grpc", [sys.executable, str(here / "floor_service.py"), "grpc", str(grpc_port)],
+        log_path=workdir / "floor-grpc.log",
+    )  # fmt: skip
+    front = ManagedProcess(
+        "floor-http",
+        [sys.executable, str(here / "floor_service.py"), "http", str(http_port), str(grpc_port),
+         str(workdir / "floor.db")],
+        log_path=workdir / "floor-http.log",
+    )  # fmt: skip
+    try:
+        front.wait_ready(lambda: http_ok(f"http://127.0.0.1:{http_port}/health"), timeout=60)
+        yield http_port
+    finally:
+        front.stop()
+        backend.stop()
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--requests", type=int, default=400)
     parser.add_argument("--runs", type=int, default=3)
     args = parser.parse_args()
     logging.disable(logging.WARNING)
-    rows, raw = [], []
-    with tempfile.TemporaryDirectory() as tmp, LocalStack(Path(tmp)) as stack:
+    rows, raw, versus = [], [], []
+    with (
+        tempfile.TemporaryDirectory() as tmp,
+        LocalStack(Path(tmp) / "stack") as stack,
+        floor_service(Path(tmp)) as floor_port,
+    ):
         port = int(stack.url("gateway").rsplit(":", 1)[1])
         asyncio.run(load(port, 4, 40, "warmup"))
+        asyncio.run(load(floor_port, 4, 40, "warmup-floor"))
         for run in range(args.runs):
             base_p50 = None
             for concurrency in (1, 8, 32):
@@ -115,11 +149,26 @@ def main() -> None:
                         "throughput": throughput,
                     }
                 )
+                if concurrency in (8, 32):
+                    floor_lat, floor_tput, _ = asyncio.run(
+                        load(floor_port, concurrency, args.requests, f"f{run}c{concurrency}")
+                    )
+                    floor_p95 = pct(floor_lat, 0.95)
+                    versus.append([run + 1, concurrency, floor_p95, p95, p95 / floor_p95,
+                                   floor_tput, throughput, throughput / floor_tput])  # fmt: skip
     markdown = "### Gateway submissions (20-node DAG, embedded defaults, gRPC to the DAG Manager)\n\n" + table(
         ["run", "clients", "requests", "p50 ms", "p95 ms", "p99 ms", "req/s", "p50 ratio vs 1 client",
          "client CPU ms/req", "target p95 ms", "verdict"], rows,
     )  # fmt: skip
-    save("gateway", markdown, raw)
+    markdown += (
+        "\n\n### Gateway vs its floor (floor_service.py: pydantic parse, one SQLite row, one "
+        "unary gRPC call; same run)\n\nTargets (issue #16): p95 ratio <= 1.5, throughput "
+        "ratio >= 0.7 at 8 clients.\n\n"
+    ) + table(
+        ["run", "clients", "floor p95 ms", "gateway p95 ms", "p95 ratio", "floor req/s",
+         "gateway req/s", "throughput ratio"], versus,
+    )  # fmt: skip
+    save("gateway", markdown, {"runs": raw, "versus_floor": versus})
 
 
 if __name__ == "__main__":

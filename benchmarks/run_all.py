@@ -4,21 +4,98 @@
 
 Each benchmark prints its own table with ratios against a baseline measured in the
 same run; this collects them with the machine description.  The end-to-end alert
-timings (written by ``pytest -m e2e``) are appended when present.
+timings (written by ``pytest -m e2e``) are appended when present.  One line per run
+(date, commit, key figures) is appended to ``benchmarks/results/history.csv``, which is
+committed, so a regression shows as a step in a column.
 """
 
 from __future__ import annotations
 
+import csv
+import json
 import os
 import platform
+import statistics
 import subprocess
 import sys
 import time
 from pathlib import Path
+from typing import Any
 
 HERE = Path(__file__).resolve().parent
 RESULTS = HERE / "results"
-BENCHMARKS = ["bench_diff.py", "bench_sdk.py", "bench_gateway.py", "bench_metrics.py"]
+BENCHMARKS = [
+    "bench_diff.py",
+    "bench_sdk.py",
+    "bench_gateway.py",
+    "bench_metrics.py",
+    "bench_replicas.py",
+]
+HISTORY_COLUMNS = [
+    "date", "commit", "gateway_p95_ratio_vs_floor_8", "gateway_throughput_ratio_vs_floor_8",
+    "gateway_p95_ms_32", "diff_cold_p95_ms_1000", "diff_cold_p95_ms_10000",
+    "diff_pg_cold_p95_ms_1000", "metrics_scrape_ms_10k", "replicas_2_vs_1_throughput_warm_8", "failed",
+]  # fmt: skip
+
+
+def _load(name: str) -> Any:
+    path = RESULTS / f"{name}.json"
+    return json.loads(path.read_text()) if path.exists() else None
+
+
+def _p95(samples: list[float]) -> float:
+    ordered = sorted(samples)
+    return ordered[min(len(ordered) - 1, round(0.95 * (len(ordered) - 1)))]
+
+
+def key_figures() -> dict[str, str]:
+    """The figures a regression would show in, from this run's result files ('' if absent)."""
+    out: dict[str, str] = {}
+    gateway = _load("gateway")
+    if gateway and gateway.get("versus_floor"):
+        at8 = [row for row in gateway["versus_floor"] if row[1] == 8]
+        out["gateway_p95_ratio_vs_floor_8"] = f"{statistics.median(r[4] for r in at8):.2f}"
+        out["gateway_throughput_ratio_vs_floor_8"] = f"{statistics.median(r[7] for r in at8):.2f}"
+        at32 = [_p95(r["latencies"]) for r in gateway["runs"] if r["clients"] == 32]
+        out["gateway_p95_ms_32"] = f"{statistics.median(at32):.1f}"
+    diff = _load("diff")
+    if diff:
+        for column, backend, n in (
+            ("diff_cold_p95_ms_1000", "sqlite in-process", 1000),
+            ("diff_cold_p95_ms_10000", "sqlite in-process", 10000),
+            ("diff_pg_cold_p95_ms_1000", "postgresql in-process", 1000),
+        ):
+            for r in diff.get(backend, []):
+                if r["kind"] == "cold" and r["n"] == n:
+                    out[column] = f"{_p95(r['samples']):.1f}"
+    metrics = _load("metrics")
+    if metrics:
+        out["metrics_scrape_ms_10k"] = f"{metrics['scrape_ms_10k']:.1f}"
+    replicas = _load("replicas")
+    if replicas:
+        one = {(w, c): t for w, c, _p50, _p95v, t in replicas["1 replica, direct"]}
+        two = {(w, c): t for w, c, _p50, _p95v, t in replicas["2 replicas, HAProxy"]}
+        out["replicas_2_vs_1_throughput_warm_8"] = f"{two[('warm', 8)] / one[('warm', 8)]:.2f}"
+    return out
+
+
+def append_history(failed: list[str]) -> None:
+    commit = subprocess.run(
+        ["git", "rev-parse", "--short", "HEAD"],
+        capture_output=True,
+        text=True,
+        cwd=HERE,
+        check=False,
+    ).stdout.strip()
+    row = {"date": time.strftime("%Y-%m-%dT%H:%MZ", time.gmtime()), "commit": commit or "unknown",
+           "failed": " ".join(failed), **key_figures()}  # fmt: skip
+    path = RESULTS / "history.csv"
+    new = not path.exists()
+    with path.open("a", newline="") as handle:
+        writer = csv.DictWriter(handle, fieldnames=HISTORY_COLUMNS, restval="")
+        if new:
+            writer.writeheader()
+        writer.writerow(row)
 
 
 def main() -> int:
@@ -37,12 +114,13 @@ def main() -> int:
         f"Python {platform.python_version()}. Ratios compare with a baseline measured in the same run.",
         "",
     ]
-    for name in ("diff", "sdk", "gateway", "metrics", "alert_timings"):
+    for name in ("diff", "sdk", "gateway", "metrics", "replicas", "alert_timings"):
         path = RESULTS / f"{name}.md"
         if path.exists():
             parts += [path.read_text(), ""]
     (RESULTS / "REPORT.md").write_text("\n".join(parts))
-    print(f"report: {RESULTS / 'REPORT.md'}")
+    append_history(failed)
+    print(f"report: {RESULTS / 'REPORT.md'}; history: {RESULTS / 'history.csv'}")
     if failed:
         print(f"failed: {', '.join(failed)}", file=sys.stderr)
         return 1

@@ -22,6 +22,9 @@
     diffThroughputMinPerMinute: '0.6',
     nodeCacheTotalBytes: '5e9',  // 5 GB
     gatewayLatencyP95Ms: '150',
+    // GatewayLatencyHigh needs this many submissions in rateWindow: the p95 of a handful of
+    // cold-start submissions on a busy machine is noise, not a slow Gateway.
+    gatewayLatencyMinSubmissions: '20',
     gcStallSeconds: '600',
     nodeProcessP95Ms: '500',
     allocationStaleRatio: '0.1',

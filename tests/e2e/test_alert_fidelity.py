@@ -46,6 +46,7 @@ FAST: dict[str, Any] = {
     "ackLatencyWindow": "15s",
     "gcStallSeconds": "6",
     "nodeCacheTotalBytes": "50e6",
+    "gatewayLatencyMinSubmissions": "3",  # the drill sends 5 slow submissions
     "for": dict.fromkeys(alert_names(render()), "2s"),
     # SLO burn-rate windows scaled from hours to seconds (same factors, same rule shapes).
     "sloPolicy": {

@@ -147,20 +147,27 @@ def test_bad_slo_is_refused_with_one_line(case: str) -> None:
     assert "\n" not in text, text
 
 
-def test_cli_refuses_a_broken_fork_and_writes_nothing(tmp_path: Path) -> None:
+def _render_fork(
+    tmp_path: Path, old: str, new: str
+) -> tuple[subprocess.CompletedProcess[str], Path]:
+    """Copy the mixin, replace the first ``old`` in its config, render it to ``out``."""
     fork = tmp_path / "mixin"
     shutil.copytree(
         MONITORING_DIR, fork, symlinks=False, ignore=shutil.ignore_patterns("dist", "samples")
     )
     config = fork / "config.libsonnet"
-    text = config.read_text()
-    assert text.count("objective: 0.999,") == 2
-    config.write_text(text.replace("objective: 0.999,", "objective: 99.9,", 1))
+    assert old in config.read_text()
+    config.write_text(config.read_text().replace(old, new, 1))
     out = tmp_path / "out"
     result = subprocess.run(
         [sys.executable, "-m", "qmtl.monitoring", "--mixin", str(fork), "--output", str(out)],
         capture_output=True, text=True, timeout=120, check=False,
     )  # fmt: skip
+    return result, out
+
+
+def test_cli_refuses_a_broken_fork_and_writes_nothing(tmp_path: Path) -> None:
+    result, out = _render_fork(tmp_path, "objective: 0.999,", "objective: 99.9,")
     assert result.returncode == 2, result.stderr
     lines = result.stderr.strip().splitlines()
     assert len(lines) == 1, result.stderr
@@ -169,17 +176,7 @@ def test_cli_refuses_a_broken_fork_and_writes_nothing(tmp_path: Path) -> None:
 
 
 def test_cli_renders_a_fork(tmp_path: Path) -> None:
-    fork = tmp_path / "mixin"
-    shutil.copytree(
-        MONITORING_DIR, fork, symlinks=False, ignore=shutil.ignore_patterns("dist", "samples")
-    )
-    config = fork / "config.libsonnet"
-    config.write_text(config.read_text().replace("objective: 0.99,", "objective: 0.95,", 1))
-    out = tmp_path / "out"
-    result = subprocess.run(
-        [sys.executable, "-m", "qmtl.monitoring", "--mixin", str(fork), "--output", str(out)],
-        capture_output=True, text=True, timeout=120, check=False,
-    )  # fmt: skip
+    result, out = _render_fork(tmp_path, "objective: 0.99,", "objective: 0.95,")
     assert result.returncode == 0, result.stderr
     assert "(14.4 * 0.05)" in (out / "alert_rules.yml").read_text()
     assert (out / "dashboards" / "qmtl-slo.json").is_file()

@@ -8,8 +8,11 @@ local alert = import '../lib/alert.libsonnet';
     groups+: [{
       name: 'qmtl-gateway',
       rules: [
-        a('GatewayLatencyHigh',
-          'gateway_e2e_latency_p95 > %(gatewayLatencyP95Ms)s' % c,
+        a('GatewayLatencyHigh', |||
+          gateway_e2e_latency_p95 > %(gatewayLatencyP95Ms)s
+          and on (job, instance)
+          increase(gateway_e2e_latency_ms_count[%(rateWindow)s]) >= %(gatewayLatencyMinSubmissions)s
+        ||| % c,
           'warning', 'Gateway submissions are slow.',
           'p95 submission latency on {{ $labels.instance }} is {{ $value | printf "%%.0f" }} ms (threshold %(gatewayLatencyP95Ms)s ms).' % c),
         a('LostRequests',
