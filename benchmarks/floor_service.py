@@ -18,12 +18,15 @@ import sys
 import uuid
 from typing import Any
 
+import grpc
+import uvicorn
+from fastapi import FastAPI, Request, Response
+from pydantic import BaseModel, ConfigDict
+
 METHOD = "/floor.Diff/Diff"
 
 
 def serve_grpc(port: int) -> None:
-    import grpc
-
     async def run() -> None:
         server = grpc.aio.server()
         handler = grpc.method_handlers_generic_handler(
@@ -39,11 +42,6 @@ def serve_grpc(port: int) -> None:
 
 
 def serve_http(port: int, grpc_port: int, db_path: str) -> None:
-    import grpc
-    import uvicorn
-    from fastapi import FastAPI, Request, Response
-    from pydantic import BaseModel, ConfigDict
-
     class Node(BaseModel):
         model_config = ConfigDict(extra="allow")
         node_id: str
