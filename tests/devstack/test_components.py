@@ -131,3 +131,31 @@ def test_missing_binary_names_the_install() -> None:
         devstack.find_binary(
             ["qmtl-no-such-binary"], "install it with: apt-get install nothing-here"
         )
+
+
+def test_haproxy_balances_and_a_bad_config_is_one_line(tmp_path: Path) -> None:
+    """HAProxy in front of a health-checked HTTP server; a config it refuses is named in one
+    line before anything starts."""
+    from qmtl.devstack.components import Backend, start_haproxy
+
+    server = metrics.start_metrics_server(port=0)
+    try:
+        balancer = start_haproxy(
+            tmp_path / "lb", [Backend("gateway", (("g1", f"127.0.0.1:{server.port}", None),))]
+        )
+        try:
+            # /health is what HAProxy checks; /metrics comes through the frontend.
+            devstack.wait_for(
+                lambda: httpx.get(f"http://{balancer.frontends['gateway']}/metrics", timeout=5).status_code == 200,
+                timeout=30, what="a request through HAProxy",
+            )  # fmt: skip
+        finally:
+            balancer.stop()
+        assert pid_gone(balancer.pid)
+    finally:
+        server.stop()
+    with pytest.raises(devstack.ComponentUnavailable) as refused:
+        start_haproxy(tmp_path / "bad", [Backend("gateway", (("g1", "not an address", None),))])
+    message = str(refused.value)
+    assert message.startswith("HAProxy refused") and "\n" not in message, message
+    assert not list((tmp_path / "bad").glob("*.pid"))
