@@ -190,3 +190,23 @@ def test_exemplar_of_a_slow_submission_leads_to_its_whole_trace(tmp_path: Path) 
         )  # fmt: skip
         names = {s.name for s in rx.spans if s.trace_id == trace_id}
     assert {"sdk.submit", "gateway.submit", "dagmanager.Diff"} <= names
+
+
+@pytest.mark.integration
+def test_a_gateway_that_loses_postgresql_answers_503_retryable(tmp_path: Path) -> None:
+    """With its PostgreSQL gone the Gateway neither hangs nor accepts what it cannot keep:
+    503 with a retryable error code, within the pool's connect timeouts."""
+    own_pg = devstack.start_postgres()  # stopped below; the shared one stays up
+    try:
+        with LocalStack(tmp_path / "pgdown", postgres_dsn=own_pg.dsn) as stack:
+            gateway = stack.url("gateway")
+            body = {"dag": json.loads(chain_dag(2, salt="before")), "world_id": "w"}
+            assert httpx.post(f"{gateway}/strategies", json=body, timeout=60).status_code == 200
+            own_pg.stop()
+            body = {"dag": json.loads(chain_dag(2, salt="after")), "world_id": "w"}
+            response = httpx.post(f"{gateway}/strategies", json=body, timeout=60)
+            assert response.status_code == 503, response.text
+            answer = response.json()
+            assert answer["error"] == "submission_not_persisted" and answer["retryable"] is True
+    finally:
+        own_pg.stop()
