@@ -129,6 +129,14 @@ def test_exposed_worldservice_and_gateway_need_tokens(tmp_path: Path) -> None:
         wait_ready(stack)
         applied = httpx.post(f"{ws}/worlds/w/apply", json={"wait": True}, headers=auth, timeout=60)
         assert applied.status_code == 200, applied.text
+        # Drills off (the default outside `qmtl up` and the e2e suite): no fault switch exists.
+        for url, headers in ((ws, auth), (gw, {"Authorization": "Bearer gw-admin"}),
+                             (stack.url("dagmanager"), {})):  # fmt: skip
+            for method in ("GET", "POST", "DELETE"):
+                answer = httpx.request(
+                    method, f"{url}/admin/faults", json={}, headers=headers, timeout=10
+                )
+                assert answer.status_code == 404, (url, method, answer.text)
 
 
 def test_a_worldservice_dying_mid_apply_leaves_no_world_frozen(tmp_path: Path) -> None:
