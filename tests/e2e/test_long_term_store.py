@@ -90,14 +90,20 @@ def test_replica_pair_is_deduplicated(ha: tuple[LocalStack, Monitoring]) -> None
     assert isinstance(counts, dict)
     # One series per target, not one per replica: the replica label is dropped on write ...
     assert all("replica" not in dict(labels) for labels in counts)
-    # ... and although both replicas write every scrape, one sample per second is kept.
-    written = sum(
-        sum(_query(p.url, f"count_over_time(up[{window}s])", time.time() - 2).values())
-        for p in monitoring.replicas
-    )
-    assert written >= 2 * 4 * window * 0.7, written
-    for labels, count in counts.items():
-        assert count <= window * 1.2, (labels, count, "not deduplicated")
+    # ... and although both replicas write every scrape, at most one sample per 1 s
+    # interval is kept (without dedup VictoriaMetrics would keep every sample written, the
+    # sum). Compared per series at the same instant; a loaded machine misses scrapes, so
+    # the replicas must together have written clearly more than one per interval.
+    at = time.time() - 2
+    stored = _query(store.url, f"count_over_time(up[{window}s])", at)
+    per_replica = [
+        _query(p.url, f"count_over_time(up[{window}s])", at) for p in monitoring.replicas
+    ]
+    for labels, count in stored.items():
+        written = [replica.get(labels, 0.0) for replica in per_replica]
+        assert min(written) >= window * 0.5, (labels, written, "both replicas write")
+        assert sum(written) >= window * 1.2, (labels, written, "two writers")
+        assert count <= window + 1, (labels, count, written, "not deduplicated")
 
 
 def test_every_dashboard_query_answers_the_same_in_the_long_term_store(
