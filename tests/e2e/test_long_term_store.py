@@ -119,7 +119,17 @@ def test_every_dashboard_query_answers_the_same_in_the_long_term_store(
         lambda: _query(monitoring.prometheus.url, "sum(rate(diff_requests_total[1m])) > 0", time.time()),
         timeout=90, what="diff traffic visible",
     )  # fmt: skip
-    time.sleep(45)  # let the 15-30 s windows fill in both stores: an observation wait
+
+    def windows_filled() -> bool:
+        """Every target has 40 s of samples in both stores as of the comparison instant
+        (now - 10 s): longer than the longest FAST rate window (30 s), with margin."""
+        for url in (store.url, *(p.url for p in monitoring.replicas)):
+            counts = _query(url, "count_over_time(up[40s])", time.time() - 15)
+            if len(counts) != 4 or min(counts.values()) < 35:
+                return False
+        return True
+
+    devstack.wait_for(windows_filled, timeout=150, what="40 s of samples in both stores")
     at = time.time() - 10  # both have every sample up to here (remote-write flush, latency offset)
     rendered = render(FAST)
     quantiles = {  # recording rules that hold a histogram_quantile
