@@ -39,7 +39,7 @@ class Up:
     def output(self) -> str:
         return "".join(self.lines)
 
-    def read_until(self, done: Callable[[str], bool], timeout: float = 180) -> str:
+    def read_until(self, done: Callable[[str], bool], timeout: float = 300) -> str:
         deadline = time.monotonic() + timeout
         assert self.proc.stdout is not None
         while time.monotonic() < deadline:

@@ -90,8 +90,25 @@ def prepare_state_dir(path: Path) -> Path:
     return path
 
 
-def _step(index: int, total: int, text: str) -> None:
-    print(f"[{index}/{total}] {text} ...", end="", flush=True)
+class _Progress:
+    """Numbered start-up steps, each closed with where it runs and how long it took.
+
+    The time is there so that a slow start names its slow component, and every line is
+    flushed so that a reader of a pipe (a supervisor, a test) sees each step as it ends.
+    """
+
+    def __init__(self, total: int) -> None:
+        self.total = total
+        self.index = 0
+        self._began = time.monotonic()
+
+    def begin(self, text: str) -> None:
+        self.index += 1
+        self._began = time.monotonic()
+        print(f"[{self.index}/{self.total}] {text} ...", end="", flush=True)
+
+    def end(self, text: str) -> None:
+        print(f" {text} [{time.monotonic() - self._began:.1f} s]", flush=True)
 
 
 def main(args: argparse.Namespace) -> int:
@@ -139,7 +156,7 @@ def main(args: argparse.Namespace) -> int:
         print(f"qmtl up: {exc}", file=sys.stderr)
         return exc.exit_code
     total = 3 * replicas + 2 + len(wanted) + (0 if args.no_prometheus else 1) + (replicas > 1)
-    step = 0
+    progress = _Progress(total)
     kafka: Kafka | None = None
     postgres: Postgres | None = None
     stack: LocalStack | None = None
@@ -153,17 +170,15 @@ def main(args: argparse.Namespace) -> int:
     signal.signal(signal.SIGTERM, signal.default_int_handler)
     try:
         if "kafka" in wanted:
-            step += 1
-            _step(step, total, "starting Kafka (tansu)")
+            progress.begin("starting Kafka (tansu)")
             kafka = start_kafka(state / "kafka")
             started("kafka", kafka.pid)
-            print(f" {kafka.bootstrap} (pid {kafka.pid})")
+            progress.end(f"{kafka.bootstrap} (pid {kafka.pid})")
         if "postgres" in wanted:
-            step += 1
-            _step(step, total, "starting PostgreSQL")
+            progress.begin("starting PostgreSQL")
             postgres = start_postgres()
             started("postgres", postgres.pid)
-            print(f" {postgres.dsn} (pid {postgres.pid})")
+            progress.end(f"{postgres.dsn} (pid {postgres.pid})")
         stack = LocalStack(
             state,
             kafka=kafka.bootstrap if kafka else None,
@@ -176,28 +191,22 @@ def main(args: argparse.Namespace) -> int:
             ("gateway", "Gateway"),
         ):
             for replica in stack.replica_names(name):
-                step += 1
                 suffix = f" replica {replica.rsplit('-', 1)[1]}" if replica != name else ""
-                _step(step, total, f"starting {label}{suffix}")
+                progress.begin(f"starting {label}{suffix}")
                 service = stack.start_service(replica)
                 started(replica, service.pid)
-                print(f" {stack.url(replica)} (pid {service.pid})")
+                progress.end(f"{stack.url(replica)} (pid {service.pid})")
         if replicas > 1:
-            step += 1
-            _step(step, total, "starting HAProxy in front of the replicas")
+            progress.begin("starting HAProxy in front of the replicas")
             balancer = stack.start_balancer()
             started("haproxy", balancer.pid)
-            print(f" {balancer.stats_url}/metrics (pid {balancer.pid})")
-        step += 1
-        _step(step, total, "starting the demo strategies")
+            progress.end(f"{balancer.stats_url}/metrics (pid {balancer.pid})")
+        progress.begin("starting the demo strategies")
         demo = start_demo(stack)
         started("sdk", demo.pid)
-        print(f" {stack.url('sdk')}/metrics (pid {demo.pid})")
+        progress.end(f"{stack.url('sdk')}/metrics (pid {demo.pid})")
         if not args.no_prometheus:
-            step += 1
-            _step(
-                step, total, "starting Prometheus and Alertmanager" + (" (HA pairs)" if ha else "")
-            )
+            progress.begin("starting Prometheus and Alertmanager" + (" (HA pairs)" if ha else ""))
             monitoring = start_monitoring(stack, ha=ha)
             for name, pid in monitoring.pids().items():
                 started(name, pid)
@@ -206,9 +215,8 @@ def main(args: argparse.Namespace) -> int:
             ]
             if monitoring.long_term is not None:
                 handles.append((monitoring.long_term.url, monitoring.long_term.pid))
-            print(" " + ", ".join(f"{url} (pid {pid})" for url, pid in handles))
-        step += 1
-        print(f"[{step}/{total}] ready. State, config and logs: {state}")
+            progress.end(", ".join(f"{url} (pid {pid})" for url, pid in handles))
+        print(f"[{total}/{total}] ready. State, config and logs: {state}")
         behind = f"   ({replicas} replicas behind HAProxy)" if replicas > 1 else ""
         header = [
             f"  Gateway      {stack.url('gateway')}/status{behind}",

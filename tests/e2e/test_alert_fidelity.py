@@ -504,5 +504,17 @@ def test_alert_fires_on_fault_and_resolves(e2e: E2E, alertname: str) -> None:
     )
     TIMINGS[alertname] = (case.fault, fired.received_at - started, resolved.received_at - cleared)
     # Let every other alert the fault dragged along resolve before the next case.
-    devstack.wait_for(lambda: not [a for a in e2e.active_alerts() if a["state"] == "firing"],
-                     timeout=180, what="all alerts resolved after " + alertname)  # fmt: skip
+    firing: list[str] = []
+
+    def none_firing() -> bool:
+        firing[:] = sorted(
+            f"{a['labels']['alertname']}{{{a['labels'].get('slo', '')}}} since {a.get('activeAt')}"
+            for a in e2e.active_alerts()
+            if a["state"] == "firing"
+        )
+        return not firing
+
+    try:
+        devstack.wait_for(none_firing, timeout=180, what="all alerts resolved after " + alertname)
+    except TimeoutError as exc:
+        raise AssertionError(f"{exc}; still firing: {firing}") from None
