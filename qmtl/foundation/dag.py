@@ -43,6 +43,7 @@ __all__ = [
     "node",
     "node_id_for",
     "parse_dag",
+    "validate_dag",
 ]
 
 SCHEMA = "qmtl.dag/v1"
@@ -60,33 +61,31 @@ def _canonical(value: Any) -> bytes:
     return json.dumps(value, sort_keys=True, separators=(",", ":"), ensure_ascii=True).encode()
 
 
-def _framed(text: str) -> str:
-    """Length-prefixed text: no separator can be forged from inside a value."""
-    return f"{len(text)}:{text}"
-
-
 def node_id_for(definition: Mapping[str, Any]) -> str:
     """Content hash of a node definition (``name`` and ``node_id`` are not part of it).
 
     Every field, and every tag and input inside the lists, is length-prefixed in a fixed
     order, so ``["a\x1eb"]`` and ``["a", "b"]`` hash differently; only ``config``
-    (free-form) goes through canonical JSON.  This runs once per node per diff: string
-    framing costs a fraction of a JSON encoding.
+    (free-form) goes through canonical JSON.  This runs once per node per diff, so the
+    framing is one f-string rather than a call per field; the bytes hashed are pinned by
+    tests/foundation/test_dag.py::test_node_ids_are_stable (ids are stored and shared).
     """
-    config = definition.get("config")
-    tags = sorted(str(t) for t in definition.get("tags") or ())
-    inputs = [str(i) for i in definition.get("inputs") or ()]
-    parts = (
-        _framed(str(definition.get("node_type", ""))),
-        _framed(str(definition.get("interval"))),
-        _framed(str(definition.get("period"))),
-        _framed("".join(_framed(t) for t in tags)),
-        _framed("".join(_framed(i) for i in inputs)),
-        _framed(str(definition.get("code_hash") or "")),
-        _framed(_canonical(config).decode() if config else ""),
-        _framed(str(definition.get("version") or "v1")),
+    get = definition.get
+    config = get("config")
+    tags = "".join([f"{len(t)}:{t}" for t in sorted(str(t) for t in get("tags") or ())])
+    inputs = "".join([f"{len(i)}:{i}" for i in (str(i) for i in get("inputs") or ())])
+    node_type = str(get("node_type", ""))
+    interval = str(get("interval"))
+    period = str(get("period"))
+    code_hash = str(get("code_hash") or "")
+    config_text = _canonical(config).decode() if config else ""
+    version = str(get("version") or "v1")
+    text = (
+        f"{len(node_type)}:{node_type}{len(interval)}:{interval}{len(period)}:{period}"
+        f"{len(tags)}:{tags}{len(inputs)}:{inputs}{len(code_hash)}:{code_hash}"
+        f"{len(config_text)}:{config_text}{len(version)}:{version}"
     )
-    return "N" + hashlib.sha256("".join(parts).encode()).hexdigest()[:40]
+    return "N" + hashlib.sha256(text.encode()).hexdigest()[:40]
 
 
 @dataclass(slots=True)
@@ -169,6 +168,11 @@ def parse_dag(text: str | bytes, *, max_bytes: int | None = None, verify_ids: bo
         data = load_json(text, "DAG")
     except ValueError as exc:
         raise DagError(str(exc)) from None
+    return validate_dag(data, verify_ids=verify_ids)
+
+
+def validate_dag(data: Any, *, verify_ids: bool = True) -> Dag:
+    """Validate an already-decoded DAG (a caller that decoded a larger body holds one)."""
     if not isinstance(data, dict) or not isinstance(data.get("nodes"), list):
         raise DagError('DAG must be a JSON object with a "nodes" list')
     schema = data.get("schema", SCHEMA)

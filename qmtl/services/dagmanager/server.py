@@ -3,13 +3,13 @@
 from __future__ import annotations
 
 import argparse
-import asyncio
 import logging
 import signal
 
 import grpc
 import uvicorn
 
+from qmtl.foundation.common import eventloop
 from qmtl.foundation.common.admin import is_exposed
 from qmtl.foundation.common.tracing import setup_tracing, shutdown_tracing
 from qmtl.foundation.config import QmtlConfig
@@ -92,6 +92,6 @@ async def serve(config: QmtlConfig) -> int:
 def main(args: argparse.Namespace) -> int:
     signal.signal(signal.SIGTERM, signal.default_int_handler)
     try:
-        return asyncio.run(serve(args.qmtl_config))
+        return eventloop.run(serve(args.qmtl_config))
     except KeyboardInterrupt:
         return 0

@@ -24,7 +24,7 @@ from qmtl.foundation.common.http import (
 )
 from qmtl.foundation.common.tracing import extract_http_context, get_tracer
 from qmtl.foundation.contracts import FIELD_RULES, MAX_METADATA_BYTES, SubmissionRequest
-from qmtl.foundation.dag import SCHEMA, DagError, load_json, parse_dag
+from qmtl.foundation.dag import SCHEMA, DagError, load_json, parse_dag, validate_dag
 from qmtl.foundation.errors import (
     InvalidJson,
     InvalidRequest,
@@ -71,6 +71,11 @@ def parse_submission(raw: bytes, limit: int) -> tuple[SubmissionRequest, int]:
         dag_json = dag
     else:
         raise InvalidRequest(f"dag: must be a DAG object (schema {SCHEMA}) or its JSON text")
+    if len(dag_json) > limit:
+        raise DagError(
+            f"DAG payload is {len(dag_json)} bytes, over the {limit}-byte limit; split the "
+            "strategy or raise gateway.max_request_bytes"
+        )
     metadata = body.get("metadata") or {}
     if not isinstance(metadata, dict):
         raise InvalidRequest("metadata: must be a JSON object")
@@ -85,7 +90,8 @@ def parse_submission(raw: bytes, limit: int) -> tuple[SubmissionRequest, int]:
         raise DagError(
             "dag contains an invalid Unicode escape (a lone surrogate); send valid UTF-8"
         ) from None
-    parsed = parse_dag(dag_json, max_bytes=limit)
+    # A DAG object was decoded with the body: validate it as it is, not from its text.
+    parsed = validate_dag(dag) if isinstance(dag, dict) else parse_dag(dag_json)
     request = SubmissionRequest(
         strategy_id=body.get("strategy_id") or f"s-{parsed.version}",
         dag_json=dag_json,

@@ -12,6 +12,7 @@ from typing import Any
 import httpx
 import uvicorn
 
+from qmtl.foundation.common import eventloop
 from qmtl.foundation.common.tracing import setup_tracing, shutdown_tracing
 from qmtl.foundation.config import QmtlConfig
 from qmtl.foundation.contracts import SubmissionRequest
@@ -122,6 +123,6 @@ async def serve(config: QmtlConfig) -> int:
 def main(args: argparse.Namespace) -> int:
     signal.signal(signal.SIGTERM, signal.default_int_handler)
     try:
-        return asyncio.run(serve(args.qmtl_config))
+        return eventloop.run(serve(args.qmtl_config))
     except KeyboardInterrupt:
         return 0

@@ -208,6 +208,11 @@ class SubmissionLog:
             )
         }
 
+    @property
+    def local(self) -> bool:
+        """Whether the log is an embedded file (no network between us and a commit)."""
+        return self.db.dialect == "sqlite"
+
     def ping(self) -> bool:
         return self.db.ping()
 
