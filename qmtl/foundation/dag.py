@@ -183,47 +183,60 @@ def validate_dag(data: Any, *, verify_ids: bool = True) -> Dag:
 
     nodes: dict[str, DagNode] = {}
     for index, raw in enumerate(data["nodes"]):
-        where = f"nodes[{index}]"
+        # The error text is built only on failure: this loop runs for every node of
+        # every diff, on the Gateway and again on the DAG Manager.
         if not isinstance(raw, dict):
-            raise DagError(f"{where}: each node must be a JSON object")
-        node_type = raw.get("node_type")
+            raise DagError(f"nodes[{index}]: each node must be a JSON object")
+        get = raw.get
+        node_type = get("node_type")
         if not isinstance(node_type, str) or not node_type:
-            raise DagError(f"{where}: node_type is required")
-        inputs = raw.get("inputs") or []
-        tags = raw.get("tags") or []
+            raise DagError(f"nodes[{index}]: node_type is required")
+        inputs = get("inputs") or []
+        tags = get("tags") or []
         if not isinstance(inputs, list) or not all(isinstance(i, str) for i in inputs):
-            raise DagError(f"{where}: inputs must be a list of node ids")
+            raise DagError(f"nodes[{index}]: inputs must be a list of node ids")
         if not isinstance(tags, list):
-            raise DagError(f"{where}: tags must be a list")
+            raise DagError(f"nodes[{index}]: tags must be a list")
         try:
+            # Encodes every hashed field (tags and version included) as UTF-8, so those
+            # need no separate lone-surrogate check below.
             expected = node_id_for(raw)
         except UnicodeEncodeError:
             raise DagError(
-                f"{where}: contains an invalid Unicode escape (a lone surrogate); send valid UTF-8"
+                f"nodes[{index}]: contains an invalid Unicode escape (a lone surrogate); "
+                "send valid UTF-8"
             ) from None
         except ValueError as exc:  # e.g. an integer too long to convert to text
-            raise DagError(f"{where}: {exc}") from None
-        node_id = raw.get("node_id") or expected
+            raise DagError(f"nodes[{index}]: {exc}") from None
+        node_id = get("node_id") or expected
         if verify_ids and node_id != expected:
             raise DagError(
-                f"{where}: node_id {node_id!r} does not match its definition (expected {expected}); "
-                "node ids are content hashes, recompute them with qmtl.foundation.dag.node_id_for"
+                f"nodes[{index}]: node_id {node_id!r} does not match its definition (expected "
+                f"{expected}); node ids are content hashes, recompute them with "
+                "qmtl.foundation.dag.node_id_for"
             )
         if node_id in nodes:
-            raise DagError(f"{where}: duplicate node {node_id}")
+            raise DagError(f"nodes[{index}]: duplicate node {node_id}")
         if not isinstance(node_id, str):
-            raise DagError(f"{where}: node_id must be a string")
-        name = _text(raw.get("name") or node_type)
+            raise DagError(f"nodes[{index}]: node_id must be a string")
+        interval, period = get("interval"), get("period")
+        if interval is not None and (
+            interval.__class__ is not int or not 0 <= interval <= MAX_INTERVAL_SECONDS
+        ):
+            _int_or_none(interval, "interval", f"nodes[{index}]", MAX_INTERVAL_SECONDS)
+        if period is not None and (period.__class__ is not int or not 0 <= period <= MAX_PERIOD):
+            _int_or_none(period, "period", f"nodes[{index}]", MAX_PERIOD)
+        str_tags = tuple([str(t) for t in tags])
         nodes[node_id] = DagNode(
             node_id=node_id,
             node_type=node_type,
-            name=name,
-            interval=_int_or_none(raw.get("interval"), "interval", where, MAX_INTERVAL_SECONDS),
-            period=_int_or_none(raw.get("period"), "period", where, MAX_PERIOD),
-            tags=tuple(_text(t) for t in tags),
+            name=_text(get("name") or node_type),
+            interval=interval,
+            period=period,
+            tags=str_tags,
             inputs=tuple(inputs),
-            version=_text(raw.get("version") or "v1"),
-            asset=_text(raw.get("asset") or (tags[0] if tags else "any")),
+            version=str(get("version") or "v1"),
+            asset=_text(get("asset") or (str_tags[0] if str_tags else "any")),
             raw=raw,
         )
 
