@@ -3,13 +3,16 @@
 from __future__ import annotations
 
 import json
+import os
 import statistics
 import sys
 from collections.abc import Sequence
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
-RESULTS = ROOT / "benchmarks" / "results"
+#: Where result files go; the smoke test points it at a temporary directory so a quick
+#: run never overwrites the figures of a real one.
+RESULTS = Path(os.environ.get("QMTL_BENCH_RESULTS") or ROOT / "benchmarks" / "results")
 sys.path.insert(0, str(ROOT))
 
 

@@ -1,6 +1,7 @@
 """Run every benchmark and write one report: ``benchmarks/results/REPORT.md``.
 
-    python benchmarks/run_all.py        (or: make bench)
+    python benchmarks/run_all.py           (or: make bench)
+    python benchmarks/run_all.py --quick   (tiny sizes: does every benchmark still run?)
 
 Each benchmark prints its own table with ratios against a baseline measured in the
 same run; this collects them with the machine description.  The end-to-end alert
@@ -11,6 +12,7 @@ committed, so a regression shows as a step in a column.
 
 from __future__ import annotations
 
+import argparse
 import csv
 import json
 import os
@@ -22,15 +24,18 @@ import time
 from pathlib import Path
 from typing import Any
 
+from _common import RESULTS
+
 HERE = Path(__file__).resolve().parent
-RESULTS = HERE / "results"
-BENCHMARKS = [
-    "bench_diff.py",
-    "bench_sdk.py",
-    "bench_gateway.py",
-    "bench_metrics.py",
-    "bench_replicas.py",
-]
+#: Each benchmark with the arguments of a ``--quick`` run: every code path, tiny sizes
+#: (the smoke test runs that; its figures mean nothing).
+BENCHMARKS = {
+    "bench_diff.py": ["--sizes", "10,100"],
+    "bench_sdk.py": ["--events", "300", "--rounds", "1", "--rows", "2000"],
+    "bench_gateway.py": ["--requests", "32", "--runs", "1"],
+    "bench_metrics.py": ["--sizes", "1000"],
+    "bench_replicas.py": ["--requests", "24"],
+}
 HISTORY_COLUMNS = [
     "date", "commit", "gateway_p95_ratio_vs_floor_8", "gateway_throughput_ratio_vs_floor_8",
     "gateway_p95_ms_32", "diff_cold_p95_ms_1000", "diff_cold_p95_ms_10000",
@@ -98,13 +103,19 @@ def append_history(failed: list[str]) -> None:
         writer.writerow(row)
 
 
-def main() -> int:
-    RESULTS.mkdir(exist_ok=True)
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument(
+        "--quick", action="store_true", help="tiny sizes: proves every benchmark runs (minutes)"
+    )
+    args = parser.parse_args(argv)
+    RESULTS.mkdir(parents=True, exist_ok=True)
     failed = []
-    for script in BENCHMARKS:
+    for script, quick in BENCHMARKS.items():
         print(f"== {script}", flush=True)
         started = time.monotonic()
-        if subprocess.run([sys.executable, str(HERE / script)], cwd=HERE).returncode != 0:
+        command = [sys.executable, str(HERE / script), *(quick if args.quick else [])]
+        if subprocess.run(command, cwd=HERE).returncode != 0:
             failed.append(script)
         print(f"   ({time.monotonic() - started:.0f} s)", flush=True)
     parts = [
@@ -119,8 +130,13 @@ def main() -> int:
         if path.exists():
             parts += [path.read_text(), ""]
     (RESULTS / "REPORT.md").write_text("\n".join(parts))
-    append_history(failed)
-    print(f"report: {RESULTS / 'REPORT.md'}; history: {RESULTS / 'history.csv'}")
+    figures = key_figures()
+    print("key figures: " + " ".join(f"{k}={figures.get(k, '')}" for k in HISTORY_COLUMNS[2:-1]))
+    if args.quick:  # tiny sizes: the figures mean nothing, keep them out of the history
+        print(f"report: {RESULTS / 'REPORT.md'} (quick run: history not written)")
+    else:
+        append_history(failed)
+        print(f"report: {RESULTS / 'REPORT.md'}; history: {RESULTS / 'history.csv'}")
     if failed:
         print(f"failed: {', '.join(failed)}", file=sys.stderr)
         return 1
