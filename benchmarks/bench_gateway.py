@@ -123,7 +123,7 @@ def main() -> None:
     rows, raw, versus = [], [], []
     with (
         tempfile.TemporaryDirectory() as tmp,
-        LocalStack(Path(tmp) / "stack") as stack,
+        LocalStack(Path(tmp) / "stack", drills=False) as stack,  # production: no drill wrappers
         floor_service(Path(tmp)) as floor_port,
     ):
         port = int(stack.url("gateway").rsplit(":", 1)[1])

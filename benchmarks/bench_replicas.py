@@ -64,7 +64,7 @@ def main() -> None:
                 kafka = devstack.start_kafka(Path(tmp) / f"kafka-{tag}")
                 try:
                     with LocalStack(Path(tmp) / tag, kafka=kafka.bootstrap, postgres_dsn=postgres.dsn,
-                                    replicas=replicas) as stack:  # fmt: skip
+                                    replicas=replicas, drills=False) as stack:  # fmt: skip
                         port = int(stack.url("gateway").rsplit(":", 1)[1])
                         if not balancer:
                             results[setup] = measure(port, args.requests, tag)

@@ -35,11 +35,22 @@ BENCHMARKS = {
     "bench_gateway.py": ["--requests", "32", "--runs", "1"],
     "bench_metrics.py": ["--sizes", "1000"],
     "bench_replicas.py": ["--requests", "24"],
+    "bench_soak.py": [
+        "--seconds",
+        "20",
+        "--rate",
+        "20",
+        "--plan-cache-mb",
+        "0.5",
+        "--sample-seconds",
+        "1",
+    ],
 }
 HISTORY_COLUMNS = [
     "date", "commit", "gateway_p95_ratio_vs_floor_8", "gateway_throughput_ratio_vs_floor_8",
     "gateway_p95_ms_32", "diff_cold_p95_ms_1000", "diff_cold_p95_ms_10000",
-    "diff_pg_cold_p95_ms_1000", "metrics_scrape_ms_10k", "replicas_2_vs_1_throughput_warm_8", "failed",
+    "diff_pg_cold_p95_ms_1000", "metrics_scrape_ms_10k", "replicas_2_vs_1_throughput_warm_8",
+    "soak_dagmanager_rss_mb_per_1000_after_budget", "failed",
 ]  # fmt: skip
 
 
@@ -81,6 +92,11 @@ def key_figures() -> dict[str, str]:
         one = {(w, c): t for w, c, _p50, _p95v, t in replicas["1 replica, direct"]}
         two = {(w, c): t for w, c, _p50, _p95v, t in replicas["2 replicas, HAProxy"]}
         out["replicas_2_vs_1_throughput_warm_8"] = f"{two[('warm', 8)] / one[('warm', 8)]:.2f}"
+    soak = _load("soak")
+    if soak and "growth_after" in soak:
+        out["soak_dagmanager_rss_mb_per_1000_after_budget"] = (
+            f"{soak['growth_after']['dagmanager']:.2f}"
+        )
     return out
 
 
@@ -125,7 +141,7 @@ def main(argv: list[str] | None = None) -> int:
         f"Python {platform.python_version()}. Ratios compare with a baseline measured in the same run.",
         "",
     ]
-    for name in ("diff", "sdk", "gateway", "metrics", "replicas", "alert_timings"):
+    for name in ("diff", "sdk", "gateway", "metrics", "replicas", "soak", "alert_timings"):
         path = RESULTS / f"{name}.md"
         if path.exists():
             parts += [path.read_text(), ""]

@@ -30,7 +30,7 @@ def test_run_all_quick_runs_every_benchmark(tmp_path: Path) -> None:
     assert run.returncode == 0, output[-6000:]
     report = (tmp_path / "REPORT.md").read_text()
     for heading in ("### Diff latency", "### SDK", "### Gateway vs its floor", "### /metrics",
-                    "### Replicas"):  # fmt: skip
+                    "### Replicas", "### Memory soak", "Budget reached after"):  # fmt: skip
         assert heading in report, (heading, report[:2000])
     figures = re.search(r"^key figures: (.*)$", run.stdout, re.M)
     assert figures, output[-3000:]
@@ -46,5 +46,5 @@ def test_run_all_quick_runs_every_benchmark(tmp_path: Path) -> None:
             (kind, n) for kind in ("cold", "warm") for n in (10, 100)
         }, backend
     assert not (tmp_path / "history.csv").exists()  # a quick run is not history
-    for name in ("diff", "sdk", "gateway", "metrics", "replicas"):
+    for name in ("diff", "sdk", "gateway", "metrics", "replicas", "soak"):
         assert (tmp_path / f"{name}.json").exists(), name  # written where we pointed them
