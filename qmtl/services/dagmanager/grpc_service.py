@@ -12,10 +12,8 @@ serves ``/metrics`` and ``/health`` never waits on a store, a broker or a drill 
 from __future__ import annotations
 
 import asyncio
-import contextvars
 import logging
 from collections.abc import AsyncIterator
-from concurrent.futures import ThreadPoolExecutor
 
 import grpc
 
@@ -86,12 +84,6 @@ class DagManagerServicer(pb_grpc.DagManagerServicer):
         self.service = service
         self.token = token
         self.exposed = exposed
-        # As many diff threads as the store runs transactions at once (SQLite: one).  More
-        # threads only queue on the store's lock while contending for the GIL with the
-        # event loop that streams results and serves /metrics.
-        self._diffs = ThreadPoolExecutor(
-            max(1, service.store.db.concurrency), thread_name_prefix="dagmanager-diff"
-        )
 
     async def _fail(self, context: grpc.aio.ServicerContext, exc: QmtlError) -> None:
         context.set_trailing_metadata(((ERROR_TRAILER, exc.code),))
@@ -125,11 +117,7 @@ class DagManagerServicer(pb_grpc.DagManagerServicer):
                     as_of=request.as_of,
                     partition=request.partition,
                 )
-                # In the request's context: the diff's exemplar names this span's trace.
-                result = await asyncio.get_running_loop().run_in_executor(
-                    self._diffs, contextvars.copy_context().run, self.service.engine.diff,
-                    submission,
-                )  # fmt: skip
+                result = await asyncio.to_thread(self.service.engine.diff, submission)
             except QmtlError as exc:
                 span.set_attribute("qmtl.error", exc.code)
                 await self._fail(context, exc)
