@@ -33,30 +33,34 @@ from qmtl.foundation.dag import chain_dag
 TARGETS = {8: 20.0, 32: 80.0}
 
 
+async def post_submission(
+    reader: asyncio.StreamReader, writer: asyncio.StreamWriter, body: bytes
+) -> None:
+    """One ``POST /strategies`` on a keep-alive connection; raises unless it is a 200."""
+    writer.write(
+        b"POST /strategies HTTP/1.1\r\nHost: bench\r\nContent-Type: application/json\r\n"
+        + f"Content-Length: {len(body)}\r\n\r\n".encode()
+        + body
+    )
+    await writer.drain()
+    status_line = await reader.readline()
+    length = 0
+    while (line := await reader.readline()) not in (b"\r\n", b""):
+        name, _, value = line.decode().partition(":")
+        if name.lower() == "content-length":
+            length = int(value.strip())
+    payload = await reader.readexactly(length)
+    if b" 200 " not in status_line:
+        raise RuntimeError(f"submission failed: {status_line!r} {payload[:200]!r}")
+
+
 async def client(host: str, port: int, bodies: list[bytes], latencies: list[float]) -> None:
     reader, writer = await asyncio.open_connection(host, port)
     try:
         for body in bodies:
-            request = (
-                f"POST /strategies HTTP/1.1\r\nHost: {host}\r\nContent-Type: application/json\r\n"
-                f"Content-Length: {len(body)}\r\n\r\n"
-            ).encode() + body
             started = time.perf_counter()
-            writer.write(request)
-            await writer.drain()
-            status_line = await reader.readline()
-            length = 0
-            while True:
-                line = await reader.readline()
-                if line in (b"\r\n", b""):
-                    break
-                name, _, value = line.decode().partition(":")
-                if name.lower() == "content-length":
-                    length = int(value.strip())
-            payload = await reader.readexactly(length)
+            await post_submission(reader, writer, body)
             latencies.append((time.perf_counter() - started) * 1000)
-            if b" 200 " not in status_line:
-                raise RuntimeError(f"submission failed: {status_line!r} {payload[:200]!r}")
     finally:
         writer.close()
 

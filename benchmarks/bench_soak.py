@@ -24,6 +24,7 @@ import time
 from pathlib import Path
 
 from _common import save, table
+from bench_gateway import post_submission
 
 from qmtl.devstack.stack import LocalStack
 from qmtl.foundation.dag import chain_dag
@@ -48,21 +49,7 @@ async def submit_steadily(port: int, rate: float, seconds: float, sent: list[int
             body = json.dumps(
                 {"dag": json.loads(chain_dag(10, salt=f"soak-{sent[0]}")), "world_id": "soak"}
             ).encode()
-            writer.write(
-                b"POST /strategies HTTP/1.1\r\nHost: soak\r\nContent-Type: application/json\r\n"
-                + f"Content-Length: {len(body)}\r\n\r\n".encode()
-                + body
-            )
-            await writer.drain()
-            status = await reader.readline()
-            length = 0
-            while (line := await reader.readline()) not in (b"\r\n", b""):
-                name, _, value = line.decode().partition(":")
-                if name.lower() == "content-length":
-                    length = int(value)
-            await reader.readexactly(length)
-            if b" 200 " not in status:
-                raise RuntimeError(f"submission failed: {status!r}")
+            await post_submission(reader, writer, body)
             sent[0] += 1
     finally:
         writer.close()
