@@ -148,8 +148,10 @@ class GatewayService:
         self._tasks: list[asyncio.Task[None]] = []
         self._wake = asyncio.Event()
         # A local SQLite log is written on the loop: a WAL commit without fsync costs tens
-        # of microseconds, less than handing it to a thread and back.  A networked log
-        # (PostgreSQL) gets one thread, so a slow server never stalls the event loop.
+        # of microseconds, less than handing it to a thread and back.  The price: SQLite's
+        # automatic checkpoint (every ~16 MB of log, with an fsync) runs on the loop too,
+        # a latency spike every few thousand submissions.  A networked log (PostgreSQL)
+        # gets one thread, so a slow server never stalls the event loop.
         self._log_inline = bool(log_port.local)
         self._db_pool = ThreadPoolExecutor(1, thread_name_prefix="gateway-log")
         #: Tells the WorldService's promotion guard about an SDK process that submitted.
