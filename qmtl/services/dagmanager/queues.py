@@ -11,6 +11,7 @@ circuit breaker.  Topic names come from :func:`queue_name`.
 from __future__ import annotations
 
 import builtins
+import functools
 import hashlib
 import re
 import threading
@@ -41,7 +42,10 @@ class QueueBackendError(RuntimeError):
     """The queue backend refused or could not be reached."""
 
 
+@functools.lru_cache(maxsize=4096)
 def _clean(text: str) -> str:
+    """Kafka-safe spelling of a name part.  Cached: assets, node types and versions
+    repeat across the nodes of a DAG, and this runs three times per node per diff."""
     return _UNSAFE.sub("-", text).strip("-").lower() or "x"
 
 
