@@ -13,6 +13,7 @@ import sys
 import time
 from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -28,10 +29,12 @@ def alive(pid: int) -> bool:
 class Up:
     """`qmtl up` as a subprocess whose output is read line by line."""
 
-    def __init__(self, *args: str, cwd: Path | None = None) -> None:
+    def __init__(self, *args: str, cwd: Path | None = None, sigint: Any = signal.SIG_DFL) -> None:
+        """``sigint``: the SIGINT disposition it starts with (a script's ``&`` job: SIG_IGN)."""
         self.proc = subprocess.Popen(
             [sys.executable, "-m", "qmtl", "up", *args], cwd=cwd,
             stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
+            preexec_fn=lambda: signal.signal(signal.SIGINT, sigint),
         )  # fmt: skip
         self.lines: list[str] = []
 
@@ -114,6 +117,20 @@ def test_sigkill_of_qmtl_up_takes_its_children_along(tmp_path: Path) -> None:
     again = Up("--state-dir", str(state), "--no-prometheus", "--duration", "3")
     again.read_until(lambda line: "ready." in line)
     assert again.stop(signal.SIGINT) is not None and again.proc.returncode == 0
+
+
+@pytest.mark.integration
+def test_ctrl_c_stops_qmtl_up_started_with_sigint_ignored(tmp_path: Path) -> None:
+    """A script's background job starts with SIGINT ignored; Ctrl-C must still stop it all."""
+    up = Up("--state-dir", str(tmp_path / "state"), "--no-prometheus", sigint=signal.SIG_IGN)
+    try:
+        up.read_until(all_up)
+        pids = up.pids()
+        assert len(pids) == 4 and all(alive(p) for p in pids), up.output
+    finally:
+        rest = up.stop(signal.SIGINT)
+    assert up.proc.returncode == 0 and "stopped." in rest, rest
+    assert [pid for pid in pids if alive(pid)] == []
 
 
 @pytest.mark.integration

@@ -23,7 +23,6 @@ from __future__ import annotations
 import argparse
 import json
 import shutil
-import signal
 import sys
 import time
 from pathlib import Path
@@ -39,6 +38,7 @@ from qmtl.devstack.components import (
 from qmtl.devstack.processes import ProcessError, alive
 from qmtl.devstack.stack import LocalStack, Monitoring, start_demo, start_monitoring, write_pids
 from qmtl.devstack.status import StatusView, health_status, prometheus_status
+from qmtl.foundation.common.interrupts import interrupt_on_ctrl_c_and_term
 
 __all__ = ["StateDirError", "main", "prepare_state_dir"]
 
@@ -167,7 +167,7 @@ def main(args: argparse.Namespace) -> int:
         pids[name] = pid
         write_pids(state, pids)
 
-    signal.signal(signal.SIGTERM, signal.default_int_handler)
+    interrupt_on_ctrl_c_and_term()
     try:
         if "kafka" in wanted:
             progress.begin("starting Kafka (tansu)")

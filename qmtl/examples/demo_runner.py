@@ -27,6 +27,7 @@ from typing import Any
 import httpx
 
 from qmtl.examples.questdb_parallel_example import MovingAverageCross
+from qmtl.foundation.common.interrupts import interrupt_on_ctrl_c_and_term
 from qmtl.foundation.common.tracing import setup_tracing, shutdown_tracing
 from qmtl.foundation.config import resolve_config
 from qmtl.foundation.contracts import SubmissionRequest
@@ -278,7 +279,8 @@ def main(argv: list[str] | None = None) -> int:
         on_faults=runner.faults_changed,
     )
     log.info("demo runner: metrics and admin on %s", admin.url)
-    signal.signal(signal.SIGTERM, lambda *_: runner.stop.set())
+    interrupt_on_ctrl_c_and_term()
+    signal.signal(signal.SIGTERM, lambda *_: runner.stop.set())  # SIGTERM: finish the tick
     try:
         runner.prepare()
         runner.run()

@@ -25,6 +25,7 @@ from statistics import fmean
 
 from prometheus_client.parser import text_string_to_metric_families
 
+from qmtl.foundation.common.interrupts import interrupt_on_ctrl_c_and_term
 from qmtl.foundation.metrics import MetricsServerError
 from qmtl.runtime.io import EventRecorder, open_recorder
 from qmtl.runtime.sdk import (
@@ -200,6 +201,7 @@ def main(argv: list[str] | None = None) -> int:
         )
         for i, s in enumerate(strategies)
     ]  # fmt: skip
+    interrupt_on_ctrl_c_and_term()
     started = time.monotonic()
     for thread in threads:
         thread.start()

@@ -4,13 +4,13 @@ from __future__ import annotations
 
 import argparse
 import logging
-import signal
 
 import grpc
 import uvicorn
 
 from qmtl.foundation.common import eventloop
 from qmtl.foundation.common.admin import is_exposed
+from qmtl.foundation.common.interrupts import interrupt_on_ctrl_c_and_term
 from qmtl.foundation.common.tracing import setup_tracing, shutdown_tracing
 from qmtl.foundation.config import QmtlConfig
 from qmtl.foundation.metrics import set_series_budget
@@ -90,7 +90,7 @@ async def serve(config: QmtlConfig) -> int:
 
 
 def main(args: argparse.Namespace) -> int:
-    signal.signal(signal.SIGTERM, signal.default_int_handler)
+    interrupt_on_ctrl_c_and_term()
     try:
         return eventloop.run(serve(args.qmtl_config))
     except KeyboardInterrupt:

@@ -5,7 +5,6 @@ from __future__ import annotations
 import argparse
 import asyncio
 import logging
-import signal
 from collections.abc import Callable, Coroutine
 from typing import Any
 
@@ -13,6 +12,7 @@ import httpx
 import uvicorn
 
 from qmtl.foundation.common import eventloop
+from qmtl.foundation.common.interrupts import interrupt_on_ctrl_c_and_term
 from qmtl.foundation.common.tracing import setup_tracing, shutdown_tracing
 from qmtl.foundation.config import QmtlConfig
 from qmtl.foundation.contracts import SubmissionRequest
@@ -121,7 +121,7 @@ async def serve(config: QmtlConfig) -> int:
 
 
 def main(args: argparse.Namespace) -> int:
-    signal.signal(signal.SIGTERM, signal.default_int_handler)
+    interrupt_on_ctrl_c_and_term()
     try:
         return eventloop.run(serve(args.qmtl_config))
     except KeyboardInterrupt:

@@ -4,11 +4,11 @@ from __future__ import annotations
 
 import argparse
 import logging
-import signal
 from typing import Any
 
 import uvicorn
 
+from qmtl.foundation.common.interrupts import interrupt_on_ctrl_c_and_term
 from qmtl.foundation.common.tracing import setup_tracing, shutdown_tracing
 from qmtl.foundation.config import QmtlConfig
 from qmtl.foundation.metrics import set_series_budget
@@ -58,7 +58,7 @@ def main(args: argparse.Namespace) -> int:
     )  # fmt: skip
     log.info("worldservice ready: http://%s:%d (controlbus %s)", cfg.host, cfg.port,
              config.controlbus.backend)  # fmt: skip
-    signal.signal(signal.SIGTERM, signal.default_int_handler)
+    interrupt_on_ctrl_c_and_term()
     try:
         server.run()
     except KeyboardInterrupt:
