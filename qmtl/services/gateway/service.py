@@ -107,6 +107,15 @@ class LogPort(Protocol):
     def close(self) -> None: ...
 
 
+#: Rows up to this DAG size are written on the event loop when the log is local; a larger
+#: row (tens of MB at the body limit) would hold the loop for the length of the write.
+INLINE_ROW_BYTES = 64 * 1024
+
+
+def _small(sub: Submission) -> bool:
+    return len(sub.request.dag_json) <= INLINE_ROW_BYTES
+
+
 @dataclass
 class Outcome:
     status: int
@@ -147,8 +156,9 @@ class GatewayService:
         self._frozen_lock = threading.Lock()
         self._tasks: list[asyncio.Task[None]] = []
         self._wake = asyncio.Event()
-        # A local SQLite log is written on the loop: a WAL commit without fsync costs tens
-        # of microseconds, less than handing it to a thread and back.  The price: SQLite's
+        # A local SQLite log is written on the loop for rows of ordinary size (see
+        # ``INLINE_ROW_BYTES``; scans and status reads keep the thread): a WAL commit
+        # without fsync costs tens of microseconds, less than a thread hop.  The price: SQLite's
         # automatic checkpoint (every ~16 MB of log, with an fsync) runs on the loop too,
         # a latency spike every few thousand submissions.  A networked log (PostgreSQL)
         # gets one thread, so a slow server never stalls the event loop.
@@ -161,7 +171,7 @@ class GatewayService:
 
     # -- lifecycle -------------------------------------------------------------------------
     async def start(self) -> None:
-        reclaimed = await self._db(self.log.reclaim_own, self.instance_id)
+        reclaimed = await self._db(self.log.reclaim_own, self.instance_id, small=True)
         if reclaimed:
             log.info("reclaimed %d pending submissions of this replica after a restart", reclaimed)
         self.bus.start()
@@ -182,8 +192,9 @@ class GatewayService:
         self._db_pool.shutdown(wait=True)
         self.log.close()
 
-    async def _db(self, fn: Any, *args: Any, **kwargs: Any) -> Any:
-        if self._log_inline:
+    async def _db(self, fn: Any, *args: Any, small: bool = False, **kwargs: Any) -> Any:
+        """Call the log; on the loop when it is local and the call moves little data."""
+        if self._log_inline and small:
             return fn(*args, **kwargs)
         loop = asyncio.get_running_loop()
         return await loop.run_in_executor(self._db_pool, lambda: fn(*args, **kwargs))
@@ -205,7 +216,9 @@ class GatewayService:
         sid = request.submission_id()
         sub = Submission(sid, request, "pending")
         try:
-            existing = await self._db(self.log.insert, sub, self.instance_id, self.gw.lease_seconds)
+            existing = await self._db(
+                self.log.insert, sub, self.instance_id, self.gw.lease_seconds, small=_small(sub)
+            )
         except Exception as exc:
             metrics.lost_requests_total.inc()
             log.error(
@@ -234,7 +247,7 @@ class GatewayService:
         try:
             result = await self.client.diff(sub.request)
         except (InvalidInput, Conflict, NotFound) as exc:
-            await self._db(self.log.reject, sid, exc.code, exc.message)
+            await self._db(self.log.reject, sid, exc.code, exc.message, small=True)
             return Outcome(_status_of(exc), {**exc.body(), "submission_id": sid})
         except Unavailable as exc:
             return await self._retry_later(sub, exc.message)
@@ -243,9 +256,9 @@ class GatewayService:
         except Exception as exc:
             log.exception("diff of submission %s failed unexpectedly", sid)
             return await self._retry_later(sub, f"{type(exc).__name__}: {exc}")
-        stored = await self._db(self.log.complete, sid, result)
+        stored = await self._db(self.log.complete, sid, result, small=_small(sub))
         if not stored:  # another replica finished it first: answer with the stored result
-            existing = await self._db(self.log.get, sid)
+            existing = await self._db(self.log.get, sid, small=_small(sub))
             if existing is not None:
                 return self._outcome_of(existing, duplicate=True)
         return Outcome(
@@ -256,7 +269,7 @@ class GatewayService:
     async def _retry_later(self, sub: Submission, reason: str) -> Outcome:
         await self._db(
             self.log.retry_later, sub.submission_id, self.instance_id, reason,
-            self.gw.retry_interval_seconds,
+            self.gw.retry_interval_seconds, small=True,
         )  # fmt: skip
         self._wake.set()
         return Outcome(202, {"status": "queued", "submission_id": sub.submission_id,
@@ -308,7 +321,7 @@ class GatewayService:
                 )  # fmt: skip
                 continue
             if sub.attempts >= self.gw.max_attempts:
-                await self._db(self.log.abandon, sub.submission_id, "too many attempts")
+                await self._db(self.log.abandon, sub.submission_id, "too many attempts", small=True)
                 metrics.lost_requests_total.inc()
                 log.error("lost request strategy_id=%s submission_id=%s cause=abandoned after %d attempts",
                           sub.strategy_id, sub.submission_id, sub.attempts)  # fmt: skip

@@ -7,6 +7,7 @@ final states); the DAG Manager is a fake that answers what each test scripts.
 from __future__ import annotations
 
 import asyncio
+import threading
 import time
 from collections.abc import Callable
 from pathlib import Path
@@ -226,3 +227,30 @@ def test_submissions_with_an_admin_url_register_a_guard_source(tmp_path: Path) -
 
     run(both())
     assert seen == ["http://127.0.0.1:8001"], "each SDK process is registered once"
+
+
+def test_small_rows_of_a_local_log_are_written_on_the_loop_large_ones_off_it(
+    tmp_path: Path,
+) -> None:
+    """A 2-node DAG's row is written on the event loop; a 100 KB DAG's row on the log
+    thread, so a large write never holds the loop (and a PostgreSQL log never does)."""
+    service = make(tmp_path, FakeDagManager(result))
+    threads: list[str] = []
+    insert = service.log.insert
+
+    def recording_insert(*args: Any, **kwargs: Any) -> Any:
+        threads.append(threading.current_thread().name)
+        return insert(*args, **kwargs)
+
+    service.log.insert = recording_insert  # type: ignore[method-assign]
+    big = chain_dag(400, salt="big")
+    assert len(big) > 64 * 1024
+
+    async def go() -> list[int]:
+        small = await service.submit(req("small"))
+        large = await service.submit(SubmissionRequest(strategy_id="s2", dag_json=big))
+        return [small.status, large.status]
+
+    assert run(go()) == [200, 200]
+    assert threads[0] == threading.main_thread().name
+    assert threads[1].startswith("gateway-log")
