@@ -35,12 +35,10 @@ from qmtl.foundation.errors import (
 from qmtl.foundation.faults import FaultSet
 from qmtl.services.gateway import metrics
 from qmtl.services.gateway.faults import drill_error
-from qmtl.services.gateway.service import GatewayService, Outcome
+from qmtl.services.gateway.service import INLINE_BYTES, GatewayService, Outcome
 
 __all__ = ["create_app", "parse_submission"]
 
-#: Bodies up to this size are validated on the event loop (well under a millisecond).
-INLINE_VALIDATE_BYTES = 64 * 1024
 _FIELDS = {"strategy_id", "dag", "world_id", "execution_domain", "as_of", "partition",
            "metadata", "admin_url"}  # fmt: skip
 _tracer = get_tracer("qmtl.gateway")
@@ -122,7 +120,7 @@ def create_app(service: GatewayService, *, faults: FaultSet | None = None) -> Fa
     limit = gw.max_request_bytes
 
     async def validated(raw: bytes) -> tuple[SubmissionRequest, int]:
-        if len(raw) <= INLINE_VALIDATE_BYTES:
+        if len(raw) <= INLINE_BYTES:
             return parse_submission(raw, limit)
         return await asyncio.to_thread(parse_submission, raw, limit)
 

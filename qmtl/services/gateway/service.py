@@ -107,13 +107,14 @@ class LogPort(Protocol):
     def close(self) -> None: ...
 
 
-#: Rows up to this DAG size are written on the event loop when the log is local; a larger
-#: row (tens of MB at the body limit) would hold the loop for the length of the write.
-INLINE_ROW_BYTES = 64 * 1024
+#: Submissions up to this size are validated and (with a local log) written on the event
+#: loop: well under a millisecond.  A larger one (tens of MB at the body limit) would hold
+#: the loop for the whole parse or write, so it goes to a thread.
+INLINE_BYTES = 64 * 1024
 
 
 def _small(sub: Submission) -> bool:
-    return len(sub.request.dag_json) <= INLINE_ROW_BYTES
+    return len(sub.request.dag_json) <= INLINE_BYTES
 
 
 @dataclass
@@ -157,7 +158,7 @@ class GatewayService:
         self._tasks: list[asyncio.Task[None]] = []
         self._wake = asyncio.Event()
         # A local SQLite log is written on the loop for rows of ordinary size (see
-        # ``INLINE_ROW_BYTES``; scans and status reads keep the thread): a WAL commit
+        # ``INLINE_BYTES``; scans and status reads keep the thread): a WAL commit
         # without fsync costs tens of microseconds, less than a thread hop.  The price: SQLite's
         # automatic checkpoint (every ~16 MB of log, with an fsync) runs on the loop too,
         # a latency spike every few thousand submissions.  A networked log (PostgreSQL)
