@@ -19,7 +19,7 @@ import pytest
 
 from qmtl import devstack
 from qmtl.cli import main
-from qmtl.devstack.status import CLEAR, StatusView, fit, summarise_alerts
+from qmtl.devstack.status import CLEAR, StatusView, fit, job_health, summarise_alerts
 
 
 def alive(pid: int) -> bool:
@@ -184,6 +184,15 @@ def test_piped_status_view_prints_blocks(capsys: pytest.CaptureFixture[str]) -> 
     assert CLEAR not in out.getvalue() and out.getvalue().count("targets: a=up") == 2
     tty = StatusView(io.StringIO(), ["  Gateway http://x"], lambda: ["y" * 500], tty=True).render()
     assert tty.startswith(CLEAR) and "…" in tty
+
+
+def test_a_target_not_scraped_yet_is_starting_not_down() -> None:
+    assert job_health(["unknown"]) == "starting"
+    assert job_health(["up"]) == "up"
+    assert job_health(["down"]) == "DOWN"
+    assert job_health(["up", "unknown"]) == "starting(1/2)"
+    assert job_health(["up", "down"]) == "DOWN(1/2)"
+    assert job_health(["down", "unknown"]) == "DOWN(0/2)"
 
 
 def test_repeated_alerts_are_summarised() -> None:

@@ -15,7 +15,14 @@ from typing import TextIO
 
 import httpx
 
-__all__ = ["STATUS_QUERIES", "StatusView", "fit", "prometheus_status", "summarise_alerts"]
+__all__ = [
+    "STATUS_QUERIES",
+    "StatusView",
+    "fit",
+    "job_health",
+    "prometheus_status",
+    "summarise_alerts",
+]
 
 STATUS_QUERIES = {
     "diffs/min": "sum(job:diff_requests:rate5m) * 60",
@@ -47,6 +54,15 @@ def _query(prometheus: str, expr: str) -> float | None:
     return float(series[0]["value"][1]) if series else None
 
 
+def job_health(healths: list[str]) -> str:
+    """One job's targets as Prometheus reports them: ``up``, ``DOWN`` as soon as one target
+    failed a scrape, ``starting`` while some are not scraped yet (``unknown``), never DOWN
+    for a process that merely has not been scraped; ``(up/total)`` with replicas."""
+    up = healths.count("up")
+    word = "up" if up == len(healths) else "DOWN" if "down" in healths else "starting"
+    return word + (f"({up}/{len(healths)})" if len(healths) > 1 else "")
+
+
 def prometheus_status(prometheus: str) -> list[str]:
     """Targets, rates and alerts as Prometheus sees them."""
     try:
@@ -61,12 +77,9 @@ def prometheus_status(prometheus: str) -> list[str]:
         by_job.setdefault(target["labels"]["job"].removeprefix("qmtl-"), []).append(
             target["health"]
         )
-    parts = []
-    for job, healths in sorted(by_job.items()):
-        up = sum(1 for h in healths if h == "up")
-        parts.append(f"{job}={'up' if up == len(healths) else 'DOWN'}")
-        if len(healths) > 1:
-            parts[-1] += f"({up}/{len(healths)})"
+    parts = [f"{job}={job_health(healths)}" for job, healths in sorted(by_job.items())]
+    if not parts:
+        parts = ["(waiting for the first scrape)"]
     rates = []
     for label, expr in STATUS_QUERIES.items():
         value = _query(prometheus, expr)
