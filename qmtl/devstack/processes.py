@@ -8,7 +8,11 @@ Children die with their parent: each one is exec'd through ``setpriv --pdeathsig
 (util-linux, on every Debian), so the kernel sends it SIGTERM when the process that
 started it dies -- also on SIGKILL, where no ``atexit`` handler runs.  The signal
 follows the *thread* that started the child, so start processes from the main thread
-(every caller here does).  Normal exits additionally stop every live child at exit.
+(every caller here does).  The kernel only arms the signal if the parent is still alive
+when ``setpriv`` asks for it, so the constructor returns only after ``setpriv`` has
+exec'd the real program (the request is made just before that exec): a parent killed
+right after starting a child can no longer slip through that window.  Normal exits
+additionally stop every live child at exit.
 """
 
 from __future__ import annotations
@@ -40,6 +44,7 @@ __all__ = [
 _live: dict[int, ManagedProcess] = {}
 _live_lock = threading.Lock()
 _SETPRIV = shutil.which("setpriv")
+_SETPRIV_EXE = os.path.realpath(_SETPRIV) if _SETPRIV else None
 
 
 class ProcessError(RuntimeError):
@@ -151,6 +156,20 @@ class ManagedProcess:
         self.pid = self.popen.pid
         with _live_lock:
             _live[self.pid] = self
+        if _SETPRIV_EXE is not None:
+            wait_for(
+                lambda: self.popen.poll() is not None or not self.running_setpriv(),
+                timeout=30.0,
+                interval=0.001,
+                what=f"{name} to arm its parent-death signal",
+            )
+
+    def running_setpriv(self) -> bool:
+        """Whether the child is still the ``setpriv`` wrapper (death signal not armed yet)."""
+        try:
+            return os.readlink(f"/proc/{self.pid}/exe") == _SETPRIV_EXE
+        except OSError:
+            return False
 
     def alive(self) -> bool:
         return self.popen.poll() is None

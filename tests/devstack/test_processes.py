@@ -39,3 +39,20 @@ def test_alive_reports_dead_and_live_pids() -> None:
     proc = subprocess.Popen([sys.executable, "-c", "pass"])
     proc.wait()
     assert not alive(proc.pid)
+
+
+def test_launcher_returns_only_once_the_death_signal_is_armed(tmp_path: Path) -> None:
+    """Returning while ``setpriv`` still runs would let a parent killed now orphan the child."""
+    from qmtl.devstack.processes import ManagedProcess
+
+    for i in range(20):
+        child = ManagedProcess(
+            f"sleeper{i}",
+            [sys.executable, "-c", "import time; time.sleep(60)"],
+            log_path=tmp_path / f"child{i}.log",
+        )
+        try:
+            assert not child.running_setpriv()
+            assert os.readlink(f"/proc/{child.pid}/exe") == os.path.realpath(sys.executable)
+        finally:
+            child.stop()
