@@ -35,7 +35,7 @@ from qmtl.devstack.stack import LocalStack, Monitoring, start_demo, start_monito
 from qmtl.monitoring.catalogue import MS_BUCKETS
 from qmtl.monitoring.render import render
 
-from .test_alert_fidelity import FAST
+from .alert_cases import FAST
 
 pytestmark = [pytest.mark.e2e, pytest.mark.integration]
 
