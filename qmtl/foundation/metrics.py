@@ -28,6 +28,7 @@ import prometheus_client
 from prometheus_client import REGISTRY, Counter, Gauge, Histogram
 from prometheus_client.registry import CollectorRegistry
 
+from qmtl.foundation.exposition import serve_wsgi
 from qmtl.monitoring.catalogue import MS_BUCKETS, MetricSpec, spec
 
 __all__ = [
@@ -357,7 +358,7 @@ def start_metrics_server(
     ``port=0`` picks a free port (read it back from ``.port``).
     """
     try:
-        server, thread = prometheus_client.start_http_server(port, addr=host, registry=registry)
+        server, thread = serve_wsgi(host, port, registry)
     except OSError as exc:
         if exc.errno == errno.EADDRINUSE:
             raise MetricsServerError(

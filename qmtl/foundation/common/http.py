@@ -15,9 +15,8 @@ from typing import Any
 from fastapi import FastAPI, HTTPException, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse, Response
-from prometheus_client import REGISTRY
-from prometheus_client.exposition import choose_encoder
 
+from qmtl.foundation import exposition
 from qmtl.foundation.errors import (
     AuthError,
     Conflict,
@@ -78,8 +77,8 @@ def error(status: int, code: str, message: str, **extra: Any) -> JSONResponse:
 
 def metrics_response(accept: str | None) -> Response:
     """The registry in the format the scraper asks for (OpenMetrics carries exemplars)."""
-    encoder, content_type = choose_encoder(accept or "")
-    return Response(encoder(REGISTRY), media_type=content_type)
+    body, content_type = exposition.render(accept)
+    return Response(body, media_type=content_type)
 
 
 def install_common_routes(app: FastAPI) -> None:

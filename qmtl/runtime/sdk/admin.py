@@ -22,10 +22,7 @@ from collections.abc import Callable
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
 
-from prometheus_client import REGISTRY
-from prometheus_client.exposition import choose_encoder
-
-from qmtl.foundation import crosscontext
+from qmtl.foundation import crosscontext, exposition
 from qmtl.foundation.common.admin import check_bearer, is_exposed
 from qmtl.foundation.errors import AuthError, InvalidRequest
 from qmtl.foundation.faults import FaultSet
@@ -129,8 +126,8 @@ class AdminServer:
             def do_GET(self) -> None:
                 path = self.path.split("?")[0]
                 if path == "/metrics":
-                    encoder, ctype = choose_encoder(self.headers.get("Accept") or "")
-                    self._send(200, encoder(REGISTRY), ctype)
+                    body, ctype = exposition.render(self.headers.get("Accept"))
+                    self._send(200, body, ctype)
                 elif path == "/health":
                     self._json(200, {"status": "ok"})
                 elif path == "/admin/cross-context":

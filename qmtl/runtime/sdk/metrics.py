@@ -22,12 +22,12 @@ import weakref
 from collections.abc import Iterator
 from typing import Any
 
-from prometheus_client import REGISTRY, generate_latest
+from prometheus_client import REGISTRY
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, HistogramMetricFamily
 from prometheus_client.registry import Collector
 from prometheus_client.samples import Exemplar
 
-from qmtl.foundation import crosscontext
+from qmtl.foundation import crosscontext, exposition
 from qmtl.foundation import metrics as m
 from qmtl.foundation.crosscontext import cross_context_cache_hit_total
 from qmtl.monitoring.catalogue import spec
@@ -334,7 +334,7 @@ def start_metrics_server(port: int = 8000, host: str = "127.0.0.1") -> m.Metrics
 
 def collect_metrics() -> str:
     """The Prometheus text exposition of this process, as ``/metrics`` would serve it."""
-    return generate_latest(REGISTRY).decode()
+    return exposition.text_latest(REGISTRY).decode()
 
 
 def reset_metrics() -> None:
