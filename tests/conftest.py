@@ -68,3 +68,23 @@ def start_dagmanager(tmp_path: Path):  # type: ignore[no-untyped-def]
     yield start
     for service in started:
         service.stop()
+
+
+def _slowness(item: pytest.Item) -> int:
+    """0 for the end-to-end stacks, 1 for other real-component tests, 2 for the rest."""
+    if item.get_closest_marker("e2e"):
+        return 0
+    return 1 if item.get_closest_marker("integration") else 2
+
+
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    """Longest work first: with ``--dist loadfile`` and ``--no-loadscope-reorder`` (set in
+    pyproject), xdist hands out files in the order of their first test, so the
+    minutes-long alert drills start at once on their own workers and short files fill
+    the gaps after.  Files move as a whole; the order inside a file is untouched."""
+    rank: dict[str, int] = {}
+    for item in items:
+        rank[item.nodeid.split("::")[0]] = min(
+            rank.get(item.nodeid.split("::")[0], 2), _slowness(item)
+        )
+    items.sort(key=lambda item: rank[item.nodeid.split("::")[0]])  # stable
