@@ -185,6 +185,20 @@ class Leases:
             )
             return bool(cur.rowcount == 1)
 
+    def renew(self, name: str, owner: str, ttl: float, now: float | None = None) -> bool:
+        """Extend ``name`` while ``owner`` still holds it; False once released or taken over.
+
+        A heartbeat must renew, never :meth:`acquire`: a renewal racing the owner's own
+        release would otherwise take the lease again and hold it for a whole ``ttl``.
+        """
+        now = time.time() if now is None else now
+        with self.db.txn() as cur:
+            cur.execute(
+                self.db.q("UPDATE qmtl_leases SET expires_at = ? WHERE name = ? AND owner = ?"),
+                (now + ttl, name, owner),
+            )
+            return bool(cur.rowcount == 1)
+
     def release(self, name: str, owner: str) -> None:
         self.db.execute("DELETE FROM qmtl_leases WHERE name = ? AND owner = ?", (name, owner))
 

@@ -431,7 +431,9 @@ class WorldService:
         ttl = self.ws.apply_lease_seconds
         while not done.wait(ttl / 3):
             try:
-                self.store.leases.acquire(self._lease(world_id), owner, ttl)
+                if not self.store.leases.renew(self._lease(world_id), owner, ttl):
+                    log.warning("apply lease of world %s lost by run %s", world_id, owner)
+                    return
             except Exception as exc:
                 log.warning("apply lease of world %s not renewed: %s", world_id, exc)
 

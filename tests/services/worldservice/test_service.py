@@ -184,3 +184,26 @@ def test_deleting_a_world_drops_its_series(tmp_path: Path) -> None:
     assert sample_value("world_allocation_snapshot_stale_ratio", {"world_id": "gone"}) is None
     with pytest.raises(UnknownWorld):
         service.delete_world("gone")
+
+
+def test_a_late_lease_heartbeat_does_not_block_the_next_apply(tmp_path: Path) -> None:
+    """The heartbeat of a finished run may wake after the run released the world's lease
+    (it did on a loaded machine: the next apply got 409 for a whole lease TTL)."""
+    import threading
+
+    service, bus, _ = make(tmp_path, apply_lease_seconds=0.3)
+    service.store.create_world("w")
+    FakeGateway(bus, "g1").beat()
+    run_id = service.begin_apply("w", {})
+    assert service.run_apply("w", run_id, {})["status"] == "success"
+    owner = f"{service.instance_id}/{run_id}"
+    # A heartbeat that missed the run's end: it wakes every 0.1 s with the lease released.
+    late = threading.Thread(
+        target=service._keep_lease, args=("w", owner, threading.Event()), daemon=True
+    )
+    late.start()
+    late.join(timeout=10)
+    assert not late.is_alive(), "the heartbeat must stop once its lease is gone"
+    assert service.store.leases.holder(service._lease("w")) is None
+    second = service.begin_apply("w", {})
+    assert service.run_apply("w", second, {})["status"] == "success"
