@@ -121,6 +121,8 @@ class DemoRunner:
         self.canaries = 0
         #: This process's admin endpoint, sent with submissions for the promotion guard.
         self.admin_url = f"http://127.0.0.1:{config.sdk.admin_port}"
+        #: One client for the WorldService calls (allocations are refreshed periodically).
+        self.http = httpx.Client(timeout=10)
 
     # -- drills --------------------------------------------------------------------------------
     def faults_changed(self) -> None:
@@ -149,7 +151,7 @@ class DemoRunner:
 
     # -- workload ------------------------------------------------------------------------------
     def prepare(self) -> None:
-        httpx.post(f"{self.worldservice}/worlds", json={"world_id": WORLD}, timeout=10)
+        self.http.post(f"{self.worldservice}/worlds", json={"world_id": WORLD})
         for strategy in self.strategies:
             instance = Runner.build(strategy)
             try:
@@ -172,7 +174,7 @@ class DemoRunner:
             self.warm_up(executor, stream)
             self.executors.append((executor, stream))
         self.refresh_allocations()
-        applied = httpx.post(
+        applied = self.http.post(
             f"{self.worldservice}/worlds/{WORLD}/apply",
             json={"activate": [strategy_id(s) for s in self.strategies]},
             timeout=30,
@@ -197,10 +199,8 @@ class DemoRunner:
 
     def refresh_allocations(self) -> None:
         weights = {strategy_id(s): round(1 / len(self.strategies), 4) for s in self.strategies}
-        httpx.put(
-            f"{self.worldservice}/worlds/{WORLD}/allocations",
-            json={"allocations": weights},
-            timeout=10,
+        self.http.put(
+            f"{self.worldservice}/worlds/{WORLD}/allocations", json={"allocations": weights}
         )
 
     def canary(self) -> None:

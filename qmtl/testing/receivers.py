@@ -13,6 +13,7 @@ manager.  They are real protocol peers: the exporters under test talk HTTP to th
 from __future__ import annotations
 
 import gzip
+import json
 import threading
 import zlib
 from abc import ABC, abstractmethod
@@ -57,6 +58,11 @@ class _BaseReceiver(ABC):
             # an HTTP/1.0 close after every answer shows up as "peer disconnected" retries.
             protocol_version = "HTTP/1.1"
 
+            def setup(self) -> None:
+                super().setup()
+                with receiver._lock:
+                    receiver.connections += 1
+
             def do_POST(self) -> None:
                 length = int(self.headers.get("Content-Length", "0"))
                 body = self.rfile.read(length)
@@ -72,14 +78,22 @@ class _BaseReceiver(ABC):
                 self.end_headers()
                 self.wfile.write(payload)
 
+            def do_PUT(self) -> None:
+                self.do_POST()
+
             def do_GET(self) -> None:
-                self.send_response(404)
-                self.send_header("Content-Length", "0")
+                status, payload, ctype = receiver.handle_get(self.path, dict(self.headers))
+                self.send_response(status)
+                self.send_header("Content-Type", ctype)
+                self.send_header("Content-Length", str(len(payload)))
                 self.end_headers()
+                self.wfile.write(payload)
 
             def log_message(self, *args: object) -> None:
                 pass
 
+        #: TCP connections accepted so far (a client that keeps one alive opens one).
+        self.connections = 0
         self._server = _Server(("127.0.0.1", 0), Handler)
         self.port = int(self._server.server_address[1])
         self._thread = threading.Thread(target=self._server.serve_forever, daemon=True)
@@ -89,6 +103,14 @@ class _BaseReceiver(ABC):
     @abstractmethod
     def handle(self, path: str, body: bytes, headers: dict[str, str]) -> tuple[int, bytes, str]:
         """Answer one POST: (status, body, content type)."""
+
+    def handle_get(self, path: str, headers: dict[str, str]) -> tuple[int, bytes, str]:
+        """Answer one GET; receivers that only take POSTs say 404."""
+        return 404, b"", "text/plain"
+
+    @property
+    def url(self) -> str:
+        return f"http://127.0.0.1:{self.port}"
 
     def start(self) -> _BaseReceiver:
         self._thread.start()
@@ -386,3 +408,32 @@ class AlertWebhook(_BaseReceiver):
             event = match()
             assert event is not None
             return event
+
+
+class ScriptedHttp(_BaseReceiver):
+    """Answers every request with JSON scripted per path prefix and records the requests.
+
+    ``answers`` maps a path prefix to a list of ``(status, json body)``: each request to
+    that prefix takes the next one and the last repeats.  With :attr:`connections` a test
+    can tell a client that keeps one connection alive from one that opens one per request.
+    """
+
+    def __init__(self, answers: dict[str, list[tuple[int, Any]]]) -> None:
+        super().__init__()
+        self.answers = {prefix: list(script) for prefix, script in answers.items()}
+        self.requests: list[tuple[str, str]] = []
+
+    def _answer(self, method: str, path: str) -> tuple[int, bytes, str]:
+        with self._lock:
+            self.requests.append((method, path))
+            for prefix, script in self.answers.items():
+                if path.startswith(prefix):
+                    status, body = script.pop(0) if len(script) > 1 else script[0]
+                    return status, json.dumps(body).encode(), "application/json"
+        return 404, b'{"error": "not_found"}', "application/json"
+
+    def handle(self, path: str, body: bytes, headers: dict[str, str]) -> tuple[int, bytes, str]:
+        return self._answer("POST", path)
+
+    def handle_get(self, path: str, headers: dict[str, str]) -> tuple[int, bytes, str]:
+        return self._answer("GET", path)

@@ -78,42 +78,50 @@ def submit(
         headers = dict(inject_http_headers({}))
         if token:
             headers["Authorization"] = f"Bearer {token}"
-        delay = 0.2
-        for attempt in range(1, attempts + 1):
-            try:
-                response = httpx.post(
-                    f"{base}/strategies", json=payload, headers=headers, timeout=30
-                )
-                body = response.json()
-            except (httpx.HTTPError, ValueError) as exc:
-                if attempt == attempts:
-                    raise SubmissionError("unreachable", f"{base}: {exc}", 0) from None
-                time.sleep(delay)
-                delay *= 2
-                continue
-            if response.status_code == 200:
-                return dict(body)
-            if response.status_code == 202:
-                return _follow(base, body["submission_id"], wait_seconds, headers)
-            if body.get("retryable") and attempt < attempts:
-                time.sleep(delay)
-                delay *= 2
-                continue
-            raise SubmissionError(
-                body.get("error", "error"), body.get("message", ""), response.status_code
-            )
+        with httpx.Client(timeout=30) as client:
+            return _submit(client, base, payload, headers, attempts, wait_seconds)
+
+
+def _submit(
+    client: httpx.Client, base: str, payload: dict[str, Any], headers: dict[str, str],
+    attempts: int, wait_seconds: float,
+) -> dict[str, Any]:  # fmt: skip
+    """POST with retries on retryable answers, then follow a queued submission."""
+    delay = 0.2
+    for attempt in range(1, attempts + 1):
+        try:
+            response = client.post(f"{base}/strategies", json=payload, headers=headers)
+            body = response.json()
+        except (httpx.HTTPError, ValueError) as exc:
+            if attempt == attempts:
+                raise SubmissionError("unreachable", f"{base}: {exc}", 0) from None
+            time.sleep(delay)
+            delay *= 2
+            continue
+        if response.status_code == 200:
+            return dict(body)
+        if response.status_code == 202:
+            return _follow(client, base, body["submission_id"], wait_seconds, headers)
+        if body.get("retryable") and attempt < attempts:
+            time.sleep(delay)
+            delay *= 2
+            continue
+        raise SubmissionError(
+            body.get("error", "error"), body.get("message", ""), response.status_code
+        )
     raise SubmissionError("retries_exhausted", f"gave up after {attempts} attempts", 0)
 
 
 def _follow(
-    base: str, submission_id: str, wait_seconds: float, headers: dict[str, str]
-) -> dict[str, Any]:
+    client: httpx.Client, base: str, submission_id: str, wait_seconds: float,
+    headers: dict[str, str],
+) -> dict[str, Any]:  # fmt: skip
     """Poll this submission (by id: never another world's) until it is final."""
     deadline = time.monotonic() + wait_seconds
     delay = 0.1
     while time.monotonic() < deadline:
         try:
-            status = httpx.get(f"{base}/submissions/{submission_id}", headers=headers, timeout=10)
+            status = client.get(f"{base}/submissions/{submission_id}", headers=headers, timeout=10)
             body = status.json()
         except (httpx.HTTPError, ValueError):
             body = {}
