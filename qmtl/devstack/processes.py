@@ -67,9 +67,15 @@ def tcp_open(host: str, port: int) -> bool:
         return False
 
 
+#: Readiness probes poll every few tens of milliseconds: one client (an httpx client
+#: builds an SSL context, milliseconds of CPU), no keep-alive (each probe is a fresh
+#: connection, so a restarted process is never judged on a stale one).
+_PROBE = httpx.Client(timeout=1.0, limits=httpx.Limits(max_keepalive_connections=0))
+
+
 def http_ok(url: str, *, headers: Mapping[str, str] | None = None) -> bool:
     try:
-        return httpx.get(url, timeout=1.0, headers=dict(headers or {})).status_code < 400
+        return _PROBE.get(url, headers=dict(headers or {})).status_code < 400
     except httpx.HTTPError:
         return False
 
