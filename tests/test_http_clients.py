@@ -9,6 +9,8 @@ from __future__ import annotations
 
 from pathlib import Path
 
+import pytest
+
 from qmtl.foundation.config import QmtlConfig
 from qmtl.runtime.sdk import ProcessingNode, Strategy, StreamInput
 from qmtl.runtime.sdk.gateway import submit
@@ -43,6 +45,9 @@ def test_controlbus_http_publishes_reuse_one_connection() -> None:
             bus.close()
         assert [m for m, _ in log.requests] == ["POST"] * 5
         assert log.connections == 1
+        # An ACK racing shutdown gets the error publishers handle, not a closed-client crash.
+        with pytest.raises(ConnectionError, match="closed"):
+            bus.publish(Envelope(type="qmtl.heartbeat", source="t", subject="g", data={}))
 
 
 class Tiny(Strategy):

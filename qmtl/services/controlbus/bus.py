@@ -335,6 +335,8 @@ class HttpBus(ControlBus):
         self._publisher = httpx.Client(timeout=5)
 
     def publish(self, envelope: Envelope) -> None:
+        if self._stop.is_set():  # the shared client is closed: say so as callers expect
+            raise ConnectionError(f"controlbus client for {self.base_url} is closed")
         last: Exception | None = None
         for attempt in range(5):
             try:
