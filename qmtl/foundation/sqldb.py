@@ -4,7 +4,11 @@ Stores write their SQL once with ``?`` placeholders and ``ON CONFLICT`` clauses 
 engines understand; :meth:`SqlDatabase.txn` gives a transaction that commits on success
 and rolls back on any error (PostgreSQL needs that after a failed statement).
 
-SQLite: one connection per process, behind a lock (SQLite serialises writers anyway).
+SQLite: one connection per process, behind a lock (SQLite serialises writers anyway),
+plus a checkpointer thread with its own connection that folds the write-ahead log back
+into the database file.  Left to SQLite, that checkpoint (and its fsync) runs inside
+whichever commit crosses the WAL threshold: a diff or a submission that happened to
+be the unlucky one took 5-10 times its usual time.
 PostgreSQL: a connection pool (psycopg_pool), so a slow query on one thread -- a GC
 sweep, a diff waiting for its advisory lock -- never holds up a lease renewal or a
 lookup on another.  :attr:`SqlDatabase.concurrency` says how many calls can run at once.
@@ -16,6 +20,7 @@ lookup on another.  :attr:`SqlDatabase.concurrency` says how many calls can run 
 
 from __future__ import annotations
 
+import logging
 import sqlite3
 import threading
 import time
@@ -26,9 +31,65 @@ from typing import Any
 
 __all__ = ["Leases", "SqlDatabase"]
 
+log = logging.getLogger(__name__)
+
 #: Advisory-lock stripes for :meth:`SqlDatabase.lock_keys`: enough to let unrelated work
 #: run in parallel, few enough to stay far below PostgreSQL's per-transaction lock slots.
 LOCK_STRIPES = 64
+#: SQLite page cache per connection (KiB; SQLite's default is 2 MiB).  Queue names and
+#: compute keys are hashes, so a diff's inserts land on pages all over the indexes; with
+#: the default cache a 1,000-node diff re-read most of them from the OS.
+SQLITE_CACHE_KIB = 32 * 1024
+#: Pages of WAL after which a commit checkpoints by itself: only a backstop for a
+#: checkpointer thread that cannot keep up (the thread normally runs long before).
+SQLITE_BACKSTOP_PAGES = 16_000
+
+
+class _Checkpointer:
+    """Folds SQLite's WAL back into the database off the commit path.
+
+    A daemon thread with its own connection: woken after commits, it runs a PASSIVE
+    checkpoint (never blocks writers or readers) at most once per ``interval`` seconds.
+    The sqlite3 module releases the GIL while SQLite works, so commits and request
+    handling carry on meanwhile.
+    """
+
+    def __init__(self, path: str, interval: float = 0.5) -> None:
+        self.interval = interval
+        #: (busy, frames in the log, frames checkpointed) of the last run, for tests.
+        self.last: tuple[int, int, int] | None = None
+        self.runs = 0
+        self._conn = sqlite3.connect(path, check_same_thread=False)
+        self._dirty = threading.Event()
+        self._closing = False
+        self._thread = threading.Thread(
+            target=self._run, name=f"sqlite-checkpoint:{path}", daemon=True
+        )
+        self._thread.start()
+
+    def wake(self) -> None:
+        self._dirty.set()
+
+    def _run(self) -> None:
+        while True:
+            self._dirty.wait()
+            if self._closing:
+                return
+            self._dirty.clear()
+            try:
+                row = self._conn.execute("PRAGMA wal_checkpoint(PASSIVE)").fetchone()
+                self.last = (int(row[0]), int(row[1]), int(row[2]))
+                self.runs += 1
+            except sqlite3.Error as exc:  # the next commit wakes us again
+                log.warning("sqlite checkpoint failed: %s", exc)
+            time.sleep(self.interval)  # coalesce: one checkpoint (and fsync) per interval
+
+    def close(self) -> None:
+        self._closing = True
+        self._dirty.set()
+        self._thread.join(timeout=self.interval + 5)
+        with suppress(Exception):
+            self._conn.close()
 
 
 class SqlDatabase:
@@ -36,6 +97,7 @@ class SqlDatabase:
         self.spec = spec
         self._lock = threading.Lock()
         self._pool: Any = None
+        self._checkpointer: _Checkpointer | None = None
         #: How many transactions can run at once (callers size their worker threads by it).
         self.concurrency = 1
         if spec.startswith("sqlite:"):
@@ -48,8 +110,10 @@ class SqlDatabase:
             )
             self._conn.execute("PRAGMA journal_mode=WAL")
             self._conn.execute("PRAGMA synchronous=NORMAL")
-            # Fewer, larger automatic checkpoints; checkpoint() runs passive ones in between.
-            self._conn.execute("PRAGMA wal_autocheckpoint=4000")
+            self._conn.execute(f"PRAGMA cache_size=-{SQLITE_CACHE_KIB}")
+            if self.path != ":memory:":
+                self._conn.execute(f"PRAGMA wal_autocheckpoint={SQLITE_BACKSTOP_PAGES}")
+                self._checkpointer = _Checkpointer(self.path)
         elif spec.startswith(("postgresql://", "postgres://")):
             import psycopg
             from psycopg_pool import ConnectionPool
@@ -91,6 +155,8 @@ class SqlDatabase:
             try:
                 yield cur
                 conn.commit()
+                if self._checkpointer is not None:
+                    self._checkpointer.wake()
             except BaseException:
                 with suppress(Exception):
                     conn.rollback()
@@ -133,10 +199,9 @@ class SqlDatabase:
             return bool(cur.fetchone()[0] == 1)
 
     def checkpoint(self) -> None:
-        """Fold SQLite's WAL back into the database off the request path (no-op elsewhere)."""
-        if self.dialect == "sqlite":
-            with self._lock:
-                self._conn.execute("PRAGMA wal_checkpoint(PASSIVE)")
+        """Ask for a WAL checkpoint now (SQLite; no-op elsewhere); it runs on its own thread."""
+        if self._checkpointer is not None:
+            self._checkpointer.wake()
 
     def describe(self) -> str:
         if self.dialect == "sqlite":
@@ -144,6 +209,8 @@ class SqlDatabase:
         return "postgresql://…@" + self.spec.split("@")[-1]
 
     def close(self) -> None:
+        if self._checkpointer is not None:
+            self._checkpointer.close()
         with suppress(Exception):
             if self._pool is not None:
                 self._pool.close()

@@ -159,10 +159,10 @@ class GatewayService:
         self._wake = asyncio.Event()
         # A local SQLite log is written on the loop for rows of ordinary size (see
         # ``INLINE_BYTES``; scans and status reads keep the thread): a WAL commit
-        # without fsync costs tens of microseconds, less than a thread hop.  The price: SQLite's
-        # automatic checkpoint (every ~16 MB of log, with an fsync) runs on the loop too,
-        # a latency spike every few thousand submissions.  A networked log (PostgreSQL)
-        # gets one thread, so a slow server never stalls the event loop.
+        # without fsync costs tens of microseconds, less than a thread hop; the WAL
+        # checkpoint (with its fsync) runs on the database's own checkpointer thread, not
+        # in a commit.  A networked log (PostgreSQL) gets one thread, so a slow server
+        # never stalls the event loop.
         self._log_inline = bool(log_port.local)
         self._db_pool = ThreadPoolExecutor(1, thread_name_prefix="gateway-log")
         #: Tells the WorldService's promotion guard about an SDK process that submitted.

@@ -1,0 +1,55 @@
+"""SQLite's write-ahead log is folded back by a thread of its own, never inside a commit."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from qmtl.devstack import wait_for
+from qmtl.foundation.sqldb import SQLITE_BACKSTOP_PAGES, SqlDatabase
+
+
+def _write(db: SqlDatabase, commits: int, rows: int = 200) -> None:
+    db.create(["CREATE TABLE IF NOT EXISTS t (k TEXT PRIMARY KEY, v TEXT)"])
+    for c in range(commits):
+        with db.txn() as cur:
+            cur.executemany(
+                "INSERT INTO t (k, v) VALUES (?, ?)",
+                [(f"{c}-{i}", "x" * 200) for i in range(rows)],
+            )
+
+
+def test_the_checkpointer_thread_folds_every_committed_frame_back(tmp_path: Path) -> None:
+    db = SqlDatabase.open(f"sqlite:{tmp_path / 'wal.db'}")
+    try:
+        checkpointer = db._checkpointer
+        assert checkpointer is not None
+        # Commits only checkpoint by themselves far beyond what the thread lets pile up.
+        autocheckpoint = db._conn.execute("PRAGMA wal_autocheckpoint").fetchone()[0]
+        assert autocheckpoint == SQLITE_BACKSTOP_PAGES
+        _write(db, commits=20)
+
+        def folded() -> bool:
+            last = checkpointer.last
+            return last is not None and last[1] > 0 and last[1] == last[2]
+
+        wait_for(folded, timeout=15, what="a checkpoint that backfills the whole WAL")
+        assert checkpointer.runs >= 1
+    finally:
+        db.close()
+    assert not checkpointer._thread.is_alive()
+    reopened = SqlDatabase.open(f"sqlite:{tmp_path / 'wal.db'}")
+    try:
+        assert reopened.select("SELECT COUNT(*) FROM t") == [(20 * 200,)]
+    finally:
+        reopened.close()
+
+
+def test_an_in_memory_database_has_no_checkpointer() -> None:
+    db = SqlDatabase.open("sqlite::memory:")
+    try:
+        assert db._checkpointer is None
+        _write(db, commits=2)
+        db.checkpoint()  # nothing to do, and no error
+        assert db.select("SELECT COUNT(*) FROM t") == [(400,)]
+    finally:
+        db.close()
