@@ -173,7 +173,7 @@ class SqlDatabase:
             return
         cur.execute(
             "SELECT pg_advisory_xact_lock(7151, s) FROM (SELECT DISTINCT "
-            f"(hashtext(k) & {LOCK_STRIPES - 1}) AS s FROM unnest(%s::text[]) AS t(k) "
+            f"(hashtext(k) & {LOCK_STRIPES - 1}) AS s FROM unnest(%b::text[]) AS t(k) "
             "ORDER BY s) x",
             (list(keys),),
         )

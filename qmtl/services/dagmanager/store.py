@@ -8,6 +8,11 @@ A strategy is deployed per compute context: the same strategy id backtested at v
 while v1 runs live is two deployments, each with its current version and its queues
 (``ctx`` is the context's queue namespace, empty where queues are shared).  GC keeps
 the queues of every live deployment's current version.
+
+A version's queues are one row (a JSON list in ``dm_version_queue_lists``), not a row
+per queue: a cold 1,000-node diff wrote 1,000 index entries for a list nobody queries
+by queue.  Stores written before that keep their ``dm_version_queues`` rows, which are
+still read.
 """
 
 from __future__ import annotations
@@ -38,6 +43,9 @@ SCHEMA = (
     """CREATE TABLE IF NOT EXISTS dm_version_queues (
         strategy_id TEXT NOT NULL, ctx TEXT NOT NULL, version TEXT NOT NULL, queue TEXT NOT NULL,
         PRIMARY KEY (strategy_id, ctx, version, queue))""",
+    """CREATE TABLE IF NOT EXISTS dm_version_queue_lists (
+        strategy_id TEXT NOT NULL, ctx TEXT NOT NULL, version TEXT NOT NULL,
+        queues TEXT NOT NULL, PRIMARY KEY (strategy_id, ctx, version))""",
     """CREATE TABLE IF NOT EXISTS seen_queues (
         queue TEXT PRIMARY KEY, first_seen DOUBLE PRECISION NOT NULL)""",
 )
@@ -70,8 +78,10 @@ class GraphStore:
         if self.dialect == "postgresql":
             # A join against unnest() stays linear; `= ANY(array)` degrades to a scan that
             # searches the whole array for every row once the table grows.
+            # %b: psycopg dumps a list as a binary array ~15x faster than as text
+            # (0.3 vs 4 ms for 1,000 names).
             cur.execute(
-                "SELECT b.queue, b.compute_key, b.node_id FROM unnest(%s::text[]) AS q(queue) "
+                "SELECT b.queue, b.compute_key, b.node_id FROM unnest(%b::text[]) AS q(queue) "
                 "JOIN queue_bindings b ON b.queue = q.queue WHERE b.status = 'active'",
                 (list(queues),),
             )
@@ -152,28 +162,7 @@ class GraphStore:
     ) -> None:
         """Record a diff inside ``cur``'s transaction: bindings, version, queues, sentinel."""
         if new_bindings:
-            # One diff shares one context object: serialise it once, not per row.
-            contexts = {
-                id(b.context): json.dumps(b.context, sort_keys=True) for b in new_bindings[:1]
-            }
-            cur.executemany(
-                self._q(
-                    "INSERT INTO queue_bindings (queue, node_id, compute_key, context, created_at) "
-                    "VALUES (?, ?, ?, ?, ?) ON CONFLICT (queue) DO UPDATE SET "
-                    "node_id = excluded.node_id, compute_key = excluded.compute_key, "
-                    "context = excluded.context, created_at = excluded.created_at, status = 'active'"
-                ),
-                [
-                    (
-                        b.queue,
-                        b.node_id,
-                        b.compute_key,
-                        contexts.get(id(b.context)) or json.dumps(b.context, sort_keys=True),
-                        b.created_at,
-                    )
-                    for b in new_bindings
-                ],
-            )
+            self._insert_bindings(cur, new_bindings)
         if version_queues is not None:
             cur.execute(
                 self._q(
@@ -182,12 +171,12 @@ class GraphStore:
                 ),
                 (strategy_id, ctx, version, now, sentinel_id),
             )
-            cur.executemany(
+            cur.execute(
                 self._q(
-                    "INSERT INTO dm_version_queues (strategy_id, ctx, version, queue) "
+                    "INSERT INTO dm_version_queue_lists (strategy_id, ctx, version, queues) "
                     "VALUES (?, ?, ?, ?) ON CONFLICT DO NOTHING"
                 ),
-                [(strategy_id, ctx, version, q) for q in version_queues],
+                (strategy_id, ctx, version, json.dumps(list(version_queues))),
             )
         elif sentinel_id is not None:  # a re-submission records a missing sentinel
             cur.execute(
@@ -206,6 +195,41 @@ class GraphStore:
             (strategy_id, ctx, version, now),
         )
 
+    def _insert_bindings(self, cur: Any, bindings: Sequence[Binding]) -> None:
+        # One diff shares one context object: serialise it once, not per row.
+        texts: dict[int, str] = {}
+        contexts = [
+            texts.get(id(b.context))
+            or texts.setdefault(id(b.context), json.dumps(b.context, sort_keys=True))
+            for b in bindings
+        ]
+        upsert = (
+            "ON CONFLICT (queue) DO UPDATE SET node_id = excluded.node_id, "
+            "compute_key = excluded.compute_key, context = excluded.context, "
+            "created_at = excluded.created_at, status = 'active'"
+        )
+        if self.dialect == "postgresql":
+            # One statement over binary arrays: executemany ran a statement per row,
+            # ~65 ms for a 1,000-node diff.
+            cur.execute(
+                "INSERT INTO queue_bindings (queue, node_id, compute_key, context, created_at) "
+                "SELECT * FROM unnest(%b::text[], %b::text[], %b::text[], %b::text[], "
+                f"%b::float8[]) {upsert}",
+                (
+                    [b.queue for b in bindings], [b.node_id for b in bindings],
+                    [b.compute_key for b in bindings], contexts, [b.created_at for b in bindings],
+                ),
+            )  # fmt: skip
+            return
+        cur.executemany(
+            "INSERT INTO queue_bindings (queue, node_id, compute_key, context, created_at) "
+            f"VALUES (?, ?, ?, ?, ?) {upsert}",
+            [
+                (b.queue, b.node_id, b.compute_key, text, b.created_at)
+                for b, text in zip(bindings, contexts, strict=True)
+            ],
+        )
+
     def sentinel_gaps(self) -> list[tuple[str, str]]:
         """(strategy, version) pairs whose diff finished without a sentinel (indexed)."""
         rows = self._select(
@@ -216,12 +240,20 @@ class GraphStore:
 
     def active_queues(self) -> set[str]:
         """Queues emitted by a node of some live deployment's current version."""
-        rows = self._select(
+        lists = self._select(
+            "SELECT l.queues FROM dm_version_queue_lists l JOIN dm_deployments d "
+            "ON d.strategy_id = l.strategy_id AND d.ctx = l.ctx "
+            "AND d.current_version = l.version WHERE d.retired = 0"
+        )
+        legacy = self._select(
             "SELECT DISTINCT vq.queue FROM dm_version_queues vq JOIN dm_deployments d "
             "ON d.strategy_id = vq.strategy_id AND d.ctx = vq.ctx "
             "AND d.current_version = vq.version WHERE d.retired = 0"
         )
-        return {r[0] for r in rows}
+        active = {r[0] for r in legacy}
+        for (text,) in lists:
+            active.update(json.loads(text))
+        return active
 
     def queue_ages(self) -> dict[str, float]:
         """Creation (or first-seen) time of every queue we know of."""

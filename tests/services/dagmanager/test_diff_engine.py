@@ -228,6 +228,26 @@ def test_resubmitting_retired_strategy_revives_it(store: GraphStore) -> None:
     assert service.gc.sweep().processed == []
 
 
+def test_queues_recorded_one_row_per_queue_by_older_stores_stay_active(
+    store: GraphStore,
+) -> None:
+    """Stores written before version queues became one list keep their per-queue rows,
+    and GC must still see those queues as in use."""
+    service, _ = make_service(store, orphan_ttl_seconds=0, orphan_grace_seconds=0)
+    fresh = service.engine.diff(req(chain_dag(3, salt="listed"), strategy="new"))
+    with store.transaction() as cur:  # what an older DAG Manager wrote for "old"
+        cur.execute(store.db.q(
+            "INSERT INTO dm_deployments (strategy_id, ctx, current_version, retired, updated_at) "
+            "VALUES (?, ?, ?, 0, ?)"), ("old", "", "v-old", time.time()))  # fmt: skip
+        cur.execute(store.db.q(
+            "INSERT INTO dm_version_queues (strategy_id, ctx, version, queue) "
+            "VALUES (?, ?, ?, ?)"), ("old", "", "v-old", "legacy_topic_v1"))  # fmt: skip
+    assert store.active_queues() == set(fresh.queue_map.values()) | {"legacy_topic_v1"}
+    assert service.gc.sweep().processed == []
+    assert store.retire_strategy("old")
+    assert store.active_queues() == set(fresh.queue_map.values())
+
+
 def test_plan_cache_is_a_byte_budget(store: GraphStore) -> None:
     """Plans are evicted to stay within dagmanager.plan_cache_bytes; size is exported."""
     service, _ = make_service(store, plan_cache_bytes=200_000)
