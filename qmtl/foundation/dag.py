@@ -72,8 +72,10 @@ def node_id_for(definition: Mapping[str, Any]) -> str:
     """
     get = definition.get
     config = get("config")
-    tags = "".join([f"{len(t)}:{t}" for t in sorted(str(t) for t in get("tags") or ())])
-    inputs = "".join([f"{len(i)}:{i}" for i in (str(i) for i in get("inputs") or ())])
+    tags = get("tags")
+    tags = "".join([f"{len(t)}:{t}" for t in sorted(map(str, tags))]) if tags else ""
+    inputs = get("inputs")
+    inputs = "".join([f"{len(i)}:{i}" for i in map(str, inputs)]) if inputs else ""
     node_type = str(get("node_type", ""))
     interval = str(get("interval"))
     period = str(get("period"))
@@ -146,6 +148,8 @@ def load_json(text: str | bytes, what: str = "body") -> Any:
 def _text(value: Any) -> str:
     """A str that encodes to UTF-8 (JSON escapes can smuggle in lone surrogates)."""
     text = str(value)
+    if text.isascii():  # nearly always, and ASCII holds no surrogate
+        return text
     try:
         text.encode("utf-8")
     except UnicodeEncodeError:
@@ -226,19 +230,12 @@ def validate_dag(data: Any, *, verify_ids: bool = True) -> Dag:
             _int_or_none(interval, "interval", f"nodes[{index}]", MAX_INTERVAL_SECONDS)
         if period is not None and (period.__class__ is not int or not 0 <= period <= MAX_PERIOD):
             _int_or_none(period, "period", f"nodes[{index}]", MAX_PERIOD)
-        str_tags = tuple([str(t) for t in tags])
-        nodes[node_id] = DagNode(
-            node_id=node_id,
-            node_type=node_type,
-            name=_text(get("name") or node_type),
-            interval=interval,
-            period=period,
-            tags=str_tags,
-            inputs=tuple(inputs),
-            version=str(get("version") or "v1"),
-            asset=_text(get("asset") or (str_tags[0] if str_tags else "any")),
-            raw=raw,
-        )
+        str_tags = tuple(map(str, tags))
+        nodes[node_id] = DagNode(  # positional: this runs for every node of every diff
+            node_id, node_type, _text(get("name") or node_type), interval, period, str_tags,
+            tuple(inputs), str(get("version") or "v1"),
+            _text(get("asset") or (str_tags[0] if str_tags else "any")), raw,
+        )  # fmt: skip
 
     indegree = dict.fromkeys(nodes, 0)
     children: dict[str, list[str]] = {node_id: [] for node_id in nodes}

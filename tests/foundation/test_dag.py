@@ -6,6 +6,7 @@ import json
 
 import pytest
 
+from qmtl.foundation.contracts import ComputeContext
 from qmtl.foundation.dag import (
     SCHEMA,
     DagError,
@@ -109,6 +110,24 @@ def test_compute_key_missing_domain_is_backtest() -> None:
     assert compute_key("N1", "w", None, None, None) == compute_key("N1", "w", "backtest", "", "")
     assert compute_key("N1", "w", "live", None, None) != compute_key("N1", "w", None, None, None)
     assert node_id_for({"node_type": "P"}).startswith("N")
+
+
+@pytest.mark.parametrize(
+    "context",
+    [
+        ComputeContext(),
+        ComputeContext("w1", "live"),
+        ComputeContext("w1", "", "2024-01-01", "p3"),
+        ComputeContext("w-2", "shadow", "", "p"),
+    ],
+)
+def test_the_batch_key_function_equals_the_compute_key(context: ComputeContext) -> None:
+    key = context.key_function()
+    for node_id in ("N1", "N" + "a" * 40, ""):
+        assert key(node_id) == context.key(node_id) == compute_key(
+            node_id, context.world_id, context.execution_domain, context.as_of,
+            context.partition,
+        )  # fmt: skip
 
 
 GOLDEN_IDS = [  # computed by the framing of the first release; stored graphs depend on them
