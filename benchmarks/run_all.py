@@ -33,11 +33,11 @@ BENCHMARKS = {
     "bench_diff.py": ["--sizes", "10,100"],
     "bench_sdk.py": ["--events", "300", "--rounds", "1", "--rows", "2000"],
     "bench_gateway.py": ["--requests", "32", "--runs", "1"],
-    "bench_metrics.py": ["--sizes", "1000", "--scrape-series", "1000"],
+    "bench_metrics.py": ["--sizes", "1000", "--scrape-series", "1000", "--scrapes", "3"],
     "bench_replicas.py": ["--requests", "24"],
     "bench_soak.py": [
         "--seconds",
-        "20",
+        "12",
         "--rate",
         "20",
         "--plan-cache-mb",

@@ -6,12 +6,35 @@ Each fixture starts its component on 127.0.0.1 and a free port through
 
 from __future__ import annotations
 
+import os
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 
 from qmtl import devstack
+from qmtl.devstack.processes import port_range
+
+
+def _ports_of_this_worker() -> None:
+    """Give each xdist worker (and the processes it starts) its own block of ports.
+
+    Ports are checked free before they are handed out, but a service binds a moment
+    later; two workers drawing the same port in that moment would collide.  Disjoint
+    blocks (``QMTL_PORT_RANGE``, inherited by every child) make that impossible.
+    """
+    if os.environ.get("QMTL_PORT_RANGE"):
+        return  # the user chose
+    worker = os.environ.get("PYTEST_XDIST_WORKER", "")  # gw0, gw1, ...; "" without xdist
+    index = int(worker[2:]) + 1 if worker.startswith("gw") and worker[2:].isdigit() else 0
+    blocks = 12
+    low, high = port_range()
+    size = (high - low + 1) // blocks
+    index %= blocks
+    os.environ["QMTL_PORT_RANGE"] = f"{low + index * size}-{low + (index + 1) * size - 1}"
+
+
+_ports_of_this_worker()
 
 
 @pytest.fixture(scope="session")

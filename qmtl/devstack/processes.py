@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import atexit
 import os
+import random
 import shutil
 import signal
 import socket
@@ -37,6 +38,7 @@ __all__ = [
     "free_port",
     "http_ok",
     "live_processes",
+    "port_range",
     "tcp_open",
     "wait_for",
 ]
@@ -51,12 +53,63 @@ class ProcessError(RuntimeError):
     """A managed process failed to start or become ready; the message holds its log tail."""
 
 
+#: How many ports below the kernel's ephemeral range :func:`free_port` uses by default.
+PORT_SPAN = 12_000
+_handed_out: set[int] = set()
+_port_lock = threading.Lock()
+
+
+def port_range() -> tuple[int, int]:
+    """The ports :func:`free_port` hands out (inclusive): ``QMTL_PORT_RANGE=LOW-HIGH``, or
+    the :data:`PORT_SPAN` ports just below the kernel's ephemeral range.
+
+    Not ``bind(0)``: that port lies *inside* the ephemeral range, where every outgoing
+    connection takes its local port too, so a readiness probe or a client could take it
+    before the service that was given it had bound it ("address already in use", seen on
+    a loaded CI machine).
+    """
+    spec = os.environ.get("QMTL_PORT_RANGE", "")
+    if spec:
+        try:
+            low, high = (int(part) for part in spec.split("-"))
+        except ValueError:
+            low, high = 0, -1
+        if not 1024 < low <= high < 65536:
+            raise ValueError(
+                f"QMTL_PORT_RANGE={spec!r} is not a port range; write LOW-HIGH with "
+                "1024 < LOW <= HIGH < 65536, e.g. QMTL_PORT_RANGE=20000-29999"
+            )
+        return low, high
+    try:
+        text = Path("/proc/sys/net/ipv4/ip_local_port_range").read_text()
+        ephemeral_low = int(text.split()[0])
+    except (OSError, ValueError, IndexError):
+        ephemeral_low = 32768
+    return max(1025, ephemeral_low - PORT_SPAN), ephemeral_low - 1
+
+
 def free_port(host: str = "127.0.0.1") -> int:
-    """A TCP port that is free right now on ``host``."""
+    """A TCP port that is free right now on ``host`` and not handed out before by this process."""
+    low, high = port_range()
     family = socket.AF_INET6 if ":" in host else socket.AF_INET
-    with socket.socket(family, socket.SOCK_STREAM) as sock:
-        sock.bind((host, 0))
-        return int(sock.getsockname()[1])
+    with _port_lock:
+        if len(_handed_out) > (high - low) // 2:
+            _handed_out.clear()  # long-lived process: ports given long ago are fair again
+        for _ in range(500):
+            port = random.randint(low, high)
+            if port in _handed_out:
+                continue
+            try:
+                with socket.socket(family, socket.SOCK_STREAM) as sock:
+                    sock.bind((host, port))
+            except OSError:
+                continue
+            _handed_out.add(port)
+            return port
+    raise ProcessError(
+        f"no free TCP port on {host} in {low}-{high} after 500 tries; "
+        "free some or set QMTL_PORT_RANGE=LOW-HIGH to a range with free ports"
+    )
 
 
 def tcp_open(host: str, port: int) -> bool:
