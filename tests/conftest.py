@@ -23,8 +23,12 @@ def _ports_of_this_worker() -> None:
     later; two workers drawing the same port in that moment would collide.  Disjoint
     blocks (``QMTL_PORT_RANGE``, inherited by every child) make that impossible.
     """
-    if os.environ.get("QMTL_PORT_RANGE"):
+    if os.environ.get("QMTL_PORT_RANGE") and not os.environ.get("QMTL_PORT_RANGE_BY_TESTS"):
         return  # the user chose
+    # Workers inherit the controller's environment: the marker says the range is ours
+    # to replace, so each worker takes its own block instead of sharing the controller's.
+    os.environ["QMTL_PORT_RANGE_BY_TESTS"] = "1"
+    os.environ.pop("QMTL_PORT_RANGE", None)  # split the whole default range, not a block
     worker = os.environ.get("PYTEST_XDIST_WORKER", "")  # gw0, gw1, ...; "" without xdist
     index = int(worker[2:]) + 1 if worker.startswith("gw") and worker[2:].isdigit() else 0
     blocks = 12
