@@ -74,12 +74,14 @@ def dump_json(data: Any) -> str:
 
 
 def evaluate(path: Path, **tla: Any) -> dict[str, Any]:
-    import _jsonnet
+    # go-jsonnet (the Go implementation, same language and output): the C++ one needed
+    # ~5.4 s of CPU for our bundle, this ~0.6 s.
+    import _gojsonnet
 
     if not path.is_file():
         raise MonitoringError(f"{path}: Jsonnet source not found; pass an existing file")
     try:
-        text = _jsonnet.evaluate_file(
+        text = _gojsonnet.evaluate_file(
             str(path), tla_codes={k: json.dumps(v) for k, v in tla.items()}
         )
     except RuntimeError as exc:
