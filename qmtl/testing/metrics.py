@@ -36,9 +36,13 @@ class Scrape(dict[tuple[str, frozenset[tuple[str, str]]], float]):
         return {labels: v for (n, labels), v in self.items() if n == name}
 
 
+#: Scrapes are polled: one client, not an SSL context per call.
+_HTTP = httpx.Client(timeout=10)
+
+
 def scrape(url: str) -> Scrape:
     """GET a Prometheus text exposition over HTTP and parse it with prometheus_client."""
-    response = httpx.get(url, timeout=10)
+    response = _HTTP.get(url)
     response.raise_for_status()
     result = Scrape()
     for family in text_string_to_metric_families(response.text):

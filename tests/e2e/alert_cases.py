@@ -14,6 +14,7 @@ to ``benchmarks/results/alert_timings.md``.
 from __future__ import annotations
 
 import fcntl
+import functools
 import json
 import subprocess
 import sys
@@ -57,6 +58,14 @@ FAST: dict[str, Any] = {
     "sloFor": {"page": "2s", "ticket": "10s"},
 }  # fmt: skip
 LAG_GROUP = "qmtl-e2e-lag"
+
+
+@functools.cache
+def fast_rules() -> dict[str, dict[str, Any]]:
+    """The FAST bundle's alert rules by name, rendered once per process."""
+    return {r["alert"]: r for g in render(FAST).alerts["groups"] for r in g["rules"]}
+
+
 TIMINGS: dict[str, tuple[str, float, float]] = {}
 
 
@@ -69,11 +78,14 @@ class E2E:
     postgres: devstack.Postgres
     workdir: Path
     notes: dict[str, Any] = field(default_factory=dict)
+    #: One client for every poll: a client per request built an SSL context each time,
+    #: ~40 s of CPU per drill module.
+    http: httpx.Client = field(default_factory=lambda: httpx.Client(timeout=60))
 
     def post(
         self, service: str, path: str, body: Any = None, method: str = "POST"
     ) -> httpx.Response:
-        response = httpx.request(method, f"{self.stack.url(service)}{path}", json=body, timeout=60)
+        response = self.http.request(method, f"{self.stack.url(service)}{path}", json=body)
         assert response.status_code < 500 or path.endswith("/apply"), response.text
         return response
 
@@ -96,7 +108,7 @@ class E2E:
         asyncio.run(run())
 
     def query(self, expr: str) -> list[dict[str, Any]]:
-        body = httpx.get(
+        body = self.http.get(
             f"{self.monitoring.prometheus.url}/api/v1/query", params={"query": expr}, timeout=10
         ).json()
         return list(body["data"]["result"])
@@ -113,7 +125,7 @@ class E2E:
                 for a in self.active_alerts()
                 if alertname in (None, a["labels"]["alertname"])
             )
-            notified = httpx.get(
+            notified = self.http.get(
                 f"{self.monitoring.alertmanager.url}/api/v2/alerts", params={"active": "true"},
                 timeout=10,
             ).json()  # fmt: skip
@@ -131,9 +143,9 @@ class E2E:
 
     def active_alerts(self) -> list[dict[str, Any]]:
         return list(
-            httpx.get(f"{self.monitoring.prometheus.url}/api/v1/alerts", timeout=10).json()["data"][
-                "alerts"
-            ]
+            self.http.get(f"{self.monitoring.prometheus.url}/api/v1/alerts", timeout=10).json()[
+                "data"
+            ]["alerts"]
         )
 
 
@@ -160,6 +172,7 @@ def run_e2e_stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[E2E]:
     stack = LocalStack(workdir / "stack", overrides, kafka=kafka.bootstrap, kafka_controlbus=False)
     webhook = AlertWebhook().start()
     monitoring = None
+    env: E2E | None = None
     try:
         stack.start()
         start_demo(stack, rate=5, canary_seconds=1, allocation_seconds=1)
@@ -173,6 +186,8 @@ def run_e2e_stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[E2E]:
         )  # fmt: skip
         yield env
     finally:
+        if env is not None:
+            env.http.close()
         if monitoring is not None:
             monitoring.stop()
         stack.stop()
@@ -232,7 +247,7 @@ def new_submissions(e: E2E, count: int = 4) -> list[int]:
     for _ in range(count):
         body = {"dag": json.loads(chain_dag(2, salt=uuid.uuid4().hex)), "world_id": "drills"}
         statuses.append(
-            httpx.post(f"{e.stack.url('gateway')}/strategies", json=body, timeout=60).status_code
+            e.http.post(f"{e.stack.url('gateway')}/strategies", json=body, timeout=60).status_code
         )
     return statuses
 
@@ -305,7 +320,7 @@ def dagmanager_up(e: E2E) -> None:
 def apply_run(e: E2E, expect_ok: bool = True) -> None:
     """One apply of world demo that runs (waiting out a promotion hold of an earlier drill)."""
     devstack.wait_for(
-        lambda: not httpx.get(f"{e.stack.url('worldservice')}/promotion-guard", timeout=10).json()["blocked"],
+        lambda: not e.http.get(f"{e.stack.url('worldservice')}/promotion-guard", timeout=10).json()["blocked"],
         timeout=30, what="the promotion guard to allow applies",
     )  # fmt: skip
     response = e.post("worldservice", "/worlds/demo/apply", {"wait": True})
@@ -481,9 +496,7 @@ EDGE_ALERTS = [name for name in CASES if name not in DAGMANAGER_ALERTS]
 def check_alert_fires_and_resolves(e2e: E2E, alertname: str) -> None:
     """Fire ``alertname``'s fault, see the notification, clear it, see it resolve."""
     case = CASES[alertname]
-    rule = next(
-        r for g in render(FAST).alerts["groups"] for r in g["rules"] if r["alert"] == alertname
-    )
+    rule = fast_rules()[alertname]
     # Alerts an earlier case dragged along resolve in the background while other cases
     # run; only this case's own alert must be quiet -- in Prometheus and in
     # Alertmanager -- or its firing notification would never be sent afresh.

@@ -59,8 +59,12 @@ def ha(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[LocalStack, M
         stack.stop()
 
 
+#: One client for the hundreds of queries below (a client per call built an SSL context).
+_HTTP = httpx.Client(timeout=30)
+
+
 def _query(url: str, expr: str, at: float) -> dict[tuple[tuple[str, str], ...], float]:
-    body = httpx.get(f"{url}/api/v1/query", params={"query": expr, "time": f"{at:.3f}"}, timeout=30)
+    body = _HTTP.get(f"{url}/api/v1/query", params={"query": expr, "time": f"{at:.3f}"})
     assert body.status_code == 200, (url, expr, body.text)
     result = body.json()["data"]["result"]
     return {tuple(sorted(r["metric"].items())): float(r["value"][1]) for r in result}
