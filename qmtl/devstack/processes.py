@@ -55,6 +55,8 @@ class ProcessError(RuntimeError):
 
 #: How many ports below the kernel's ephemeral range :func:`free_port` uses by default.
 PORT_SPAN = 12_000
+#: Where Linux says which local ports outgoing connections take.
+EPHEMERAL_RANGE_FILE = Path("/proc/sys/net/ipv4/ip_local_port_range")
 _handed_out: set[int] = set()
 _port_lock = threading.Lock()
 
@@ -81,11 +83,15 @@ def port_range() -> tuple[int, int]:
             )
         return low, high
     try:
-        text = Path("/proc/sys/net/ipv4/ip_local_port_range").read_text()
-        ephemeral_low = int(text.split()[0])
-    except (OSError, ValueError, IndexError):
-        ephemeral_low = 32768
-    return max(1025, ephemeral_low - PORT_SPAN), ephemeral_low - 1
+        low_text, high_text = EPHEMERAL_RANGE_FILE.read_text().split()[:2]
+        ephemeral_low, ephemeral_high = int(low_text), int(high_text)
+    except (OSError, ValueError):
+        ephemeral_low, ephemeral_high = 32768, 60999
+    if ephemeral_low - 1025 >= 1000:  # room below the ephemeral range (every stock kernel)
+        return max(1025, ephemeral_low - PORT_SPAN), ephemeral_low - 1
+    if 65535 - ephemeral_high >= 1000:  # a tuned kernel: room above it
+        return ephemeral_high + 1, min(65535, ephemeral_high + PORT_SPAN)
+    return 1025, 65535  # everything is ephemeral: the bind check is all we have
 
 
 def free_port(host: str = "127.0.0.1") -> int:

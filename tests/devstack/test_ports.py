@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import socket
+from pathlib import Path
 
 import pytest
 
@@ -67,3 +68,24 @@ def test_an_exhausted_range_says_how_to_widen_it(monkeypatch: pytest.MonkeyPatch
         monkeypatch.setenv("QMTL_PORT_RANGE", f"{held}-{held}")
         with pytest.raises(ProcessError, match="set QMTL_PORT_RANGE"):
             free_port()
+
+
+@pytest.mark.parametrize(
+    ("ephemeral", "expected"),
+    [
+        ("32768\t60999\n", (20768, 32767)),  # Linux default
+        ("1024\t40000\n", (40001, 52000)),  # no room below: above it
+        ("1024\t65535\n", (1025, 65535)),  # all ephemeral: the bind check alone
+        ("garbage", (20768, 32767)),  # unreadable: the Linux default
+    ],
+)
+def test_the_default_range_fits_any_ephemeral_range(
+    monkeypatch: pytest.MonkeyPatch, tmp_path: Path, ephemeral: str, expected: tuple[int, int]
+) -> None:
+    monkeypatch.delenv("QMTL_PORT_RANGE", raising=False)
+    source = tmp_path / "ip_local_port_range"
+    source.write_text(ephemeral)
+    monkeypatch.setattr(processes, "EPHEMERAL_RANGE_FILE", source)
+    assert port_range() == expected
+    low, high = expected
+    assert low <= free_port() <= high
