@@ -198,11 +198,10 @@ class GraphStore:
     def _insert_bindings(self, cur: Any, bindings: Sequence[Binding]) -> None:
         # One diff shares one context object: serialise it once, not per row.
         texts: dict[int, str] = {}
-        contexts = [
-            texts.get(id(b.context))
-            or texts.setdefault(id(b.context), json.dumps(b.context, sort_keys=True))
-            for b in bindings
-        ]
+        for b in bindings:
+            if id(b.context) not in texts:
+                texts[id(b.context)] = json.dumps(b.context, sort_keys=True)
+        contexts = [texts[id(b.context)] for b in bindings]
         upsert = (
             "ON CONFLICT (queue) DO UPDATE SET node_id = excluded.node_id, "
             "compute_key = excluded.compute_key, context = excluded.context, "
