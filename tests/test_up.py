@@ -26,15 +26,28 @@ def alive(pid: int) -> bool:
     return devstack.alive(pid)
 
 
+#: Sets SIGINT to ignored or default, then becomes ``python ARGS...``.
+_EXEC_WITH_SIGINT = (
+    "import os, signal, sys; "
+    "signal.signal(signal.SIGINT, signal.SIG_IGN if sys.argv[1] == 'ignore' else signal.SIG_DFL); "
+    "os.execv(sys.executable, [sys.executable, *sys.argv[2:]])"
+)
+
+
 class Up:
     """`qmtl up` as a subprocess whose output is read line by line."""
 
     def __init__(self, *args: str, cwd: Path | None = None, sigint: Any = signal.SIG_DFL) -> None:
-        """``sigint``: the SIGINT disposition it starts with (a script's ``&`` job: SIG_IGN)."""
+        """``sigint``: the SIGINT disposition it starts with (a script's ``&`` job: SIG_IGN).
+
+        Set by a small exec wrapper, not ``preexec_fn``: that runs Python in a forked
+        child of a threaded worker (gRPC threads of earlier tests), where it once died
+        before exec.  An ignored SIGINT survives exec, as it does from a shell.
+        """
+        mode = "ignore" if sigint == signal.SIG_IGN else "default"
         self.proc = subprocess.Popen(
-            [sys.executable, "-m", "qmtl", "up", *args], cwd=cwd,
+            [sys.executable, "-c", _EXEC_WITH_SIGINT, mode, "-m", "qmtl", "up", *args], cwd=cwd,
             stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
-            preexec_fn=lambda: signal.signal(signal.SIGINT, sigint),
         )  # fmt: skip
         self.lines: list[str] = []
 
