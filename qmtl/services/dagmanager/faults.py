@@ -42,6 +42,7 @@ class FaultyQueues:
         self._queues = queues
         self._faults = faults
         self.kind = queues.kind
+        self.measures_lag = queues.measures_lag
 
     def __getattr__(self, name: str) -> Any:
         return getattr(self._queues, name)

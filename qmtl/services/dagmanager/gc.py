@@ -65,12 +65,9 @@ class GarbageCollector:
         report = GcReport(started_at=now, policy=self.config.gc_policy)
         topics = _guarded(self.queue_breaker, "queue listing", self.queues.list)
         report.observed = len(topics)
-        active = _guarded(self.store_breaker, "graph store", self.store.active_queues)
-        archived = _guarded(self.store_breaker, "graph store", self.store.archived_queues)
-        orphans = sorted(
-            t for t in topics if t not in active and t not in archived and not is_internal_topic(t)
-        )
-        ages = _guarded(self.store_breaker, "graph store", self.store.queue_ages)
+        candidates = _guarded(self.store_breaker, "graph store", self.store.discard_live, topics)
+        orphans = sorted(t for t in candidates if not is_internal_topic(t))
+        ages = _guarded(self.store_breaker, "graph store", self.store.queue_ages, orphans)
         _guarded(
             self.store_breaker,
             "graph store",

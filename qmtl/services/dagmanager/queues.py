@@ -91,13 +91,17 @@ class LagReading:
 
 class QueueBackend(Protocol):
     kind: str
+    #: Whether :meth:`lag` can report anything: the lag monitor reads every active
+    #: queue's name from the graph store only for a backend that measures lag.
+    measures_lag: bool
 
     def create(self, topics: Sequence[str]) -> dict[str, str | None]:
         """Create topics idempotently; map each topic to an error message or ``None``."""
 
     def delete(self, topics: Sequence[str]) -> dict[str, str | None]: ...
 
-    def list(self) -> set[str]: ...
+    def list(self) -> set[str]:
+        """Every topic, as a new set the caller may change."""
 
     def probe(self) -> bool:
         """Cheap health check that never raises."""
@@ -111,19 +115,16 @@ class InProcessQueues:
     """Topics as names in memory (the embedded default)."""
 
     kind = "inprocess"
+    measures_lag = False  # no consumer groups in memory
 
     def __init__(self) -> None:
         self._topics: dict[str, float] = {}
         self._lock = threading.Lock()
-        #: Topics ever created, per name: replicas must create each topic once.
-        self.created: dict[str, int] = {}
 
     def create(self, topics: Sequence[str]) -> dict[str, str | None]:
         with self._lock:
             now = time.time()
             for topic in topics:
-                if topic not in self._topics:
-                    self.created[topic] = self.created.get(topic, 0) + 1
                 self._topics.setdefault(topic, now)
         return dict.fromkeys(topics)
 
@@ -219,6 +220,7 @@ class KafkaQueues:
     """
 
     kind = "kafka"
+    measures_lag = True
 
     def __init__(self, bootstrap: str, *, timeout: float = 5.0) -> None:
         from confluent_kafka.admin import AdminClient
