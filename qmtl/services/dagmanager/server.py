@@ -11,6 +11,7 @@ import uvicorn
 from qmtl.foundation.common import eventloop
 from qmtl.foundation.common.admin import is_exposed
 from qmtl.foundation.common.interrupts import interrupt_on_ctrl_c_and_term
+from qmtl.foundation.common.memory import return_large_blocks_to_os
 from qmtl.foundation.common.tracing import setup_tracing, shutdown_tracing
 from qmtl.foundation.config import QmtlConfig
 from qmtl.foundation.metrics import set_series_budget
@@ -46,6 +47,7 @@ async def serve(config: QmtlConfig) -> int:
     setup_tracing("dagmanager", config)
     set_series_budget(config.telemetry.max_series_per_metric)
     tune_gc()
+    return_large_blocks_to_os()
     try:
         service = build_service(config)
     except Exception as exc:
