@@ -12,6 +12,8 @@ be the unlucky one took 5-10 times its usual time.
 PostgreSQL: a connection pool (psycopg_pool), so a slow query on one thread -- a GC
 sweep, a diff waiting for its advisory lock -- never holds up a lease renewal or a
 lookup on another.  :attr:`SqlDatabase.concurrency` says how many calls can run at once.
+Every transaction (and the pool's health check of a connection) has a client-side
+deadline, enforced by closing the connection's socket: see :class:`_Deadlines`.
 
     db = SqlDatabase.open("sqlite:state/gateway.db")      # or "postgresql://..."
     with db.txn() as cur:
@@ -21,11 +23,13 @@ lookup on another.  :attr:`SqlDatabase.concurrency` says how many calls can run 
 from __future__ import annotations
 
 import logging
+import socket
 import sqlite3
 import threading
 import time
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager, suppress
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -45,6 +49,76 @@ SQLITE_CACHE_KIB = 8 * 1024
 #: Pages of WAL after which a commit checkpoints by itself: only a backstop for a
 #: checkpointer thread that cannot keep up (the thread normally runs long before).
 SQLITE_BACKSTOP_PAGES = 16_000
+
+
+#: Longest a PostgreSQL transaction may run before its connection is cut (seconds).
+QUERY_DEADLINE_SECONDS = 30.0
+
+
+@dataclass(eq=False)
+class _Watch:
+    fd: int
+    deadline: float
+    cut: bool = False
+
+
+class _Deadlines:
+    """Cuts off PostgreSQL calls that outlive their deadline by shutting their socket.
+
+    A server that is stopped, or stuck in I/O, keeps its TCP connections open and never
+    answers: its own ``statement_timeout`` cannot fire, the kernel keeps acknowledging,
+    and the calling thread would wait forever -- holding a pooled connection and, in the
+    Gateway, the only thread of the submission log, so no breaker ever saw a failure.
+    Shutting the socket down makes libpq's wait return with an error at once; the pool
+    then throws that connection away.  One daemon thread per database, asleep until the
+    earliest deadline.
+    """
+
+    def __init__(self) -> None:
+        self._watched: set[_Watch] = set()
+        self._changed = threading.Condition()
+        self._wake_at = float("inf")
+        self._thread: threading.Thread | None = None
+        self._closing = False
+        #: Calls cut off so far.
+        self.cut = 0
+
+    def start(self, fd: int, seconds: float) -> _Watch:
+        watch = _Watch(fd, time.monotonic() + seconds)
+        with self._changed:
+            self._watched.add(watch)
+            if self._thread is None:
+                self._thread = threading.Thread(target=self._run, name="sql-deadlines", daemon=True)
+                self._thread.start()
+            elif watch.deadline < self._wake_at:
+                self._changed.notify()
+        return watch
+
+    def stop(self, watch: _Watch) -> None:
+        with self._changed:
+            self._watched.discard(watch)
+
+    def close(self) -> None:
+        with self._changed:
+            self._closing = True
+            self._changed.notify()
+
+    def _run(self) -> None:
+        with self._changed:
+            while not self._closing:
+                now = time.monotonic()
+                for watch in [w for w in self._watched if w.deadline <= now]:
+                    self._watched.discard(watch)
+                    watch.cut = True
+                    self.cut += 1
+                    with suppress(OSError):  # already closed: nothing left to cut
+                        sock = socket.socket(fileno=watch.fd)
+                        try:
+                            sock.shutdown(socket.SHUT_RDWR)
+                        finally:
+                            sock.detach()  # the fd stays libpq's
+                self._wake_at = min((w.deadline for w in self._watched), default=float("inf"))
+                self._changed.wait(None if self._wake_at == float("inf") else self._wake_at - now)
 
 
 class _Checkpointer:
@@ -95,8 +169,19 @@ class _Checkpointer:
 
 
 class SqlDatabase:
-    def __init__(self, spec: str, *, pool_size: int = 8, timeout: float = 5.0) -> None:
+    def __init__(
+        self,
+        spec: str,
+        *,
+        pool_size: int = 8,
+        timeout: float = 5.0,
+        query_deadline: float = QUERY_DEADLINE_SECONDS,
+    ) -> None:
         self.spec = spec
+        #: PostgreSQL: a transaction still running after this many seconds is cut off.
+        self.query_deadline = query_deadline
+        self._timeout = timeout
+        self._deadlines = _Deadlines()
         self._lock = threading.Lock()
         self._pool: Any = None
         self._checkpointer: _Checkpointer | None = None
@@ -127,7 +212,7 @@ class SqlDatabase:
             psycopg.connect(spec, connect_timeout=max(1, round(timeout))).close()
             self._pool = ConnectionPool(
                 spec, min_size=1, max_size=pool_size, timeout=timeout,
-                kwargs={"connect_timeout": max(1, round(timeout))}, check=ConnectionPool.check_connection,
+                kwargs={"connect_timeout": max(1, round(timeout))}, check=self._check_connection,
                 open=True, name="qmtl",
             )  # fmt: skip
             self.concurrency = pool_size
@@ -148,8 +233,17 @@ class SqlDatabase:
     def txn(self) -> Iterator[Any]:
         """One transaction: commit on success, roll back on any error."""
         if self._pool is not None:
-            with self._pool.connection() as conn:  # commits, or rolls back on an error
-                yield conn.cursor()
+            with self._pool.connection() as conn:  # rolls back on an error
+                watch = self._deadlines.start(conn.fileno(), self.query_deadline)
+                try:
+                    yield conn.cursor()
+                    conn.commit()
+                except self._psycopg.Error:
+                    if watch.cut:
+                        raise self._timed_out("transaction", self.query_deadline) from None
+                    raise
+                finally:
+                    self._deadlines.stop(watch)
             return
         with self._lock:
             conn = self._conn
@@ -163,6 +257,28 @@ class SqlDatabase:
                 with suppress(Exception):
                     conn.rollback()
                 raise
+
+    def _check_connection(self, conn: Any) -> None:
+        """The pool's check of an idle connection before it is handed out, with a deadline
+        (a hung server would otherwise hold ``getconn`` forever).  Half the pool timeout:
+        the other half is left to open a fresh connection in its place."""
+        seconds = min(self._timeout / 2, self.query_deadline)
+        watch = self._deadlines.start(conn.fileno(), seconds)
+        try:
+            conn.execute("")
+        except self._psycopg.Error:
+            if watch.cut:
+                raise self._timed_out("connection check", seconds) from None
+            raise
+        finally:
+            self._deadlines.stop(watch)
+
+    def _timed_out(self, what: str, seconds: float) -> TimeoutError:
+        return TimeoutError(
+            f"PostgreSQL at {self.describe()} did not answer a {what} within {seconds:g} s; "
+            "the connection was dropped. Check that the server is running and not stuck "
+            "(disk, locks); the call can be retried"
+        )
 
     def lock_keys(self, cur: Any, keys: Sequence[str]) -> None:
         """Serialise, across processes, transactions that touch the same ``keys``.
@@ -211,6 +327,7 @@ class SqlDatabase:
         return "postgresql://…@" + self.spec.split("@")[-1]
 
     def close(self) -> None:
+        self._deadlines.close()
         if self._checkpointer is not None:
             self._checkpointer.close()
         with suppress(Exception):
