@@ -265,7 +265,7 @@ class SqlDatabase:
         seconds = min(self._timeout / 2, self.query_deadline)
         watch = self._deadlines.start(conn.fileno(), seconds)
         try:
-            conn.execute("")
+            self._pool.check_connection(conn)  # the library's own check
         except self._psycopg.Error:
             if watch.cut:
                 raise self._timed_out("connection check", seconds) from None
