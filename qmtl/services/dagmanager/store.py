@@ -272,8 +272,8 @@ class GraphStore:
 
         What is left are the GC's orphan candidates.  Version lists are streamed into
         the set instead of first building the set of every active queue, so a sweep
-        needs no temporary memory beyond the broker's listing: that copy, made each
-        sweep, grew the DAG Manager's RSS with the store (soak benchmark).
+        needs no temporary memory beyond the broker's listing.  That set, built each
+        sweep and larger every time, grew the DAG Manager's RSS (soak benchmark).
         """
         with self._txn() as cur:
             for queues in self._live_queues(cur):
@@ -285,9 +285,8 @@ class GraphStore:
     def queue_ages(self, queues: Sequence[str]) -> dict[str, float]:
         """Creation (or first-seen) time of those of ``queues`` we know of.
 
-        Only the queues asked about: the GC asks about its orphans, and reading every
-        binding each sweep cost a temporary copy of the whole table (tens of MB of
-        resident memory once a store holds a few hundred thousand queues).
+        Only the queues asked about: the GC asks about its orphans.  Reading every
+        binding each sweep made a temporary row object per queue in the store.
         """
         if not queues:
             return {}
