@@ -68,14 +68,21 @@ def backend_pid(db: SqlDatabase) -> int:
 
 
 def test_a_transaction_on_a_hung_server_fails_at_its_deadline(db: SqlDatabase) -> None:
+    stopped_pids: list[int] = []
+
     def hung_transaction() -> None:
         with db.txn() as cur:
             cur.execute("SELECT pg_backend_pid()")
-            with stopped(int(cur.fetchone()[0])):
-                cur.execute("SELECT 1")
+            stopped_pids.append(int(cur.fetchone()[0]))
+            os.kill(stopped_pids[0], signal.SIGSTOP)
+            cur.execute("SELECT 1")
 
-    with pytest.raises(TimeoutError, match="did not answer a transaction within 1 s"):
-        in_thread(hung_transaction)
+    try:
+        with pytest.raises(TimeoutError, match="did not answer a transaction within 1 s"):
+            in_thread(hung_transaction)
+    finally:  # from this thread: a hung call must not leave the backend stopped
+        for pid in stopped_pids:
+            os.kill(pid, signal.SIGCONT)
     assert in_thread(lambda: db.select("SELECT 2")) == [(2,)]  # a new connection
 
 
