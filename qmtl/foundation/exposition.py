@@ -17,16 +17,18 @@ escapes -- a prometheus_client upgrade that changes the format fails there first
 
 from __future__ import annotations
 
+import copy
 import gzip
 import socket
 import threading
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from functools import lru_cache
-from typing import Any
+from typing import Any, NamedTuple
 from urllib.parse import parse_qs
 from wsgiref.simple_server import WSGIRequestHandler, make_server
 
-from prometheus_client import REGISTRY
+from prometheus_client import REGISTRY, CollectorRegistry, Counter, Gauge
+from prometheus_client import metrics as library_metrics
 from prometheus_client.exposition import (
     CONTENT_TYPE_PLAIN_0_0_4,
     ThreadingWSGIServer,
@@ -34,13 +36,21 @@ from prometheus_client.exposition import (
     gzip_accepted,
 )
 from prometheus_client.exposition import generate_latest as library_text
+from prometheus_client.metrics import MetricWrapperBase
+from prometheus_client.metrics_core import Metric
 from prometheus_client.openmetrics import exposition as om
 from prometheus_client.registry import Collector
+from prometheus_client.samples import Exemplar, Sample
 from prometheus_client.utils import floatToGoString
 
 __all__ = ["encoder_for", "openmetrics_latest", "render", "serve_wsgi", "text_latest"]
 
 Encoder = Callable[[Collector], bytes]
+#: One sample to write: full name, label text (no braces), value, timestamp, exemplar and
+#: native histogram, as a ``Sample`` holds them.
+Row = tuple[str, str, float, Any, Exemplar | None, Any]
+#: Library metric types whose child holds one value, and the suffix of its sample.
+_SINGLE_VALUE_SUFFIX = {Counter: "_total", Gauge: ""}
 #: gzip level for scrapes that accept it: level 1 is ~8x faster than the library's 9 and
 #: still shrinks the exposition ~10x.
 GZIP_LEVEL = 1
@@ -72,25 +82,148 @@ def _labels(labels: dict[str, str]) -> str:
     return ",".join([f'{_label_name(k)}="{_escape_value(v)}"' for k, v in sorted(labels.items())])
 
 
+def _collectors(registry: Collector) -> tuple[Metric | None, Iterable[Collector]]:
+    """The registry's target-info family and collectors, as ``CollectorRegistry.collect`` reads them."""
+    if type(registry) is not CollectorRegistry:
+        return None, [registry]  # restricted or custom registries: their own collect()
+    with registry._lock:
+        collectors = copy.copy(registry._collector_to_names)
+        target_info = registry._target_info_metric() if registry._target_info else None
+    return target_info, collectors
+
+
+def _is_plain_parent(collector: Collector) -> bool:
+    """A library metric with labels whose collection the library does not let subclasses change."""
+    kind = type(collector)
+    return (
+        isinstance(collector, MetricWrapperBase)
+        and kind.collect is MetricWrapperBase.collect
+        and kind._samples is MetricWrapperBase._samples  # type: ignore[attr-defined]
+        and kind._multi_samples is MetricWrapperBase._multi_samples  # type: ignore[attr-defined]
+        and collector._is_parent()
+    )
+
+
+def _label_texts(parent: MetricWrapperBase) -> Iterator[tuple[Sequence[str], Any, str]]:
+    """Each child with its label values and its label text (no braces), labels in name order.
+
+    This replaces ``_multi_samples``, which merges every child's labels into a new dict
+    for ``collect`` to copy into the family once more (~6 µs per series between them).
+    """
+    with parent._lock:
+        children = parent._metrics.copy()
+    names = parent._labelnames
+    framed = [(_label_name(names[i]) + '="', i) for i in sorted(range(len(names)), key=names.__getitem__)]  # fmt: skip
+    if len(framed) == 1:
+        key, _ = framed[0]
+        for values, child in children.items():
+            yield values, child, f'{key}{_escape_value(values[0])}"'
+    else:
+        for values, child in children.items():
+            yield (
+                values,
+                child,
+                ",".join([f'{key}{_escape_value(values[i])}"' for key, i in framed]),
+            )
+
+
+def _parent_rows(parent: MetricWrapperBase) -> Iterator[Row]:
+    """The rows of every child; only samples with labels of their own (buckets, states) merge."""
+    names, base = parent._labelnames, parent._name
+    for values, child, text in _label_texts(parent):
+        for sample in child._child_samples():
+            labels = text
+            if sample.labels:
+                merged = dict(zip(names, values, strict=True))
+                merged.update(sample.labels)
+                labels = _labels(merged)
+            yield (base + sample.name, labels, sample.value, sample.timestamp, sample.exemplar,
+                   sample.native_histogram)  # fmt: skip
+
+
+def _single_value_lines(
+    parent: MetricWrapperBase, sample_name: Callable[[str], str], exemplars: Metric | None
+) -> list[str] | None:
+    """The lines of a labelled counter or gauge -- nearly every series QMTL has -- or None.
+
+    Each child's value is read straight from it: no sample tuple, no row.  None when the
+    family holds more than one value per child (a counter with ``_created``) or a child
+    computes its own samples (``Gauge.set_function``); the rows serve those.  Exemplars
+    are written only when ``exemplars`` (the family) is given: OpenMetrics has them, the
+    text format does not.
+    """
+    suffix = _SINGLE_VALUE_SUFFIX.get(type(parent))
+    if suffix is None or (suffix and library_metrics._use_created):
+        return None
+    name = parent._name + suffix
+    prefix = sample_name(name) + "{"
+    lines: list[str] = []
+    append = lines.append
+    for _, child, text in _label_texts(parent):
+        if "_child_samples" in child.__dict__:
+            return None  # set_function() gave this child samples of its own
+        value = child._value
+        exemplar = value.get_exemplar() if suffix and exemplars is not None else None
+        tail = _exemplar_text(exemplars, name, value.get(), exemplar) if exemplar else ""  # type: ignore[arg-type]
+        append(f"{prefix}{text}}} {floatToGoString(value.get())}{tail}\n")
+    return lines
+
+
+class _Family(NamedTuple):
+    metric: Metric
+    rows: Iterable[Row]
+    #: The library metric behind ``metric`` when it is a labelled parent, for
+    #: :func:`_single_value_lines`.
+    parent: MetricWrapperBase | None = None
+
+
+def _families(registry: Collector) -> Iterator[_Family]:
+    """Each family and its samples, in registry order; ``rows`` are produced lazily."""
+    target_info, collectors = _collectors(registry)
+    if target_info is not None:
+        yield _Family(target_info, _metric_rows(target_info))
+    for collector in collectors:
+        if _is_plain_parent(collector):
+            parent: MetricWrapperBase = collector  # type: ignore[assignment]
+            yield _Family(parent._get_metric(), _parent_rows(parent), parent)
+        else:
+            for metric in collector.collect():
+                yield _Family(metric, _metric_rows(metric))
+
+
+def _metric_rows(metric: Metric) -> Iterator[Row]:
+    for s in metric.samples:
+        yield s.name, _labels(s.labels), s.value, s.timestamp, s.exemplar, s.native_histogram
+
+
+def _exemplar_text(metric: Metric, sample_name: str, value: float, exemplar: Exemplar) -> str:
+    sample = Sample(sample_name, {}, value, None, exemplar)
+    return om._compose_exemplar_string(metric, sample, exemplar)  # type: ignore[no-any-return]
+
+
 def openmetrics_latest(registry: Collector = REGISTRY) -> bytes:
     """OpenMetrics 1.0.0 (underscores escaping), as ``openmetrics.generate_latest``."""
     output: list[str] = []
     append = output.append
-    for metric in registry.collect():
+    for metric, rows, parent in _families(registry):
         name = _family_name(metric.name)
         append(
             f"# HELP {name} {_escape_value(metric.documentation)}\n# TYPE {name} {metric.type}\n"
         )
         if metric.unit:
             append(f"# UNIT {name} {metric.unit}\n")
-        for s in metric.samples:
-            if s.native_histogram:
+        lines = _single_value_lines(parent, _om_sample_name, metric) if parent else None
+        if lines is not None:
+            output.extend(lines)
+            continue
+        for sample_name, labels, value, timestamp, exemplar, native_histogram in rows:
+            if native_histogram:
                 continue  # native histograms exist only from OpenMetrics 2.0
-            labels = f"{{{_labels(s.labels)}}}" if s.labels else ""
-            value = floatToGoString(s.value) if s.value is not None else ""
-            timestamp = f" {s.timestamp}" if s.timestamp is not None else ""
-            exemplar = om._compose_exemplar_string(metric, s, s.exemplar) if s.exemplar else ""
-            append(f"{_om_sample_name(s.name)}{labels} {value}{timestamp}{exemplar}\n")
+            braced = f"{{{labels}}}" if labels else ""
+            number = floatToGoString(value) if value is not None else ""
+            stamp = f" {timestamp}" if timestamp is not None else ""
+            tail = _exemplar_text(metric, sample_name, value, exemplar) if exemplar else ""
+            append(f"{_om_sample_name(sample_name)}{braced} {number}{stamp}{tail}\n")
     append("# EOF\n")
     return "".join(output).encode("utf-8")
 
@@ -114,17 +247,21 @@ def text_latest(registry: Collector = REGISTRY) -> bytes:
     """Text format 0.0.4 (underscores escaping), as ``exposition.generate_latest``."""
     output: list[str] = []
     append = output.append
-    for metric in registry.collect():
+    for metric, rows, parent in _families(registry):
         mtype, suffix = _TEXT_TYPES.get(metric.type, (metric.type, ""))
         name = _family_name(metric.name + suffix)
         append(f"# HELP {name} {_text_help(metric.documentation)}\n# TYPE {name} {mtype}\n")
+        lines = _single_value_lines(parent, _family_name, None) if parent else None
+        if lines is not None:
+            output.extend(lines)  # a counter's or gauge's samples are never OpenMetrics-only
+            continue
         om_only: dict[str, list[str]] = {}
         om_names = {metric.name + x: x for x in _OM_ONLY_SUFFIXES}
-        for s in metric.samples:
-            labels = f"{{{_labels(s.labels)}}}" if s.labels else ""
-            timestamp = f" {int(float(s.timestamp) * 1000):d}" if s.timestamp is not None else ""
-            line = f"{_family_name(s.name)}{labels} {floatToGoString(s.value)}{timestamp}\n"
-            om_suffix = om_names.get(s.name)
+        for sample_name, labels, value, timestamp, _, _ in rows:
+            braced = f"{{{labels}}}" if labels else ""
+            stamp = f" {int(float(timestamp) * 1000):d}" if timestamp is not None else ""
+            line = f"{_family_name(sample_name)}{braced} {floatToGoString(value)}{stamp}\n"
+            om_suffix = om_names.get(sample_name)
             if om_suffix is None:
                 append(line)
             else:

@@ -58,6 +58,15 @@ class _Custom:
         yield colon
 
 
+class _Overriding(Counter):
+    """A subclass that changes what it collects: the renderer must ask it, not its children."""
+
+    def collect(self) -> list[Metric]:
+        family = CounterMetricFamily("overriding", "Counter with its own collect().", labels=["k"])
+        family.add_metric(["from-collect"], 42)
+        return [family]
+
+
 def rich_registry(created: bool) -> CollectorRegistry:
     import prometheus_client
 
@@ -80,6 +89,19 @@ def rich_registry(created: bool) -> CollectorRegistry:
         Info("build", "Build info.", registry=registry).info({"version": "1.2", "commit": "x"})
         Enum("state", "Enum.", states=["a", "b"], registry=registry).state("b")
         registry.register(_Custom())
+        # Labelled families of every kind, read child by child on the fast path.
+        pools = Gauge("pool_size", "Gauge.", ["zone", "pool"], registry=registry)
+        pools.labels("eu", "b").set(-0.0)
+        pools.labels("eu", "a").set(3.25)
+        pools.labels("us", "a").set_function(lambda: 7)
+        Enum("phase", "Enum.", ["world"], states=["frozen", "live"], registry=registry).labels(
+            "w1"
+        ).state("live")
+        Info("node", "Info.", ["zone"], registry=registry).labels("eu").info({"arch": "x86"})
+        Summary("wait_seconds", "Summary.", ["queue"], registry=registry).labels("q").observe(2)
+        Counter("unused", "A labelled family with no child yet.", ["k"], registry=registry)
+        _Overriding("overriding", "Counter with its own collect().", ["k"], registry=registry)
+        registry.set_target_info({"service": "qmtl-test"})
         return registry
     finally:
         prometheus_client.disable_created_metrics()
