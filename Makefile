@@ -9,7 +9,7 @@ run: setup
 	.venv/bin/qmtl up
 
 test: setup
-	$(PY) -m pytest -n 3 --dist loadfile
+	$(PY) -m pytest -n 4 --dist loadfile
 
 unit: setup
 	$(PY) -m pytest -m "not integration and not e2e"
