@@ -170,10 +170,11 @@ def _single_value_lines(
     for _, child, text in _label_texts(parent):
         if "_child_samples" in child.__dict__:
             return None  # set_function() gave this child samples of its own
-        value = child._value
-        exemplar = value.get_exemplar() if suffix and exemplars is not None else None
-        tail = _exemplar_text(exemplars, name, value.get(), exemplar) if exemplar else ""  # type: ignore[arg-type]
-        append(f"{prefix}{text}}} {floatToGoString(value.get())}{tail}\n")
+        holder = child._value
+        value = holder.get()
+        exemplar = holder.get_exemplar() if suffix and exemplars is not None else None
+        tail = _exemplar_text(exemplars, name, value, exemplar) if exemplar else ""  # type: ignore[arg-type]
+        append(f"{prefix}{text}}} {floatToGoString(value)}{tail}\n")
     return lines
 
 
