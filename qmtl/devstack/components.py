@@ -13,6 +13,7 @@ import os
 import shutil
 import sys
 import tempfile
+import uuid
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -30,6 +31,7 @@ __all__ = [
     "Service",
     "find_binary",
     "haproxy_config",
+    "new_database",
     "start_alertmanager",
     "start_haproxy",
     "start_kafka",
@@ -123,6 +125,20 @@ class Postgres(_Handle):
 
     def resume(self) -> None:
         self.process = _run_postgres(self.datadir, self.port)
+
+    def new_database(self, prefix: str = "qmtl") -> str:
+        """An empty database on this server, by DSN (one per test or stack)."""
+        return new_database(self.dsn, prefix)
+
+
+def new_database(dsn: str, prefix: str = "qmtl") -> str:
+    """Create an empty, uniquely named database on the server at ``dsn``; return its DSN."""
+    import psycopg
+
+    name = f"{prefix}_{uuid.uuid4().hex[:12]}"
+    with psycopg.connect(dsn, autocommit=True) as conn:
+        conn.execute(f"CREATE DATABASE {name}")
+    return dsn.rsplit("/", 1)[0] + f"/{name}"
 
 
 def _pg_bin(name: str) -> str:

@@ -32,6 +32,7 @@ from qmtl.devstack.components import (
     Prometheus,
     Service,
     VictoriaMetrics,
+    new_database,
     start_alertmanager,
     start_haproxy,
     start_prometheus,
@@ -143,13 +144,8 @@ class LocalStack:
         self.config_path.write_text(yaml.safe_dump(self.config, sort_keys=True))
 
     def _database(self, name: str) -> str:
-        import psycopg
-
         assert self.postgres_dsn
-        db = f"qmtl_{name}_{uuid.uuid4().hex[:8]}"
-        with psycopg.connect(self.postgres_dsn, autocommit=True) as conn:
-            conn.execute(f"CREATE DATABASE {db}")
-        return self.postgres_dsn.rsplit("/", 1)[0] + f"/{db}"
+        return new_database(self.postgres_dsn, f"qmtl_{name}")
 
     # -- names and addresses ------------------------------------------------------------
     def replica_names(self, service: str) -> list[str]:

@@ -163,14 +163,9 @@ def run_e2e_stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[E2E]:
     workdir = tmp_path_factory.mktemp("e2e")
     own_pg = devstack.start_postgres()  # paused and resumed by the graph-store drill
     kafka = devstack.start_kafka(workdir / "kafka")
-    import psycopg
-
-    graph_db = f"qmtl_e2e_{uuid.uuid4().hex[:6]}"
-    with psycopg.connect(own_pg.dsn, autocommit=True) as conn:
-        conn.execute(f"CREATE DATABASE {graph_db}")
     overrides = {
         "dagmanager": {
-            "graph_store": own_pg.dsn.rsplit("/", 1)[0] + f"/{graph_db}", "gc_interval_seconds": 1,
+            "graph_store": own_pg.new_database("qmtl_e2e"), "gc_interval_seconds": 1,
             "orphan_ttl_seconds": 3600, "lag_interval_seconds": 1, "lag_threshold_seconds": 3,
             "lag_consumer_group": LAG_GROUP, "p95_window_seconds": 8, "kafka_timeout_seconds": 1,
         },

@@ -9,12 +9,10 @@ from __future__ import annotations
 import os
 import signal
 import threading
-import uuid
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from typing import Any
 
-import psycopg
 import pytest
 
 from qmtl import devstack
@@ -25,12 +23,7 @@ pytestmark = pytest.mark.integration
 
 @pytest.fixture
 def db(postgres: devstack.Postgres) -> Iterator[SqlDatabase]:
-    name = f"qmtl_{uuid.uuid4().hex[:12]}"
-    with psycopg.connect(postgres.dsn, autocommit=True) as conn:
-        conn.execute(f"CREATE DATABASE {name}")
-    database = SqlDatabase(
-        postgres.dsn.rsplit("/", 1)[0] + f"/{name}", pool_size=1, timeout=1.0, query_deadline=1.0
-    )
+    database = SqlDatabase(postgres.new_database(), pool_size=1, timeout=1.0, query_deadline=1.0)
     yield database
     database.close()
 

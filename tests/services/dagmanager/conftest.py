@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import uuid
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -14,21 +13,12 @@ from qmtl.services.dagmanager.service import DagManagerService, wire
 from qmtl.services.dagmanager.store import GraphStore, open_graph_store
 
 
-def fresh_postgres_db(dsn: str) -> str:
-    import psycopg
-
-    name = f"qmtl_{uuid.uuid4().hex[:12]}"
-    with psycopg.connect(dsn, autocommit=True) as conn:
-        conn.execute(f"CREATE DATABASE {name}")
-    return dsn.rsplit("/", 1)[0] + f"/{name}"
-
-
 @pytest.fixture(params=["sqlite", "postgresql"])
 def graph_store_spec(request: pytest.FixtureRequest, tmp_path: Path) -> str:
     if request.param == "sqlite":
         return f"sqlite:{tmp_path / 'graph.db'}"
     server = request.getfixturevalue("postgres")
-    return fresh_postgres_db(server.dsn)
+    return server.new_database()  # type: ignore[no-any-return]
 
 
 @pytest.fixture

@@ -23,7 +23,7 @@ from qmtl.services.dagmanager.queues import InProcessQueues
 from qmtl.services.dagmanager.store import Binding, GraphStore, open_graph_store
 from qmtl.testing.metrics import Snapshot, value
 
-from .conftest import fresh_postgres_db, make_service
+from .conftest import make_service
 
 COUNTERS = (
     "diff_requests_total", "diff_failures_total", "queue_create_error_total",
@@ -295,7 +295,7 @@ def test_plan_cache_is_a_byte_budget(store: GraphStore) -> None:
 def test_replicas_diffing_the_same_dag_create_each_queue_once(postgres) -> None:  # type: ignore[no-untyped-def]
     """Two DAG Managers on one PostgreSQL graph store, the same cold DAG at once: one
     queue map, each queue existing once and bound once (replicas need PostgreSQL; SQLite is one process)."""
-    graph_store_spec = fresh_postgres_db(postgres.dsn)
+    graph_store_spec = postgres.new_database()
     requests: collections.Counter[str] = collections.Counter()
 
     class CountingQueues(InProcessQueues):

@@ -26,8 +26,6 @@ from qmtl.services.dagmanager.proto import dagmanager_pb2 as pb
 from qmtl.services.dagmanager.proto import dagmanager_pb2_grpc as pb_grpc
 from qmtl.testing.metrics import scrape
 
-from .conftest import fresh_postgres_db
-
 pytestmark = pytest.mark.integration
 
 
@@ -274,7 +272,7 @@ def test_postgres_and_kafka_queues_gc_and_lag(start_dagmanager, postgres, tmp_pa
     try:
         group = f"lag-{uuid.uuid4().hex[:6]}"
         server, target = start_dagmanager(
-            graph_store=fresh_postgres_db(postgres.dsn), queue_backend="kafka",
+            graph_store=postgres.new_database(), queue_backend="kafka",
             kafka_brokers=broker.bootstrap, orphan_ttl_seconds=0, orphan_grace_seconds=0,
             lag_interval_seconds=0.5, lag_consumer_group=group, lag_threshold_seconds=1.0,
             gc_interval_seconds=3600,
