@@ -77,6 +77,8 @@ class LogPort(Protocol):
 
     #: An embedded log (no network to a commit): its calls run on the event loop.
     local: bool
+    #: How many calls the log can serve at once (its connection pool).
+    concurrency: int
 
     def insert(self, sub: Submission, owner: str, lease_seconds: float) -> Submission | None: ...
 
@@ -161,10 +163,13 @@ class GatewayService:
         # ``INLINE_BYTES``; scans and status reads keep the thread): a WAL commit
         # without fsync costs tens of microseconds, less than a thread hop; the WAL
         # checkpoint (with its fsync) runs on the database's own checkpointer thread, not
-        # in a commit.  A networked log (PostgreSQL) gets one thread, so a slow server
-        # never stalls the event loop.
+        # in a commit.  A networked log (PostgreSQL) gets a thread per pooled connection,
+        # so a slow server never stalls the event loop, and one slow or hung call does
+        # not hold up every other submission behind it.
         self._log_inline = bool(log_port.local)
-        self._db_pool = ThreadPoolExecutor(1, thread_name_prefix="gateway-log")
+        self._db_pool = ThreadPoolExecutor(
+            max(1, int(log_port.concurrency)), thread_name_prefix="gateway-log"
+        )
         #: Tells the WorldService's promotion guard about an SDK process that submitted.
         self._register_source = register_source
         self._registered: set[str] = set()

@@ -213,6 +213,11 @@ class SubmissionLog:
         """Whether the log is an embedded file (no network between us and a commit)."""
         return self.db.dialect == "sqlite"
 
+    @property
+    def concurrency(self) -> int:
+        """How many calls can run at once: PostgreSQL's pool size, 1 for SQLite."""
+        return self.db.concurrency
+
     def ping(self) -> bool:
         return self.db.ping()
 

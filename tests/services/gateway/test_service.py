@@ -254,3 +254,46 @@ def test_small_rows_of_a_local_log_are_written_on_the_loop_large_ones_off_it(
     assert run(go()) == [200, 200]
     assert threads[0] == threading.main_thread().name
     assert threads[1].startswith("gateway-log")
+
+
+@pytest.mark.integration
+def test_a_submission_waiting_on_postgresql_does_not_hold_up_the_others(postgres: Any) -> None:
+    """A PostgreSQL log gets a thread per pooled connection.  One submission whose log
+    write waits on a row lock leaves every other submission free; with one log thread
+    they all queued behind it (and behind a hung server, one deadline after another)."""
+    import psycopg
+
+    dsn = postgres.new_database()
+    log = SubmissionLog(dsn)
+    assert log.concurrency > 1
+    service = GatewayService(
+        QmtlConfig(), log_port=log, client=FakeDagManager(result), bus=InProcessBus(),
+        instance_id="gw-test",
+    )  # fmt: skip
+    waiting = req("waits")
+    # Another session inserts the same submission id and leaves its transaction open:
+    # the Gateway's insert of that id waits until the session ends.
+    holder = psycopg.connect(dsn)
+    try:
+        holder.execute(
+            "INSERT INTO gateway_submissions (submission_id, strategy_id, world_id, request, "
+            "dag_json, status, created_at, updated_at) VALUES (%s, 's1', '', '{}', '{}', "
+            "'pending', 0, 0)",
+            (waiting.submission_id(),),
+        )
+
+        async def scenario() -> tuple[int, bool, int]:
+            held = asyncio.create_task(service.submit(waiting))
+            await asyncio.sleep(0)  # its insert is on a log thread, waiting on the lock
+            other = await asyncio.wait_for(service.submit(req("free")), timeout=60)
+            still_waiting = not held.done()
+            holder.rollback()  # the session ends without the row: the insert goes ahead
+            return other.status, still_waiting, (await asyncio.wait_for(held, 60)).status
+
+        other_status, still_waiting, held_status = run(scenario())
+    finally:
+        holder.close()
+        log.close()
+    assert other_status == 200
+    assert still_waiting, "the held submission finished before its lock was released"
+    assert held_status == 200
