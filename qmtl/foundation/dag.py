@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import hashlib
 import heapq
+import itertools
 import json
 import zlib
 from collections.abc import Mapping, Sequence
@@ -57,8 +58,21 @@ class DagError(InvalidDag):
     """The DAG is malformed; the message says which node and what to fix."""
 
 
+_sha256 = hashlib.sha256
+#: ``map(isinstance, items, _STR)``: a type check per item without a Python frame.
+_STR = itertools.repeat(str)
+
+
 def _canonical(value: Any) -> bytes:
     return json.dumps(value, sort_keys=True, separators=(",", ":"), ensure_ascii=True).encode()
+
+
+def _framed(items: Any, *, ordered: bool) -> str:
+    """``len:item`` for every item of a tag or input list (sorted for tags)."""
+    if not items:
+        return ""
+    texts = map(str, items) if ordered else sorted(map(str, items))
+    return "".join([f"{len(t)}:{t}" for t in texts])
 
 
 def node_id_for(definition: Mapping[str, Any]) -> str:
@@ -67,27 +81,40 @@ def node_id_for(definition: Mapping[str, Any]) -> str:
     Every field, and every tag and input inside the lists, is length-prefixed in a fixed
     order, so ``["a\x1eb"]`` and ``["a", "b"]`` hash differently; only ``config``
     (free-form) goes through canonical JSON.  This runs once per node per diff, so the
-    framing is one f-string rather than a call per field; the bytes hashed are pinned by
+    framing is one f-string rather than a call per field, and the usual one-item lists
+    and str fields take no conversion; the bytes hashed are pinned by
     tests/foundation/test_dag.py::test_node_ids_are_stable (ids are stored and shared).
     """
     get = definition.get
-    config = get("config")
     tags = get("tags")
-    tags = "".join([f"{len(t)}:{t}" for t in sorted(map(str, tags))]) if tags else ""
+    if tags.__class__ is list and len(tags) == 1 and tags[0].__class__ is str:
+        tags = f"{len(tags[0])}:{tags[0]}"  # inline: most nodes have one tag, one upstream
+    else:
+        tags = _framed(tags, ordered=False)
     inputs = get("inputs")
-    inputs = "".join([f"{len(i)}:{i}" for i in map(str, inputs)]) if inputs else ""
-    node_type = str(get("node_type", ""))
+    if inputs.__class__ is list and len(inputs) == 1 and inputs[0].__class__ is str:
+        inputs = f"{len(inputs[0])}:{inputs[0]}"
+    else:
+        inputs = _framed(inputs, ordered=True)
+    node_type = get("node_type", "")
+    if node_type.__class__ is not str:
+        node_type = str(node_type)
     interval = str(get("interval"))
     period = str(get("period"))
-    code_hash = str(get("code_hash") or "")
+    code_hash = get("code_hash") or ""
+    if code_hash.__class__ is not str:
+        code_hash = str(code_hash)
+    config = get("config")
     config_text = _canonical(config).decode() if config else ""
-    version = str(get("version") or "v1")
+    version = get("version") or "v1"
+    if version.__class__ is not str:
+        version = str(version)
     text = (
         f"{len(node_type)}:{node_type}{len(interval)}:{interval}{len(period)}:{period}"
         f"{len(tags)}:{tags}{len(inputs)}:{inputs}{len(code_hash)}:{code_hash}"
         f"{len(config_text)}:{config_text}{len(version)}:{version}"
     )
-    return "N" + hashlib.sha256(text.encode()).hexdigest()[:40]
+    return "N" + _sha256(text.encode()).hexdigest()[:40]
 
 
 @dataclass(slots=True)
@@ -197,7 +224,7 @@ def validate_dag(data: Any, *, verify_ids: bool = True) -> Dag:
             raise DagError(f"nodes[{index}]: node_type is required")
         inputs = get("inputs") or []
         tags = get("tags") or []
-        if not isinstance(inputs, list) or not all(isinstance(i, str) for i in inputs):
+        if not isinstance(inputs, list) or not all(map(isinstance, inputs, _STR)):
             raise DagError(f"nodes[{index}]: inputs must be a list of node ids")
         if not isinstance(tags, list):
             raise DagError(f"nodes[{index}]: tags must be a list")

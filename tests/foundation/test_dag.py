@@ -141,6 +141,15 @@ GOLDEN_IDS = [  # computed by the framing of the first release; stored graphs de
     ({"node_type": "T", "tags": ["a", "b"]}, "N3d17d664d8533bfc99688a237b0a3fbcc21abb65"),
     ({"node_type": "T", "interval": 0, "period": 0, "code_hash": "", "config": {}, "version": ""},
      "N8d56018a70a813b8fb2413ea510aac460d098a40"),
+    # One tag and one input (framed inline), then values that are not str, then lists
+    # whose order matters for inputs and not for tags.
+    ({"node_type": "ProcessingNode", "interval": 60, "period": 10, "tags": ["btc"],
+      "inputs": ["Nabc"], "code_hash": "s:1", "name": "x"},
+     "Na404f19cfa053401a51917d348448846d5210714"),
+    ({"node_type": "T", "tags": [7], "inputs": [], "code_hash": 5, "version": 2},
+     "N067195b002c18e6b2a140adf0868bab26327aaf7"),
+    ({"node_type": "T", "tags": ["b", "a"], "inputs": ["N2", "N1"]},
+     "Nefb295758f47ddb9f421a825a8230a479a5f49a5"),
 ]  # fmt: skip
 
 
