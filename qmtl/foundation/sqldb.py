@@ -296,6 +296,19 @@ class SqlDatabase:
             (list(keys),),
         )
 
+    def write_mark(self, cur: Any) -> tuple[int, int] | None:
+        """A token that changes whenever a write is committed to this database, by anyone.
+
+        SQLite: this connection's change count plus ``PRAGMA data_version`` (which moves
+        when another connection commits), read inside ``cur``'s transaction.  Equal
+        tokens mean nothing was written in between, so what was read then still holds.
+        PostgreSQL: ``None`` (unknown; other replicas write all the time).
+        """
+        if self.dialect != "sqlite":
+            return None
+        cur.execute("PRAGMA data_version")
+        return (self._conn.total_changes, int(cur.fetchone()[0]))
+
     def select(self, sql: str, params: Sequence[Any] = ()) -> list[tuple[Any, ...]]:
         with self.txn() as cur:
             cur.execute(self.q(sql), params)

@@ -264,15 +264,13 @@ class DiffEngine:
             )
         plan = self._plan(req)
         queues = list(plan.planned)
-        existing = guarded(
-            self.store_breaker, "graph store lookup", self.store.binding_keys, queues
-        )
+        found = guarded(
+            self.store_breaker, "graph store lookup", self.store.diff_lookup, queues,
+            req.strategy_id, plan.ctx, plan.version,
+        )  # fmt: skip
+        existing = found.bound
         self._check_bindings(req, plan, existing)
         new = [q for q in queues if q not in existing]
-        version_known = guarded(
-            self.store_breaker, "graph store", self.store.version_exists, req.strategy_id,
-            plan.ctx, plan.version,
-        )  # fmt: skip
         sentinel_id = f"{req.strategy_id}:{plan.version}:sentinel"
         context = req.context.as_dict()
         now = time.time()
@@ -288,19 +286,23 @@ class DiffEngine:
             with self.store.transaction() as cur:
                 bindings: list[Binding] = []
                 if new:
-                    # Another replica may have bound some of them meanwhile: re-read
-                    # under the lock, bind only the rest, refuse conflicts.
+                    # Another diff (here or on a replica) may have bound some of them
+                    # meanwhile: re-read under the lock, bind only the rest, refuse
+                    # conflicts -- unless the store can tell that nothing was written.
                     self.store.lock_queues(cur, new)
-                    again = self.store.lookup(cur, new)
-                    self._check_bindings(req, plan, again)
-                    bound = [q for q in new if q not in again]
+                    if self.store.unchanged_since(cur, found):
+                        bound = new
+                    else:
+                        again = self.store.lookup(cur, new)
+                        self._check_bindings(req, plan, again)
+                        bound = [q for q in new if q not in again]
                     bindings = [
                         Binding(q, plan.planned[q][0], plan.planned[q][1], context, now)
                         for q in bound
                     ]
                 self.store.write_diff(
                     cur, req.strategy_id, plan.ctx, plan.version, bindings,
-                    None if version_known else queues, now, sentinel_id=sentinel_id,
+                    None if found.version_known else queues, now, sentinel_id=sentinel_id,
                 )  # fmt: skip
             return bound
 

@@ -91,12 +91,12 @@ class FaultyStore:
     def __getattr__(self, name: str) -> Any:
         return getattr(self._store, name)
 
-    def binding_keys(self, queues: Sequence[str]) -> dict[str, tuple[str, str]]:
+    def diff_lookup(self, queues: Sequence[str], *args: Any) -> Any:
         if self._faults.diff_delay_ms:
             time.sleep(self._faults.diff_delay_ms / 1000.0)
         if self._faults.diff_fail:
             raise BackendUnavailable("diff failed by fault injection (qmtl ops fault diff_fail)")
-        return self._store.binding_keys(queues)  # type: ignore[no-any-return]
+        return self._store.diff_lookup(queues, *args)
 
     def write_diff(self, cur: Any, *args: Any, sentinel_id: str | None = None) -> None:
         if self._faults.sentinel_skip:

@@ -20,11 +20,11 @@ from __future__ import annotations
 import json
 from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, NamedTuple
 
 from qmtl.foundation.sqldb import Leases, SqlDatabase
 
-__all__ = ["Binding", "GraphStore", "open_graph_store"]
+__all__ = ["Binding", "DiffLookup", "GraphStore", "open_graph_store"]
 
 SCHEMA = (
     """CREATE TABLE IF NOT EXISTS queue_bindings (
@@ -51,13 +51,27 @@ SCHEMA = (
 )
 
 
-@dataclass(frozen=True)
-class Binding:
+class Binding(NamedTuple):
+    """One queue bound to a node under a compute key.  A tuple: a cold diff makes one per
+    new node, and a frozen dataclass cost ~1 µs each to build."""
+
     queue: str
     node_id: str
     compute_key: str
     context: dict[str, str]
     created_at: float
+
+
+@dataclass(frozen=True, slots=True)
+class DiffLookup:
+    """What a diff read before creating topics, outside its write transaction."""
+
+    #: queue -> (compute key, node id) of the given queues that were bound.
+    bound: dict[str, tuple[str, str]]
+    #: Whether the deployment's version was recorded already.
+    version_known: bool
+    #: :meth:`SqlDatabase.write_mark` at the time (``None``: cannot tell).
+    mark: tuple[int, int] | None
 
 
 class GraphStore:
@@ -132,10 +146,26 @@ class GraphStore:
     def close(self) -> None:
         self.db.close()
 
-    def binding_keys(self, queues: Sequence[str]) -> dict[str, tuple[str, str]]:
-        """(compute key, node id) of every given queue that is bound: the hot lookup of a diff."""
+    def diff_lookup(
+        self, queues: Sequence[str], strategy_id: str, ctx: str, version: str
+    ) -> DiffLookup:
+        """The reads a diff starts with, in one transaction: the queues' bindings and
+        whether this version of the deployment is recorded."""
         with self._txn() as cur:
-            return {queue: (key, node) for queue, key, node in self._lookup(cur, queues)}
+            bound = {queue: (key, node) for queue, key, node in self._lookup(cur, queues)}
+            cur.execute(
+                self._q(
+                    "SELECT 1 FROM dm_versions WHERE strategy_id = ? AND ctx = ? AND version = ?"
+                ),
+                (strategy_id, ctx, version),
+            )
+            known = cur.fetchone() is not None
+            return DiffLookup(bound, known, self.db.write_mark(cur))
+
+    def unchanged_since(self, cur: Any, lookup: DiffLookup) -> bool:
+        """Whether nothing was written to the store since ``lookup`` (inside ``cur``):
+        then its bindings still hold and need no second read."""
+        return lookup.mark is not None and self.db.write_mark(cur) == lookup.mark
 
     def binding(self, queue: str) -> Binding | None:
         rows = self._select(
@@ -146,13 +176,6 @@ class GraphStore:
             return None
         r = rows[0]
         return Binding(r[0], r[1], r[2], json.loads(r[3]), float(r[4]))
-
-    def version_exists(self, strategy_id: str, ctx: str, version: str) -> bool:
-        rows = self._select(
-            "SELECT 1 FROM dm_versions WHERE strategy_id = ? AND ctx = ? AND version = ?",
-            (strategy_id, ctx, version),
-        )
-        return bool(rows)
 
     def write_diff(
         self,

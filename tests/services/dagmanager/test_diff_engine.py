@@ -328,3 +328,57 @@ def test_replicas_diffing_the_same_dag_create_each_queue_once(postgres) -> None:
     assert shared.list() == set(a.queue_map.values())  # type: ignore[attr-defined]
     for s in stores:
         s.close()
+
+
+@pytest.mark.parametrize("writer", ["same connection", "another connection"])
+def test_a_diff_sees_bindings_written_between_its_lookup_and_its_commit(
+    graph_store_spec: str, writer: str
+) -> None:
+    """A diff reads its bindings, creates topics, then writes.  Whatever binds the same
+    queues in between -- another diff thread of this process, or another process on the
+    same store -- must be seen at the write: the first binder keeps the queues, and the
+    late diff reports none of them as its own new queues (nor asks for their buffers)."""
+    dag = chain_dag(5, salt=f"between-{writer}")
+    first_store = open_graph_store(graph_store_spec)
+    second_store = (
+        first_store if writer == "same connection" else open_graph_store(graph_store_spec)
+    )
+    shared = InProcessQueues()
+    second, _ = make_service(second_store, queues=shared)
+    interleaved: list[object] = []
+
+    class BindFirst(InProcessQueues):
+        """Topic creation runs between the lookup and the write: the other diff runs here."""
+
+        def create(self, topics):  # type: ignore[no-untyped-def]
+            if not interleaved:
+                interleaved.append(second.engine.diff(req(dag, strategy="other")))
+            return shared.create(topics)
+
+    first, _ = make_service(first_store, queues=BindFirst())
+    late = first.engine.diff(req(dag, strategy="late"))
+    (early,) = interleaved
+    assert early.new_queues == 5 and late.new_queues == 0  # type: ignore[attr-defined]
+    assert late.buffering == () and late.queue_map == early.queue_map  # type: ignore[attr-defined]
+    for queue in late.queue_map.values():
+        binding = first_store.binding(queue)
+        assert binding is not None and binding.created_at > 0
+    for s in {id(first_store): first_store, id(second_store): second_store}.values():
+        s.close()
+
+
+def test_a_quiet_store_is_not_read_twice(store: GraphStore) -> None:
+    """SQLite can tell that nothing was written since a diff's first read, so the write
+    transaction binds without reading the same bindings again; PostgreSQL cannot (other
+    replicas write), so it always reads them again under its locks."""
+    service, _ = make_service(store)
+    reads: list[int] = []
+    lookup = store.lookup
+
+    def counting(cur, queues):  # type: ignore[no-untyped-def]
+        reads.append(len(queues))
+        return lookup(cur, queues)
+
+    store.lookup = counting  # type: ignore[method-assign]
+    assert service.engine.diff(req(chain_dag(4, salt="quiet"))).new_queues == 4
+    assert reads == ([] if store.dialect == "sqlite" else [4])
