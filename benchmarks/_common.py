@@ -13,7 +13,10 @@ ROOT = Path(__file__).resolve().parents[1]
 #: Where result files go; the smoke test points it at a temporary directory so a quick
 #: run never overwrites the figures of a real one.
 RESULTS = Path(os.environ.get("QMTL_BENCH_RESULTS") or ROOT / "benchmarks" / "results")
-sys.path.insert(0, str(ROOT))
+#: The ``qmtl`` package measured: this checkout's, or another revision's exported tree
+#: (``bench_diff.py --against REV`` runs its measurements in a child process that way).
+PACKAGE_ROOT = Path(os.environ.get("QMTL_BENCH_PACKAGE") or ROOT)
+sys.path.insert(0, str(PACKAGE_ROOT))
 
 
 def pct(samples: Sequence[float], q: float) -> float:

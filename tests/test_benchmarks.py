@@ -48,3 +48,32 @@ def test_run_all_quick_runs_every_benchmark(tmp_path: Path) -> None:
     assert not (tmp_path / "history.csv").exists()  # a quick run is not history
     for name in ("diff", "sdk", "gateway", "metrics", "replicas", "soak"):
         assert (tmp_path / f"{name}.json").exists(), name  # written where we pointed them
+
+
+@pytest.mark.integration
+def test_bench_diff_compares_with_a_git_revision(tmp_path: Path) -> None:
+    """``--against REV`` measures both sides in the same run; each side's child process
+    must import its own tree (the parent refuses a child that measured the wrong one)."""
+    run = subprocess.run(
+        [sys.executable, "benchmarks/bench_diff.py", "--against", "HEAD", "--sizes", "10",
+         "--rounds", "1", "--no-postgres"],
+        cwd=ROOT, env={**os.environ, "QMTL_BENCH_RESULTS": str(tmp_path)},
+        capture_output=True, text=True, timeout=300,
+    )  # fmt: skip
+    assert run.returncode == 0, (run.stdout + run.stderr)[-4000:]
+    result = json.loads((tmp_path / "diff_against.json").read_text())
+    assert result["revision"] == "HEAD"
+    ((backend, nodes, runs, *figures),) = result["rows"]
+    assert (backend, nodes, runs) == ("sqlite in-process", 10, 30)
+    assert all(value > 0 for value in figures), figures
+    assert "### Cold diff: this checkout vs HEAD" in run.stdout
+
+
+def test_bench_diff_names_a_revision_git_does_not_know(tmp_path: Path) -> None:
+    run = subprocess.run(
+        [sys.executable, "benchmarks/bench_diff.py", "--against", "no-such-rev", "--sizes", "10"],
+        cwd=ROOT, env={**os.environ, "QMTL_BENCH_RESULTS": str(tmp_path)},
+        capture_output=True, text=True, timeout=120,
+    )  # fmt: skip
+    assert run.returncode != 0
+    assert "--against no-such-rev: git archive failed" in run.stderr

@@ -217,7 +217,11 @@ class DiffEngine:
             metrics.observe_diff((time.perf_counter() - started) * 1000.0, failed=failed)
 
     def _check_bindings(
-        self, req: SubmissionRequest, plan: _Plan, existing: Mapping[str, tuple[str, str]]
+        self,
+        req: SubmissionRequest,
+        plan: _Plan,
+        existing: Mapping[str, tuple[str, str]],
+        cur: Any = None,
     ) -> None:
         """Refuse queues bound to another node (collision) or another context (violation)."""
         for queue, (_key, node) in existing.items():
@@ -235,7 +239,7 @@ class DiffEngine:
                 plan.planned[queue][0], req.world_id, req.execution_domain, req.as_of,
                 req.partition,
             )  # fmt: skip
-        first = self.store.binding(conflicts[0])
+        first = self.store.binding(conflicts[0], cur)
         owner = first.context if first else "another context"
         raise CrossContextViolation(
             f"{len(conflicts)} node(s) would reuse a queue bound to another compute context: "
@@ -284,24 +288,22 @@ class DiffEngine:
         def commit() -> list[str]:
             bound: list[str] = []
             with self.store.transaction() as cur:
-                bindings: list[Binding] = []
                 if new:
-                    # Another diff (here or on a replica) may have bound some of them
-                    # meanwhile: re-read under the lock, bind only the rest, refuse
-                    # conflicts -- unless the store can tell that nothing was written.
+                    # Another diff (here or on a replica) may bind some of them between
+                    # our lookup and this transaction: under the lock, bind the rest and
+                    # check who holds the ones left out (collisions, other contexts).
                     self.store.lock_queues(cur, new)
-                    if self.store.unchanged_since(cur, found):
-                        bound = new
-                    else:
-                        again = self.store.lookup(cur, new)
-                        self._check_bindings(req, plan, again)
-                        bound = [q for q in new if q not in again]
-                    bindings = [
-                        Binding(q, plan.planned[q][0], plan.planned[q][1], context, now)
-                        for q in bound
-                    ]
+                    written = self.store.bind(
+                        cur,
+                        [Binding(q, *plan.planned[q], context, now) for q in new],
+                        found,
+                    )
+                    taken = [q for q in new if q not in written]
+                    if taken:
+                        self._check_bindings(req, plan, self.store.lookup(cur, taken), cur)
+                    bound = [q for q in new if q in written]
                 self.store.write_diff(
-                    cur, req.strategy_id, plan.ctx, plan.version, bindings,
+                    cur, req.strategy_id, plan.ctx, plan.version,
                     None if found.version_known else queues, now, sentinel_id=sentinel_id,
                 )  # fmt: skip
             return bound

@@ -162,16 +162,36 @@ class GraphStore:
             known = cur.fetchone() is not None
             return DiffLookup(bound, known, self.db.write_mark(cur))
 
-    def unchanged_since(self, cur: Any, lookup: DiffLookup) -> bool:
-        """Whether nothing was written to the store since ``lookup`` (inside ``cur``):
-        then its bindings still hold and need no second read."""
-        return lookup.mark is not None and self.db.write_mark(cur) == lookup.mark
+    def bind(
+        self, cur: Any, bindings: Sequence[Binding], since: DiffLookup | None = None
+    ) -> set[str]:
+        """Write those ``bindings`` whose queue is not actively bound; return their queues.
 
-    def binding(self, queue: str) -> Binding | None:
-        rows = self._select(
-            "SELECT queue, node_id, compute_key, context, created_at FROM queue_bindings WHERE queue = ?",
-            (queue,),
-        )
+        A queue left out was bound by another diff (here or on a replica) after the
+        caller's lookup: the caller checks who holds it.  PostgreSQL learns which rows it
+        wrote from the upsert itself.  SQLite writes everything without reading again
+        when nothing was written to the store ``since`` the caller's lookup (its write
+        mark is unchanged), and otherwise reads the bindings first.
+        """
+        if not bindings:
+            return set()
+        if self.dialect == "postgresql":
+            return self._insert_bindings(cur, bindings)
+        if since is None or since.mark is None or self.db.write_mark(cur) != since.mark:
+            active = self.lookup(cur, [b.queue for b in bindings])
+            bindings = [b for b in bindings if b.queue not in active]
+        self._insert_bindings(cur, bindings)
+        return {b.queue for b in bindings}
+
+    def binding(self, queue: str, cur: Any = None) -> Binding | None:
+        """The binding of ``queue``; inside ``cur``'s transaction when given (SQLite's one
+        connection is held by that transaction: a second one would wait for ever)."""
+        sql = "SELECT queue, node_id, compute_key, context, created_at FROM queue_bindings WHERE queue = ?"
+        if cur is None:
+            rows = self._select(sql, (queue,))
+        else:
+            cur.execute(self._q(sql), (queue,))
+            rows = cur.fetchall()
         if not rows:
             return None
         r = rows[0]
@@ -183,15 +203,12 @@ class GraphStore:
         strategy_id: str,
         ctx: str,
         version: str,
-        new_bindings: Sequence[Binding],
         version_queues: Sequence[str] | None,
         now: float,
         *,
         sentinel_id: str | None = None,
     ) -> None:
-        """Record a diff inside ``cur``'s transaction: bindings, version, queues, sentinel."""
-        if new_bindings:
-            self._insert_bindings(cur, new_bindings)
+        """Record a diff inside ``cur``'s transaction: version, its queues, sentinel."""
         if version_queues is not None:
             cur.execute(
                 self._q(
@@ -224,7 +241,9 @@ class GraphStore:
             (strategy_id, ctx, version, now),
         )
 
-    def _insert_bindings(self, cur: Any, bindings: Sequence[Binding]) -> None:
+    def _insert_bindings(self, cur: Any, bindings: Sequence[Binding]) -> set[str]:
+        """Insert, or revive an inactive row; PostgreSQL returns the queues it wrote (a
+        queue another transaction bound actively meanwhile is left alone)."""
         # One diff shares one context object: serialise it once, not per row.
         texts: dict[int, str] = {}
         for b in bindings:
@@ -236,19 +255,21 @@ class GraphStore:
             "compute_key = excluded.compute_key, context = excluded.context, "
             "created_at = excluded.created_at, status = 'active'"
         )
+        if not bindings:
+            return set()
         if self.dialect == "postgresql":
             # One statement over binary arrays: executemany ran a statement per row,
             # ~65 ms for a 1,000-node diff.
             cur.execute(
                 "INSERT INTO queue_bindings (queue, node_id, compute_key, context, created_at) "
                 "SELECT * FROM unnest(%b::text[], %b::text[], %b::text[], %b::text[], "
-                f"%b::float8[]) {upsert}",
+                f"%b::float8[]) {upsert} WHERE queue_bindings.status <> 'active' RETURNING queue",
                 (
                     [b.queue for b in bindings], [b.node_id for b in bindings],
                     [b.compute_key for b in bindings], contexts, [b.created_at for b in bindings],
                 ),
             )  # fmt: skip
-            return
+            return {row[0] for row in cur.fetchall()}
         cur.executemany(
             "INSERT INTO queue_bindings (queue, node_id, compute_key, context, created_at) "
             f"VALUES (?, ?, ?, ?, ?) {upsert}",
@@ -257,6 +278,7 @@ class GraphStore:
                 for b, text in zip(bindings, contexts, strict=True)
             ],
         )
+        return {b.queue for b in bindings}
 
     def sentinel_gaps(self) -> list[tuple[str, str]]:
         """(strategy, version) pairs whose diff finished without a sentinel (indexed)."""

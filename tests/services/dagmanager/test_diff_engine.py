@@ -120,9 +120,10 @@ def test_queue_name_collision_is_a_conflict_not_an_outage(store: GraphStore) -> 
     dag = chain_dag(2, salt="collide")
     first = service.engine.diff(req(dag))
     queue = next(iter(first.queue_map.values()))
-    with store.transaction() as cur:
-        store.write_diff(
-            cur, "other", "", "v1", [Binding(queue, "Nsomeoneelse", "k", {}, 0.0)], None, 0.0
+    with store.transaction() as cur:  # the queue now belongs to another node
+        cur.execute(
+            store.db.q("UPDATE queue_bindings SET node_id = ? WHERE queue = ?"),
+            ("Nsomeoneelse", queue),
         )
     snap = Snapshot(*COUNTERS)
     with pytest.raises(QueueNameCollision, match="already bound to node Nsomeoneelse"):
@@ -367,10 +368,55 @@ def test_a_diff_sees_bindings_written_between_its_lookup_and_its_commit(
         s.close()
 
 
+def test_a_queue_taken_by_another_context_in_between_is_refused(store: GraphStore) -> None:
+    """With shared queues (isolation off), a diff under another context that binds the
+    same queues between this diff's lookup and its commit makes this diff a violation,
+    and nothing of this diff is stored."""
+    dag = chain_dag(3, salt="taken")
+    shared = InProcessQueues()
+    other, _ = make_service(store, queues=shared, namespace_queues=False)
+    interleaved: list[object] = []
+
+    class BindFirst(InProcessQueues):
+        def create(self, topics):  # type: ignore[no-untyped-def]
+            if not interleaved:
+                interleaved.append(other.engine.diff(req(dag, strategy="o", world_id="w2")))
+            return shared.create(topics)
+
+    late, _ = make_service(store, queues=BindFirst(), namespace_queues=False)
+    with pytest.raises(CrossContextViolation):
+        late.engine.diff(req(dag, strategy="late", world_id="w1"))
+    assert interleaved and store.counts()["deployments"] == 1
+
+
+def test_binding_leaves_active_queues_alone_and_revives_inactive_ones(
+    store: GraphStore,
+) -> None:
+    """``bind`` never takes over a queue another node holds; it reports what it wrote."""
+    with store.transaction() as cur:
+        assert store.bind(cur, [Binding("q1", "Na", "k", {}, 1.0)]) == {"q1"}
+    with store.transaction() as cur:
+        cur.execute("UPDATE queue_bindings SET status = 'archived' WHERE queue = 'q1'")
+        cur.execute(
+            store.db.q(
+                "INSERT INTO queue_bindings (queue, node_id, compute_key, context, created_at) "
+                "VALUES (?, ?, ?, ?, ?)"
+            ),
+            ("q2", "Nb", "k", "{}", 1.0),
+        )
+    with store.transaction() as cur:
+        written = store.bind(
+            cur, [Binding("q1", "Nc", "k2", {}, 2.0), Binding("q2", "Nc", "k2", {}, 2.0)]
+        )
+        assert written == {"q1"}
+        assert store.lookup(cur, ["q1", "q2"]) == {"q1": ("k2", "Nc"), "q2": ("k", "Nb")}
+
+
 def test_a_quiet_store_is_not_read_twice(store: GraphStore) -> None:
-    """SQLite can tell that nothing was written since a diff's first read, so the write
-    transaction binds without reading the same bindings again; PostgreSQL cannot (other
-    replicas write), so it always reads them again under its locks."""
+    """A diff's write transaction binds its new queues without reading their bindings a
+    second time: SQLite can tell that nothing was written since the diff's first read,
+    PostgreSQL's upsert reports which rows it wrote.  (A write in between is the test
+    above.)"""
     service, _ = make_service(store)
     reads: list[int] = []
     lookup = store.lookup
@@ -381,4 +427,4 @@ def test_a_quiet_store_is_not_read_twice(store: GraphStore) -> None:
 
     store.lookup = counting  # type: ignore[method-assign]
     assert service.engine.diff(req(chain_dag(4, salt="quiet"))).new_queues == 4
-    assert reads == ([] if store.dialect == "sqlite" else [4])
+    assert reads == []
