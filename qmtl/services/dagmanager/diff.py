@@ -49,7 +49,7 @@ from qmtl.foundation.errors import (
 )
 from qmtl.services.dagmanager import metrics
 from qmtl.services.dagmanager.queues import QueueBackend, context_namespace, queue_name
-from qmtl.services.dagmanager.store import Binding, GraphStore
+from qmtl.services.dagmanager.store import GraphStore
 
 __all__ = ["DiffEngine", "PlanCache", "guarded"]
 
@@ -293,11 +293,8 @@ class DiffEngine:
                     # our lookup and this transaction: under the lock, bind the rest and
                     # check who holds the ones left out (collisions, other contexts).
                     self.store.lock_queues(cur, new)
-                    written = self.store.bind(
-                        cur,
-                        [Binding(q, *plan.planned[q], context, now) for q in new],
-                        found,
-                    )
+                    planned = [(q, *plan.planned[q]) for q in new]
+                    written = self.store.bind(cur, planned, context, now, found)
                     taken = [q for q in new if q not in written]
                     if taken:
                         self._check_bindings(req, plan, self.store.lookup(cur, taken), cur)

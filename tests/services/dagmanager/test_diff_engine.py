@@ -20,7 +20,7 @@ from qmtl.foundation.errors import (
     QueueNameCollision,
 )
 from qmtl.services.dagmanager.queues import InProcessQueues
-from qmtl.services.dagmanager.store import Binding, GraphStore, open_graph_store
+from qmtl.services.dagmanager.store import GraphStore, open_graph_store
 from qmtl.testing.metrics import Snapshot, value
 
 from .conftest import make_service
@@ -394,7 +394,7 @@ def test_binding_leaves_active_queues_alone_and_revives_inactive_ones(
 ) -> None:
     """``bind`` never takes over a queue another node holds; it reports what it wrote."""
     with store.transaction() as cur:
-        assert store.bind(cur, [Binding("q1", "Na", "k", {}, 1.0)]) == {"q1"}
+        assert store.bind(cur, [("q1", "Na", "k")], {}, 1.0) == {"q1"}
     with store.transaction() as cur:
         cur.execute("UPDATE queue_bindings SET status = 'archived' WHERE queue = 'q1'")
         cur.execute(
@@ -405,11 +405,11 @@ def test_binding_leaves_active_queues_alone_and_revives_inactive_ones(
             ("q2", "Nb", "k", "{}", 1.0),
         )
     with store.transaction() as cur:
-        written = store.bind(
-            cur, [Binding("q1", "Nc", "k2", {}, 2.0), Binding("q2", "Nc", "k2", {}, 2.0)]
-        )
+        written = store.bind(cur, [("q1", "Nc", "k2"), ("q2", "Nc", "k2")], {"w": "1"}, 2.0)
         assert written == {"q1"}
         assert store.lookup(cur, ["q1", "q2"]) == {"q1": ("k2", "Nc"), "q2": ("k", "Nb")}
+    revived = store.binding("q1")
+    assert revived is not None and (revived.context, revived.created_at) == ({"w": "1"}, 2.0)
 
 
 def test_a_quiet_store_is_not_read_twice(store: GraphStore) -> None:
