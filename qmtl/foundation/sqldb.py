@@ -29,11 +29,37 @@ import threading
 import time
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager, suppress
+from contextvars import ContextVar
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-__all__ = ["Leases", "SqlDatabase"]
+__all__ = ["Leases", "SqlDatabase", "WouldBlock", "without_waiting"]
+
+#: Set by :func:`without_waiting` (a caller on an event loop): a transaction that would
+#: wait for the database raises :class:`WouldBlock` instead of waiting.
+_no_wait: ContextVar[bool] = ContextVar("qmtl_sql_no_wait", default=False)
+
+
+class WouldBlock(RuntimeError):
+    """The database is busy (or remote) and the caller asked not to wait for it."""
+
+
+@contextmanager
+def without_waiting() -> Iterator[None]:
+    """Within the block, transactions never wait: an event loop may run a small job on
+    an embedded database inline, and fall back to a thread on :class:`WouldBlock`.
+
+    SQLite: the connection's lock must be free at once (another thread's transaction
+    holds it otherwise).  PostgreSQL: always :class:`WouldBlock` (a network round trip
+    can take any time).  Whatever ran before the refusal must be safe to run again.
+    """
+    token = _no_wait.set(True)
+    try:
+        yield
+    finally:
+        _no_wait.reset(token)
+
 
 log = logging.getLogger(__name__)
 
@@ -233,6 +259,8 @@ class SqlDatabase:
     def txn(self) -> Iterator[Any]:
         """One transaction: commit on success, roll back on any error."""
         if self._pool is not None:
+            if _no_wait.get():
+                raise WouldBlock(f"{self.describe()} is a network round trip away")
             with self._pool.connection() as conn:  # rolls back on an error
                 watch = self._deadlines.start(conn.fileno(), self.query_deadline)
                 try:
@@ -245,7 +273,11 @@ class SqlDatabase:
                 finally:
                     self._deadlines.stop(watch)
             return
-        with self._lock:
+        if not _no_wait.get():
+            self._lock.acquire()
+        elif not self._lock.acquire(blocking=False):
+            raise WouldBlock(f"{self.describe()} is busy with another transaction")
+        try:
             conn = self._conn
             cur = conn.cursor()
             try:
@@ -257,6 +289,8 @@ class SqlDatabase:
                 with suppress(Exception):
                     conn.rollback()
                 raise
+        finally:
+            self._lock.release()
 
     def _check_connection(self, conn: Any) -> None:
         """The pool's check of an idle connection before it is handed out, with a deadline

@@ -2,10 +2,14 @@
 
 from __future__ import annotations
 
+import threading
+import time
 from pathlib import Path
 
+import pytest
+
 from qmtl.devstack import wait_for
-from qmtl.foundation.sqldb import SQLITE_BACKSTOP_PAGES, SqlDatabase
+from qmtl.foundation.sqldb import SQLITE_BACKSTOP_PAGES, SqlDatabase, WouldBlock, without_waiting
 
 
 def _write(db: SqlDatabase, commits: int, rows: int = 200) -> None:
@@ -51,5 +55,47 @@ def test_an_in_memory_database_has_no_checkpointer() -> None:
         _write(db, commits=2)
         db.checkpoint()  # nothing to do, and no error
         assert db.select("SELECT COUNT(*) FROM t") == [(400,)]
+    finally:
+        db.close()
+
+
+def test_without_waiting_a_busy_sqlite_refuses_at_once_and_a_free_one_commits(
+    tmp_path: Path,
+) -> None:
+    """An event loop runs small SQLite work inline only when it cannot wait: another
+    thread's transaction makes it raise WouldBlock (and write nothing); a free store
+    commits as usual."""
+    db = SqlDatabase.open(f"sqlite:{tmp_path / 'busy.db'}")
+    db.create(["CREATE TABLE t (k TEXT PRIMARY KEY)"])
+    holding, release = threading.Event(), threading.Event()
+
+    def hold() -> None:
+        with db.txn():
+            holding.set()
+            release.wait(10)
+
+    holder = threading.Thread(target=hold)
+    holder.start()
+    try:
+        assert holding.wait(10)
+        started = time.monotonic()
+        with pytest.raises(WouldBlock, match="busy"), without_waiting(), db.txn() as cur:
+            cur.execute("INSERT INTO t VALUES ('refused')")
+        assert time.monotonic() - started < 1.0
+    finally:
+        release.set()
+        holder.join(10)
+    with without_waiting(), db.txn() as cur:
+        cur.execute("INSERT INTO t VALUES ('inline')")
+    assert db.select("SELECT k FROM t") == [("inline",)]
+    db.close()
+
+
+def test_without_waiting_postgresql_always_refuses(postgres) -> None:  # type: ignore[no-untyped-def]
+    db = SqlDatabase.open(postgres.new_database())
+    try:
+        with pytest.raises(WouldBlock, match="network"), without_waiting(), db.txn():
+            pass
+        assert db.select("SELECT 1") == [(1,)]  # outside the block it waits as ever
     finally:
         db.close()

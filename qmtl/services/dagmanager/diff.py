@@ -47,6 +47,7 @@ from qmtl.foundation.errors import (
     QueueCreationFailed,
     QueueNameCollision,
 )
+from qmtl.foundation.sqldb import WouldBlock
 from qmtl.services.dagmanager import metrics
 from qmtl.services.dagmanager.queues import QueueBackend, context_namespace, queue_name
 from qmtl.services.dagmanager.store import GraphStore
@@ -69,7 +70,7 @@ def guarded(breaker: AsyncCircuitBreaker, what: str, fn: Callable[..., T], *args
         raise BackendUnavailable(f"{what}: {exc}") from None
     try:
         result = fn(*args)
-    except QmtlError:
+    except (QmtlError, WouldBlock):  # WouldBlock: the caller runs the diff again in a thread
         raise
     except Exception as exc:
         breaker.record_failure()
@@ -208,13 +209,15 @@ class DiffEngine:
     def diff(self, request: SubmissionRequest) -> DiffResult:
         """Run one diff and record its metrics, whatever the outcome."""
         started = time.perf_counter()
-        failed = True
         try:
             result = self._diff(request)
-            failed = False
-            return result
-        finally:
-            metrics.observe_diff((time.perf_counter() - started) * 1000.0, failed=failed)
+        except WouldBlock:
+            raise  # not a diff yet: the caller runs it again where it may wait
+        except BaseException:
+            metrics.observe_diff((time.perf_counter() - started) * 1000.0, failed=True)
+            raise
+        metrics.observe_diff((time.perf_counter() - started) * 1000.0, failed=False)
+        return result
 
     def _check_bindings(
         self,

@@ -5,8 +5,12 @@ Domain errors map to gRPC status codes with :data:`GRPC_STATUS`, once; the error
 domain class.  Client input is never answered UNKNOWN: anything unexpected becomes
 INTERNAL with a one-line message (the traceback goes to the log).
 
-Every diff runs in a worker thread, whatever the backends: the event loop that also
-serves ``/metrics`` and ``/health`` never waits on a store, a broker or a drill delay.
+The event loop that also serves ``/metrics`` and ``/health`` never waits on a store, a
+broker or a drill delay.  Diffs run in worker threads, except a small DAG on embedded
+backends (SQLite store, in-process queues, no drills): that one runs on the loop, where
+it costs ~1 ms of CPU against ~0.5 ms more for the thread hop and GIL hand-offs (15 %
+more Gateway submissions per second, measured), and only while the store is free
+(:func:`~qmtl.foundation.sqldb.without_waiting`); a busy store sends it to a thread.
 """
 
 from __future__ import annotations
@@ -28,6 +32,7 @@ from qmtl.foundation.errors import (
     QmtlError,
     Unavailable,
 )
+from qmtl.foundation.sqldb import WouldBlock, without_waiting
 from qmtl.services.dagmanager.proto import dagmanager_pb2 as pb
 from qmtl.services.dagmanager.proto import dagmanager_pb2_grpc as pb_grpc
 from qmtl.services.dagmanager.service import DagManagerService
@@ -77,6 +82,10 @@ def result_chunks(result: DiffResult) -> list[pb.DiffChunk]:
     return chunks
 
 
+#: DAGs up to this size may be diffed on the event loop (a 20-node DAG is ~5 KB).
+INLINE_DIFF_BYTES = 64 * 1024
+
+
 class DagManagerServicer(pb_grpc.DagManagerServicer):
     def __init__(
         self, service: DagManagerService, *, token: str | None = None, exposed: bool = False
@@ -84,6 +93,21 @@ class DagManagerServicer(pb_grpc.DagManagerServicer):
         self.service = service
         self.token = token
         self.exposed = exposed
+        #: Whether nothing a small diff touches can make the loop wait (see the module doc).
+        self.inline = (
+            service.store.dialect == "sqlite"
+            and service.queues.kind == "inprocess"
+            and service.faults is None
+        )
+
+    async def _diff(self, submission: SubmissionRequest) -> DiffResult:
+        if self.inline and len(submission.dag_json) <= INLINE_DIFF_BYTES:
+            try:
+                with without_waiting():
+                    return self.service.engine.diff(submission)
+            except WouldBlock:
+                pass  # the store is busy: wait for it in a thread (a diff can run twice)
+        return await asyncio.to_thread(self.service.engine.diff, submission)
 
     async def _fail(self, context: grpc.aio.ServicerContext, exc: QmtlError) -> None:
         context.set_trailing_metadata(((ERROR_TRAILER, exc.code),))
@@ -117,7 +141,7 @@ class DagManagerServicer(pb_grpc.DagManagerServicer):
                     as_of=request.as_of,
                     partition=request.partition,
                 )
-                result = await asyncio.to_thread(self.service.engine.diff, submission)
+                result = await self._diff(submission)
             except QmtlError as exc:
                 span.set_attribute("qmtl.error", exc.code)
                 await self._fail(context, exc)

@@ -1,0 +1,151 @@
+"""Where a diff runs: small DAGs on embedded backends on the event loop, the rest in a
+worker thread -- and the loop never waits for a busy store.  A real gRPC server in
+this process, the real client."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import threading
+import time
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import grpc
+
+from qmtl.foundation.contracts import SubmissionRequest
+from qmtl.foundation.dag import chain_dag
+from qmtl.services.dagmanager.client import DagManagerClient
+from qmtl.services.dagmanager.grpc_service import INLINE_DIFF_BYTES, DagManagerServicer
+from qmtl.services.dagmanager.proto import dagmanager_pb2_grpc as pb_grpc
+from qmtl.services.dagmanager.service import DagManagerService
+from qmtl.services.dagmanager.store import open_graph_store
+from qmtl.testing.metrics import Snapshot
+
+from .conftest import make_service
+
+
+def _recording(service: DagManagerService) -> list[int]:
+    """Thread ids the engine's diffs ran on (a diff refused for waiting runs twice)."""
+    threads: list[int] = []
+    diff = service.engine.diff
+
+    def recorded(request: SubmissionRequest) -> Any:
+        threads.append(threading.get_ident())
+        return diff(request)
+
+    service.engine.diff = recorded  # type: ignore[method-assign]
+    return threads
+
+
+def _serve(service: DagManagerService, body: Callable[[DagManagerClient], Any]) -> tuple[Any, int]:
+    """Run ``body(client)`` against a server on this loop; return its result and the
+    loop's thread id."""
+
+    async def run() -> tuple[Any, int]:
+        server = grpc.aio.server()
+        pb_grpc.add_DagManagerServicer_to_server(DagManagerServicer(service), server)  # type: ignore[no-untyped-call]
+        port = server.add_insecure_port("127.0.0.1:0")
+        await server.start()
+        client = DagManagerClient(f"127.0.0.1:{port}")
+        try:
+            return await body(client), threading.get_ident()
+        finally:
+            await client.close()
+            await server.stop(None)
+
+    return asyncio.run(run())
+
+
+def _big_dag() -> str:
+    """A DAG just over the inline limit (a long config on one node)."""
+    dag = json.loads(chain_dag(2, salt="big"))
+    del dag["nodes"][1]["node_id"]
+    dag["nodes"][1]["config"] = {"blob": "x" * INLINE_DIFF_BYTES}
+    from qmtl.foundation.dag import node_id_for
+
+    dag["nodes"][1]["node_id"] = node_id_for(dag["nodes"][1])
+    return json.dumps(dag)
+
+
+def test_small_diffs_on_embedded_backends_run_on_the_loop_and_big_ones_in_a_thread(
+    tmp_path: Path,
+) -> None:
+    service, _ = make_service(open_graph_store(f"sqlite:{tmp_path / 'g.db'}"))
+    threads = _recording(service)
+    big = _big_dag()
+    assert len(big) > INLINE_DIFF_BYTES
+
+    async def body(client: DagManagerClient) -> list[int]:
+        small = await client.diff(SubmissionRequest("small", chain_dag(20, salt="inline")))
+        large = await client.diff(SubmissionRequest("large", big))
+        return [small.new_queues, large.new_queues]
+
+    created, loop_thread = _serve(service, body)
+    assert created == [20, 2]
+    assert threads[0] == loop_thread and threads[1] != loop_thread
+
+
+def test_with_drills_or_postgresql_every_diff_runs_in_a_thread(
+    tmp_path: Path, postgres: Any
+) -> None:
+    """Fault wrappers can sleep (diff_delay) and PostgreSQL is a network away: neither
+    may hold the loop that answers /health and /metrics."""
+    drilled, _ = make_service(open_graph_store(f"sqlite:{tmp_path / 'g.db'}"), drills=True)
+    remote, _ = make_service(open_graph_store(postgres.new_database()))
+    for service in (drilled, remote):
+        assert not DagManagerServicer(service).inline
+        threads = _recording(service)
+
+        async def body(client: DagManagerClient) -> int:
+            return (await client.diff(SubmissionRequest("s", chain_dag(5)))).new_queues
+
+        created, loop_thread = _serve(service, body)
+        assert created == 5 and threads and loop_thread not in threads
+
+
+def test_a_busy_store_sends_the_small_diff_to_a_thread_and_the_loop_keeps_running(
+    tmp_path: Path,
+) -> None:
+    """Another thread holds the SQLite store (a big diff's write, a GC sweep): the small
+    diff must not wait for it on the loop.  It is refused at once, runs in a thread once
+    the store is free, and is counted once, as a success."""
+    store = open_graph_store(f"sqlite:{tmp_path / 'g.db'}")
+    service, _ = make_service(store)
+    threads = _recording(service)
+    holding, release = threading.Event(), threading.Event()
+
+    def hold() -> None:
+        with store.transaction():
+            holding.set()
+            release.wait(10)
+
+    holder = threading.Thread(target=hold)
+    snap = Snapshot("diff_requests_total", "diff_failures_total")
+
+    async def body(client: DagManagerClient) -> tuple[int, float]:
+        holder.start()
+        assert await asyncio.to_thread(holding.wait, 10)
+        loop = asyncio.get_running_loop()
+        loop.call_later(1.0, release.set)
+        gaps: list[float] = []
+
+        async def tick() -> None:
+            last = time.monotonic()
+            while not release.is_set():
+                await asyncio.sleep(0.01)
+                gaps.append(time.monotonic() - last)
+                last = time.monotonic()
+
+        ticker = asyncio.create_task(tick())
+        result = await client.diff(SubmissionRequest("s", chain_dag(10, salt="busy")))
+        await ticker
+        return result.new_queues, max(gaps)
+
+    (created, worst_gap), loop_thread = _serve(service, body)
+    holder.join(10)
+    assert created == 10
+    assert worst_gap < 0.5, f"the event loop stalled for {worst_gap:.2f} s"
+    assert threads[0] == loop_thread and len(threads) == 2 and threads[1] != loop_thread
+    assert snap.delta("diff_requests_total") == 1 and snap.delta("diff_failures_total") == 0
