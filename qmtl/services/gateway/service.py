@@ -42,6 +42,7 @@ from qmtl.foundation.errors import (
     UnknownSubmission,
     WorldFrozen,
 )
+from qmtl.foundation.sqldb import WouldBlock, without_waiting
 from qmtl.services.controlbus import (
     ACK,
     FREEZE,
@@ -199,9 +200,17 @@ class GatewayService:
         self.log.close()
 
     async def _db(self, fn: Any, *args: Any, small: bool = False, **kwargs: Any) -> Any:
-        """Call the log; on the loop when it is local and the call moves little data."""
+        """Call the log; on the loop when it is local, the call moves little data and the
+        log is free -- another thread's transaction (a retry-loop scan, a status read)
+        sends the call to a log thread rather than holding the loop until it ends.
+        Each log call is one transaction, or a second one read only after a first that
+        wrote nothing, so a call refused on the loop is safe to run again."""
         if self._log_inline and small:
-            return fn(*args, **kwargs)
+            try:
+                with without_waiting():
+                    return fn(*args, **kwargs)
+            except WouldBlock:
+                pass
         loop = asyncio.get_running_loop()
         return await loop.run_in_executor(self._db_pool, lambda: fn(*args, **kwargs))
 

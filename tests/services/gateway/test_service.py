@@ -256,6 +256,57 @@ def test_small_rows_of_a_local_log_are_written_on_the_loop_large_ones_off_it(
     assert threads[1].startswith("gateway-log")
 
 
+def test_a_busy_local_log_sends_the_write_to_a_log_thread_and_the_loop_keeps_running(
+    tmp_path: Path,
+) -> None:
+    """Another thread holds the SQLite log (the retry loop's scan, a status read): a small
+    submission's insert must not wait for it on the event loop."""
+    service = make(tmp_path, FakeDagManager(result))
+    log: Any = service.log
+    threads: list[str] = []
+    insert = log.insert
+
+    def recording_insert(*args: Any, **kwargs: Any) -> Any:
+        threads.append(threading.current_thread().name)
+        return insert(*args, **kwargs)
+
+    log.insert = recording_insert
+    holding, release = threading.Event(), threading.Event()
+
+    def hold() -> None:
+        with log.db.txn():
+            holding.set()
+            release.wait(10)
+
+    holder = threading.Thread(target=hold)
+
+    async def go() -> tuple[int, float]:
+        holder.start()
+        assert await asyncio.to_thread(holding.wait, 10)
+        asyncio.get_running_loop().call_later(1.0, release.set)
+        gaps: list[float] = []
+
+        async def tick() -> None:
+            last = time.monotonic()
+            while not release.is_set():
+                await asyncio.sleep(0.01)
+                gaps.append(time.monotonic() - last)
+                last = time.monotonic()
+
+        ticker = asyncio.create_task(tick())
+        await asyncio.sleep(0.05)  # the ticker runs before the submission starts
+        outcome = await service.submit(req("busy"))
+        await ticker
+        return outcome.status, max(gaps)
+
+    status, worst_gap = run(go())
+    holder.join(10)
+    assert status == 200
+    assert worst_gap < 0.5, f"the event loop stalled for {worst_gap:.2f} s"
+    assert threads[0] == threading.main_thread().name and threads[1].startswith("gateway-log")
+    assert service.log.counts() == {"completed": 1}
+
+
 @pytest.mark.integration
 def test_a_submission_waiting_on_postgresql_does_not_hold_up_the_others(postgres: Any) -> None:
     """A PostgreSQL log gets a thread per pooled connection.  One submission whose log
