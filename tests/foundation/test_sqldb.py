@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import threading
 import time
 from pathlib import Path
 
@@ -10,6 +9,7 @@ import pytest
 
 from qmtl.devstack import wait_for
 from qmtl.foundation.sqldb import SQLITE_BACKSTOP_PAGES, SqlDatabase, WouldBlock, without_waiting
+from qmtl.testing.stalls import held_elsewhere
 
 
 def _write(db: SqlDatabase, commits: int, rows: int = 200) -> None:
@@ -67,24 +67,11 @@ def test_without_waiting_a_busy_sqlite_refuses_at_once_and_a_free_one_commits(
     commits as usual."""
     db = SqlDatabase.open(f"sqlite:{tmp_path / 'busy.db'}")
     db.create(["CREATE TABLE t (k TEXT PRIMARY KEY)"])
-    holding, release = threading.Event(), threading.Event()
-
-    def hold() -> None:
-        with db.txn():
-            holding.set()
-            release.wait(10)
-
-    holder = threading.Thread(target=hold)
-    holder.start()
-    try:
-        assert holding.wait(10)
+    with held_elsewhere(db.txn):
         started = time.monotonic()
         with pytest.raises(WouldBlock, match="busy"), without_waiting(), db.txn() as cur:
             cur.execute("INSERT INTO t VALUES ('refused')")
         assert time.monotonic() - started < 1.0
-    finally:
-        release.set()
-        holder.join(10)
     with without_waiting(), db.txn() as cur:
         cur.execute("INSERT INTO t VALUES ('inline')")
     assert db.select("SELECT k FROM t") == [("inline",)]

@@ -7,7 +7,6 @@ from __future__ import annotations
 import asyncio
 import json
 import threading
-import time
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -22,6 +21,7 @@ from qmtl.services.dagmanager.proto import dagmanager_pb2_grpc as pb_grpc
 from qmtl.services.dagmanager.service import DagManagerService
 from qmtl.services.dagmanager.store import open_graph_store
 from qmtl.testing.metrics import Snapshot
+from qmtl.testing.stalls import LoopWatch, held_elsewhere
 
 from .conftest import make_service
 
@@ -114,37 +114,16 @@ def test_a_busy_store_sends_the_small_diff_to_a_thread_and_the_loop_keeps_runnin
     store = open_graph_store(f"sqlite:{tmp_path / 'g.db'}")
     service, _ = make_service(store)
     threads = _recording(service)
-    holding, release = threading.Event(), threading.Event()
-
-    def hold() -> None:
-        with store.transaction():
-            holding.set()
-            release.wait(10)
-
-    holder = threading.Thread(target=hold)
     snap = Snapshot("diff_requests_total", "diff_failures_total")
 
     async def body(client: DagManagerClient) -> tuple[int, float]:
-        holder.start()
-        assert await asyncio.to_thread(holding.wait, 10)
-        loop = asyncio.get_running_loop()
-        loop.call_later(1.0, release.set)
-        gaps: list[float] = []
-
-        async def tick() -> None:
-            last = time.monotonic()
-            while not release.is_set():
-                await asyncio.sleep(0.01)
-                gaps.append(time.monotonic() - last)
-                last = time.monotonic()
-
-        ticker = asyncio.create_task(tick())
-        result = await client.diff(SubmissionRequest("s", chain_dag(10, salt="busy")))
-        await ticker
-        return result.new_queues, max(gaps)
+        with held_elsewhere(store.transaction) as release:
+            asyncio.get_running_loop().call_later(1.0, release.set)
+            async with LoopWatch() as watch:
+                result = await client.diff(SubmissionRequest("s", chain_dag(10, salt="busy")))
+        return result.new_queues, watch.worst
 
     (created, worst_gap), loop_thread = _serve(service, body)
-    holder.join(10)
     assert created == 10
     assert worst_gap < 0.5, f"the event loop stalled for {worst_gap:.2f} s"
     assert threads[0] == loop_thread and len(threads) == 2 and threads[1] != loop_thread

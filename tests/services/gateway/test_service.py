@@ -25,6 +25,7 @@ from qmtl.services.dagmanager.client import is_remote_failure
 from qmtl.services.gateway.service import GatewayService
 from qmtl.services.gateway.submissions import SubmissionLog
 from qmtl.testing.metrics import Snapshot, value
+from qmtl.testing.stalls import LoopWatch, held_elsewhere
 
 
 class FakeDagManager:
@@ -271,36 +272,15 @@ def test_a_busy_local_log_sends_the_write_to_a_log_thread_and_the_loop_keeps_run
         return insert(*args, **kwargs)
 
     log.insert = recording_insert
-    holding, release = threading.Event(), threading.Event()
-
-    def hold() -> None:
-        with log.db.txn():
-            holding.set()
-            release.wait(10)
-
-    holder = threading.Thread(target=hold)
 
     async def go() -> tuple[int, float]:
-        holder.start()
-        assert await asyncio.to_thread(holding.wait, 10)
-        asyncio.get_running_loop().call_later(1.0, release.set)
-        gaps: list[float] = []
-
-        async def tick() -> None:
-            last = time.monotonic()
-            while not release.is_set():
-                await asyncio.sleep(0.01)
-                gaps.append(time.monotonic() - last)
-                last = time.monotonic()
-
-        ticker = asyncio.create_task(tick())
-        await asyncio.sleep(0.05)  # the ticker runs before the submission starts
-        outcome = await service.submit(req("busy"))
-        await ticker
-        return outcome.status, max(gaps)
+        with held_elsewhere(log.db.txn) as release:
+            asyncio.get_running_loop().call_later(1.0, release.set)
+            async with LoopWatch() as watch:
+                outcome = await service.submit(req("busy"))
+        return outcome.status, watch.worst
 
     status, worst_gap = run(go())
-    holder.join(10)
     assert status == 200
     assert worst_gap < 0.5, f"the event loop stalled for {worst_gap:.2f} s"
     assert threads[0] == threading.main_thread().name and threads[1].startswith("gateway-log")
