@@ -17,9 +17,10 @@ the same DAG under (world, domain, as_of, partition) A and B gets separate queue
 
 Replicas: a diff creates its new topics first (idempotently: a racing replica gets
 "already exists"), then locks those names in the graph store (advisory locks on
-PostgreSQL), re-reads their bindings and binds only the ones still unbound -- two
-replicas diffing the same DAG at once return the same queue map, each topic is created
-once on the broker, and no database connection waits on the broker.
+PostgreSQL) and binds only the ones still unbound (the store reports which rows it
+wrote; the rest are checked like any existing binding) -- two replicas diffing the same
+DAG at once return the same queue map, each topic is created once on the broker, and no
+database connection waits on the broker.
 """
 
 from __future__ import annotations
