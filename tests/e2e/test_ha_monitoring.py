@@ -27,7 +27,7 @@ pytestmark = [pytest.mark.e2e, pytest.mark.integration]
 RULES = {"eventWindow": "10s"}
 #: Longer than the devstack's Alertmanager peer timeout and two group intervals: a second
 #: notification from the other peer would have arrived by then.
-OBSERVE_SECONDS = 12
+OBSERVE_SECONDS = 26
 
 
 @pytest.fixture(scope="module")
