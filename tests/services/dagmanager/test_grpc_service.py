@@ -14,7 +14,7 @@ from typing import Any
 import grpc
 
 from qmtl.foundation.contracts import SubmissionRequest
-from qmtl.foundation.dag import chain_dag
+from qmtl.foundation.dag import chain_dag, node_id_for
 from qmtl.services.dagmanager.client import DagManagerClient
 from qmtl.services.dagmanager.grpc_service import INLINE_DIFF_BYTES, DagManagerServicer
 from qmtl.services.dagmanager.proto import dagmanager_pb2_grpc as pb_grpc
@@ -61,10 +61,7 @@ def _serve(service: DagManagerService, body: Callable[[DagManagerClient], Any]) 
 def _big_dag() -> str:
     """A DAG just over the inline limit (a long config on one node)."""
     dag = json.loads(chain_dag(2, salt="big"))
-    del dag["nodes"][1]["node_id"]
     dag["nodes"][1]["config"] = {"blob": "x" * INLINE_DIFF_BYTES}
-    from qmtl.foundation.dag import node_id_for
-
     dag["nodes"][1]["node_id"] = node_id_for(dag["nodes"][1])
     return json.dumps(dag)
 
