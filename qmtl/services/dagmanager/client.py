@@ -1,6 +1,7 @@
 """Async gRPC client of the DAG Manager (used by the Gateway, the demo, tests, benchmarks).
 
-``diff`` goes through :attr:`breaker` -- every client has one, the ``dagclient``
+``diff`` calls ``DiffUnary`` (the whole queue map in one reply: half the CPU of the
+``Diff`` stream) through :attr:`breaker` -- every client has one, the ``dagclient``
 breaker (three consecutive failures) -- and ``status`` never does, so the seed's
 recipe works even while the breaker is open::
 
@@ -16,8 +17,6 @@ Importing this module does not register DAG Manager metrics.
 """
 
 from __future__ import annotations
-
-from typing import Any
 
 import grpc
 
@@ -42,6 +41,8 @@ __all__ = ["BREAKER_THRESHOLD", "DagManagerClient", "is_remote_failure"]
 #: The seed: both breakers open after three consecutive failures and are not configurable.
 BREAKER_THRESHOLD = 3
 ERROR_TRAILER = "qmtl-error-code"
+#: The largest DAG the client sends (a DiffRequest); replies may be up to twice that.
+MAX_MESSAGE_BYTES = 64 * 1024 * 1024
 #: Fallback when a server sends no trailer: gRPC status -> domain error class.
 _BY_STATUS: dict[grpc.StatusCode, type[QmtlError]] = {
     grpc.StatusCode.INVALID_ARGUMENT: InvalidRequest,
@@ -89,29 +90,25 @@ class DagManagerClient:
         self._channel = grpc.aio.insecure_channel(
             target,
             options=[
-                ("grpc.max_send_message_length", 64 * 1024 * 1024),
-                ("grpc.max_receive_message_length", 64 * 1024 * 1024),
+                ("grpc.max_send_message_length", MAX_MESSAGE_BYTES),
+                # The whole queue map comes in one reply; an entry (node id, queue name
+                # made of the node's own fields) is about as long as the node in the DAG.
+                ("grpc.max_receive_message_length", 2 * MAX_MESSAGE_BYTES),
             ],
         )
         self._stub = pb_grpc.DagManagerStub(self._channel)  # type: ignore[no-untyped-call]
 
     async def _diff(self, request: pb.DiffRequest) -> DiffResult:
-        queue_map: dict[str, str] = {}
-        final: Any = None
         try:
-            stream = self._stub.Diff(
+            final = await self._stub.DiffUnary(
                 request, timeout=self.timeout, metadata=(*grpc_metadata(), *self._auth)
             )
-            async for chunk in stream:
-                queue_map.update(chunk.queue_map)
-                if chunk.final:
-                    final = chunk
         except grpc.aio.AioRpcError as exc:
             raise _domain_error(exc) from None
-        if final is None:
-            raise BackendUnavailable("DAG Manager ended the diff stream without a final chunk")
+        if not final.final:
+            raise BackendUnavailable("DAG Manager answered the diff without a final chunk")
         return DiffResult(
-            queue_map=queue_map,
+            queue_map=dict(final.queue_map),
             buffering=tuple(
                 BufferInstruction(b.node_id, b.period, b.interval) for b in final.buffering
             ),

@@ -1,6 +1,6 @@
 """Where a diff runs: small DAGs on embedded backends on the event loop, the rest in a
-worker thread -- and the loop never waits for a busy store.  A real gRPC server in
-this process, the real client."""
+worker thread -- and the loop never waits for a busy store; the stream and the unary
+call answer alike.  A real gRPC server in this process, the real client."""
 
 from __future__ import annotations
 
@@ -16,7 +16,12 @@ import grpc
 from qmtl.foundation.contracts import SubmissionRequest
 from qmtl.foundation.dag import chain_dag, node_id_for
 from qmtl.services.dagmanager.client import DagManagerClient
-from qmtl.services.dagmanager.grpc_service import INLINE_DIFF_BYTES, DagManagerServicer
+from qmtl.services.dagmanager.grpc_service import (
+    CHUNK_SIZE,
+    INLINE_DIFF_BYTES,
+    DagManagerServicer,
+)
+from qmtl.services.dagmanager.proto import dagmanager_pb2 as pb
 from qmtl.services.dagmanager.proto import dagmanager_pb2_grpc as pb_grpc
 from qmtl.services.dagmanager.service import DagManagerService
 from qmtl.services.dagmanager.store import open_graph_store
@@ -125,3 +130,38 @@ def test_a_busy_store_sends_the_small_diff_to_a_thread_and_the_loop_keeps_runnin
     assert worst_gap < 0.5, f"the event loop stalled for {worst_gap:.2f} s"
     assert threads[0] == loop_thread and len(threads) == 2 and threads[1] != loop_thread
     assert snap.delta("diff_requests_total") == 1 and snap.delta("diff_failures_total") == 0
+
+
+def test_the_stream_and_the_unary_call_answer_the_same_diff(tmp_path: Path) -> None:
+    """The client's ``DiffUnary`` (one message) and the ``Diff`` stream (chunks of
+    ``CHUNK_SIZE`` entries) answer the same cold diff alike, each on a fresh store:
+    queue map, buffering, version, sentinel and CRC."""
+    nodes = CHUNK_SIZE + 5
+    dag = chain_dag(nodes, salt="chunks")
+
+    async def unary_call(client: DagManagerClient) -> Any:
+        return await client.diff(SubmissionRequest("s-chunks", dag))
+
+    async def stream_call(client: DagManagerClient) -> list[Any]:
+        async with grpc.aio.insecure_channel(client.target) as channel:
+            stub = pb_grpc.DagManagerStub(channel)  # type: ignore[no-untyped-call]
+            request = pb.DiffRequest(strategy_id="s-chunks", dag_json=dag)
+            return [chunk async for chunk in stub.Diff(request, timeout=60)]
+
+    def fresh(name: str) -> DagManagerService:
+        return make_service(open_graph_store(f"sqlite:{tmp_path / name}"))[0]
+
+    unary, _ = _serve(fresh("unary.db"), unary_call)
+    chunks, _ = _serve(fresh("stream.db"), stream_call)
+    assert unary.new_queues == nodes and len(unary.queue_map) == nodes and unary.buffering
+    assert [chunk.final for chunk in chunks] == [False, True]
+    assert len(chunks[0].queue_map) == CHUNK_SIZE
+    streamed = {k: v for chunk in chunks for k, v in chunk.queue_map.items()}
+    assert streamed == unary.queue_map
+    last = chunks[-1]
+    assert (last.version, last.sentinel_id, last.crc32, last.total_nodes, last.new_queues) == (
+        unary.version, unary.sentinel_id, unary.crc32, nodes, nodes,
+    )  # fmt: skip
+    assert [(b.node_id, b.period, b.interval) for b in last.buffering] == [
+        (b.node_id, b.period, b.interval) for b in unary.buffering
+    ]

@@ -40,17 +40,29 @@ def diff(target: str, dag: str, strategy: str = "s1", **ctx: str) -> DiffResult:
     return asyncio.run(run())
 
 
+RPCS = ("Diff", "DiffUnary")
+
+
 def raw_diff(
-    target: str, dag: str, *, metadata: tuple[tuple[str, str], ...] = (), **fields: str
+    target: str,
+    dag: str,
+    *,
+    metadata: tuple[tuple[str, str], ...] = (),
+    rpc: str = "Diff",
+    **fields: str,
 ) -> tuple[grpc.StatusCode, str, str | None]:
-    """One Diff straight through the generated stub: status, details, qmtl-error-code."""
+    """One diff straight through the generated stub (``rpc``: the stream or the unary
+    call): status, details, qmtl-error-code."""
     channel = grpc.insecure_channel(target)
     stub = pb_grpc.DagManagerStub(channel)
     try:
         request = pb.DiffRequest(
             strategy_id=fields.pop("strategy_id", "s1"), dag_json=dag, **fields
         )
-        list(stub.Diff(request, timeout=20, metadata=metadata))
+        if rpc == "Diff":
+            list(stub.Diff(request, timeout=20, metadata=metadata))
+        else:
+            stub.DiffUnary(request, timeout=20, metadata=metadata)
         return grpc.StatusCode.OK, "", None
     except grpc.RpcError as exc:
         trailers = dict(exc.trailing_metadata() or ())  # type: ignore[attr-defined]
@@ -138,9 +150,10 @@ def test_hostile_input_is_invalid_argument_never_unknown(
     start_dagmanager, dag: str, fields: dict[str, str], needle: str
 ) -> None:  # type: ignore[no-untyped-def]
     server, target = start_dagmanager()
-    code, details, error = raw_diff(target, dag, **fields)
-    assert code == grpc.StatusCode.INVALID_ARGUMENT, (code, details)
-    assert needle in details and error in ("invalid_dag", "invalid_request")
+    for rpc in RPCS:
+        code, details, error = raw_diff(target, dag, rpc=rpc, **dict(fields))
+        assert code == grpc.StatusCode.INVALID_ARGUMENT, (rpc, code, details)
+        assert needle in details and error in ("invalid_dag", "invalid_request"), rpc
     assert httpx.get(f"{server.url}/status", timeout=5).json()["store"]["queues"] == 0
     assert "Traceback" not in server.process.log_tail(400)
 
@@ -230,12 +243,11 @@ def test_exposed_grpc_needs_the_token(start_dagmanager, tmp_path: Path) -> None:
     )  # fmt: skip
     assert refused.returncode == 2 and "dagmanager.admin_token" in refused.stderr
     server, target = start_dagmanager(host="", admin_token="tok")
-    code, _details, error = raw_diff(target, chain_dag(2))
-    assert code == grpc.StatusCode.UNAUTHENTICATED and error == "auth_required"
-    assert (
-        raw_diff(target, chain_dag(2), metadata=(("authorization", "Bearer tok"),))[0]
-        == grpc.StatusCode.OK
-    )
+    for rpc in RPCS:
+        code, _details, error = raw_diff(target, chain_dag(2), rpc=rpc)
+        assert code == grpc.StatusCode.UNAUTHENTICATED and error == "auth_required", rpc
+        token = (("authorization", "Bearer tok"),)
+        assert raw_diff(target, chain_dag(2), metadata=token, rpc=rpc)[0] == grpc.StatusCode.OK
     # An empty host is every interface: the admin surface needs the token too.
     assert httpx.post(f"{server.url}/admin/gc-trigger", timeout=5).status_code == 401
 
