@@ -1,7 +1,7 @@
 """Async gRPC client of the DAG Manager (used by the Gateway, the demo, tests, benchmarks).
 
 ``diff`` calls ``DiffUnary`` (the whole queue map in one reply: half the CPU of the
-``Diff`` stream) through :attr:`breaker` -- every client has one, the ``dagclient``
+``Diff`` stream; a server that predates it gets the stream) through :attr:`breaker` -- every client has one, the ``dagclient``
 breaker (three consecutive failures) -- and ``status`` never does, so the seed's
 recipe works even while the breaker is open::
 
@@ -17,6 +17,8 @@ Importing this module does not register DAG Manager metrics.
 """
 
 from __future__ import annotations
+
+import logging
 
 import grpc
 
@@ -38,6 +40,8 @@ from qmtl.services.dagmanager.proto import dagmanager_pb2_grpc as pb_grpc
 
 __all__ = ["BREAKER_THRESHOLD", "DagManagerClient", "is_remote_failure"]
 
+log = logging.getLogger(__name__)
+
 #: The seed: both breakers open after three consecutive failures and are not configurable.
 BREAKER_THRESHOLD = 3
 ERROR_TRAILER = "qmtl-error-code"
@@ -56,6 +60,23 @@ _BY_STATUS: dict[grpc.StatusCode, type[QmtlError]] = {
 def is_remote_failure(exc: BaseException) -> bool:
     """Breaker filter: outages count; rejected input, conflicts and auth errors do not."""
     return not isinstance(exc, QmtlError) or isinstance(exc, Unavailable)
+
+
+def _result(queue_map: dict[str, str], final: pb.DiffChunk | None) -> DiffResult:
+    """The diff from its queue map and the final chunk (the stream's last, or the one reply)."""
+    if final is None or not final.final:
+        raise BackendUnavailable("DAG Manager ended the diff without a final chunk")
+    return DiffResult(
+        queue_map=queue_map,
+        buffering=tuple(
+            BufferInstruction(b.node_id, b.period, b.interval) for b in final.buffering
+        ),
+        sentinel_id=final.sentinel_id,
+        version=final.version,
+        crc32=final.crc32,
+        new_queues=final.new_queues,
+        total_nodes=final.total_nodes,
+    )
 
 
 def _domain_error(exc: grpc.aio.AioRpcError) -> QmtlError:
@@ -97,27 +118,35 @@ class DagManagerClient:
             ],
         )
         self._stub = pb_grpc.DagManagerStub(self._channel)  # type: ignore[no-untyped-call]
+        #: False once the server answered UNIMPLEMENTED to DiffUnary (it predates it).
+        self._unary = True
 
     async def _diff(self, request: pb.DiffRequest) -> DiffResult:
+        metadata = (*grpc_metadata(), *self._auth)
         try:
-            final = await self._stub.DiffUnary(
-                request, timeout=self.timeout, metadata=(*grpc_metadata(), *self._auth)
-            )
+            if self._unary:
+                try:
+                    final = await self._stub.DiffUnary(
+                        request, timeout=self.timeout, metadata=metadata
+                    )
+                    return _result(dict(final.queue_map), final)
+                except grpc.aio.AioRpcError as exc:
+                    if exc.code() != grpc.StatusCode.UNIMPLEMENTED:
+                        raise
+                    # A DAG Manager older than DiffUnary (a rolling upgrade that reached
+                    # the Gateways first): use the stream from now on.
+                    log.warning("DAG Manager at %s has no DiffUnary; using the Diff stream",
+                                self.target)  # fmt: skip
+                    self._unary = False
+            queue_map: dict[str, str] = {}
+            final = None
+            async for chunk in self._stub.Diff(request, timeout=self.timeout, metadata=metadata):
+                queue_map.update(chunk.queue_map)
+                if chunk.final:
+                    final = chunk
         except grpc.aio.AioRpcError as exc:
             raise _domain_error(exc) from None
-        if not final.final:
-            raise BackendUnavailable("DAG Manager answered the diff without a final chunk")
-        return DiffResult(
-            queue_map=dict(final.queue_map),
-            buffering=tuple(
-                BufferInstruction(b.node_id, b.period, b.interval) for b in final.buffering
-            ),
-            sentinel_id=final.sentinel_id,
-            version=final.version,
-            crc32=final.crc32,
-            new_queues=final.new_queues,
-            total_nodes=final.total_nodes,
-        )
+        return _result(queue_map, final)
 
     async def diff(self, request: SubmissionRequest) -> DiffResult:
         """Diff ``request`` through the breaker; raises domain errors."""

@@ -44,13 +44,17 @@ def _recording(service: DagManagerService) -> list[int]:
     return threads
 
 
-def _serve(service: DagManagerService, body: Callable[[DagManagerClient], Any]) -> tuple[Any, int]:
+def _serve(
+    service: DagManagerService,
+    body: Callable[[DagManagerClient], Any],
+    servicer: type[DagManagerServicer] = DagManagerServicer,
+) -> tuple[Any, int]:
     """Run ``body(client)`` against a server on this loop; return its result and the
     loop's thread id."""
 
     async def run() -> tuple[Any, int]:
         server = grpc.aio.server()
-        pb_grpc.add_DagManagerServicer_to_server(DagManagerServicer(service), server)  # type: ignore[no-untyped-call]
+        pb_grpc.add_DagManagerServicer_to_server(servicer(service), server)  # type: ignore[no-untyped-call]
         port = server.add_insecure_port("127.0.0.1:0")
         await server.start()
         client = DagManagerClient(f"127.0.0.1:{port}")
@@ -165,3 +169,30 @@ def test_the_stream_and_the_unary_call_answer_the_same_diff(tmp_path: Path) -> N
     assert [(b.node_id, b.period, b.interval) for b in last.buffering] == [
         (b.node_id, b.period, b.interval) for b in unary.buffering
     ]
+
+
+def test_a_dag_manager_without_diff_unary_is_diffed_through_the_stream(tmp_path: Path) -> None:
+    """A rolling upgrade that reaches the Gateways first: the older DAG Manager answers
+    UNIMPLEMENTED to DiffUnary, and the client diffs through the stream from then on."""
+    asked: list[str] = []
+
+    class Older(DagManagerServicer):
+        async def DiffUnary(self, request: Any, context: Any) -> Any:
+            asked.append("DiffUnary")
+            await context.abort(grpc.StatusCode.UNIMPLEMENTED, "Method not found!")
+
+        async def Diff(self, request: Any, context: Any) -> Any:
+            asked.append("Diff")
+            async for chunk in super().Diff(request, context):
+                yield chunk
+
+    service, _ = make_service(open_graph_store(f"sqlite:{tmp_path / 'g.db'}"))
+
+    async def body(client: DagManagerClient) -> list[int]:
+        first = await client.diff(SubmissionRequest("older-1", chain_dag(3, salt="older")))
+        second = await client.diff(SubmissionRequest("older-2", chain_dag(4, salt="older")))
+        return [first.new_queues, second.new_queues]
+
+    (created, _) = _serve(service, body, Older)
+    assert created == [3, 1]
+    assert asked == ["DiffUnary", "Diff", "Diff"]
