@@ -46,11 +46,13 @@ BENCHMARKS = {
         "1",
     ],
 }
+#: New columns go before ``failed``; an older file gets them (empty in its old rows).
 HISTORY_COLUMNS = [
     "date", "commit", "gateway_p95_ratio_vs_floor_8", "gateway_throughput_ratio_vs_floor_8",
     "gateway_p95_ms_32", "diff_cold_p95_ms_1000", "diff_cold_p95_ms_10000",
     "diff_pg_cold_p95_ms_1000", "metrics_scrape_ms_10k", "replicas_2_vs_1_throughput_warm_8",
-    "soak_dagmanager_rss_mb_per_1000_after_budget", "failed",
+    "soak_dagmanager_rss_mb_per_1000_after_budget", "gateway_p95_ratio_vs_floor_32",
+    "floor_req_s_8", "failed",
 ]  # fmt: skip
 
 
@@ -74,6 +76,11 @@ def key_figures() -> dict[str, str]:
         out["gateway_throughput_ratio_vs_floor_8"] = f"{statistics.median(r[7] for r in at8):.2f}"
         at32 = [_p95(r["latencies"]) for r in gateway["runs"] if r["clients"] == 32]
         out["gateway_p95_ms_32"] = f"{statistics.median(at32):.1f}"
+        # The floor's own pace says how fast the machine was: absolute figures move with
+        # it (the floor ran 520-970 req/s within minutes), the ratios much less.
+        floor32 = [row for row in gateway["versus_floor"] if row[1] == 32]
+        out["gateway_p95_ratio_vs_floor_32"] = f"{statistics.median(r[4] for r in floor32):.2f}"
+        out["floor_req_s_8"] = f"{statistics.median(r[5] for r in at8):.0f}"
     diff = _load("diff")
     if diff:
         for column, backend, n in (
@@ -110,7 +117,27 @@ def append_history(failed: list[str]) -> None:
     ).stdout.strip()
     row = {"date": time.strftime("%Y-%m-%dT%H:%MZ", time.gmtime()), "commit": commit or "unknown",
            "failed": " ".join(failed), **key_figures()}  # fmt: skip
-    path = RESULTS / "history.csv"
+    write_history_row(RESULTS / "history.csv", row)
+
+
+def write_history_row(path: Path, row: dict[str, str]) -> None:
+    """Append ``row``; a file written with fewer columns is rewritten with today's header
+    first, its old rows kept with the new columns empty."""
+    if path.exists():
+        with path.open(newline="") as handle:
+            reader = csv.DictReader(handle)
+            if reader.fieldnames != HISTORY_COLUMNS:
+                unknown = set(reader.fieldnames or ()) - set(HISTORY_COLUMNS)
+                if unknown:
+                    raise SystemExit(
+                        f"error: {path} has columns this run_all.py does not know "
+                        f"({', '.join(sorted(unknown))}); it was written by a newer checkout"
+                    )
+                old_rows = list(reader)
+                with path.open("w", newline="") as out:
+                    writer = csv.DictWriter(out, fieldnames=HISTORY_COLUMNS, restval="")
+                    writer.writeheader()
+                    writer.writerows(old_rows)
     new = not path.exists()
     with path.open("a", newline="") as handle:
         writer = csv.DictWriter(handle, fieldnames=HISTORY_COLUMNS, restval="")

@@ -77,3 +77,30 @@ def test_bench_diff_names_a_revision_git_does_not_know(tmp_path: Path) -> None:
     )  # fmt: skip
     assert run.returncode != 0
     assert "--against no-such-rev: git archive failed" in run.stderr
+
+
+def test_history_written_with_fewer_columns_gets_the_new_ones(tmp_path: Path) -> None:
+    """An older history.csv keeps its rows under today's header; a newer one is refused."""
+    sys.path.insert(0, str(ROOT / "benchmarks"))
+    try:
+        import run_all
+    finally:
+        sys.path.remove(str(ROOT / "benchmarks"))
+    path = tmp_path / "history.csv"
+    path.write_text("date,commit,gateway_p95_ms_32,failed\n2026-01-01T00:00Z,abc1234,99.5,\n")
+    run_all.write_history_row(path, {"date": "2026-01-02T00:00Z", "commit": "def5678",
+                                     "gateway_p95_ratio_vs_floor_32": "1.25"})  # fmt: skip
+    lines = path.read_text().splitlines()
+    assert lines[0] == ",".join(run_all.HISTORY_COLUMNS)
+    old, new = (
+        dict(zip(run_all.HISTORY_COLUMNS, line.split(","), strict=True)) for line in lines[1:]
+    )
+    assert (old["commit"], old["gateway_p95_ms_32"], old["gateway_p95_ratio_vs_floor_32"]) == (
+        "abc1234", "99.5", "",
+    )  # fmt: skip
+    assert (new["commit"], new["gateway_p95_ratio_vs_floor_32"]) == ("def5678", "1.25")
+
+    path.write_text("date,commit,from_the_future\n")
+    with pytest.raises(SystemExit, match="from_the_future"):
+        run_all.write_history_row(path, {"date": "x", "commit": "y"})
+    assert path.read_text() == "date,commit,from_the_future\n"
