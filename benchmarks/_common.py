@@ -19,6 +19,19 @@ PACKAGE_ROOT = Path(os.environ.get("QMTL_BENCH_PACKAGE") or ROOT)
 sys.path.insert(0, str(PACKAGE_ROOT))
 
 
+def cpu_seconds(pids: Sequence[int]) -> float:
+    """User + system CPU time the processes used so far (every thread), from /proc.
+
+    CPU per request is the figure that moves least on a shared machine: throughput and
+    latency follow whatever else runs, the work a request costs does not.
+    """
+    total = 0
+    for pid in pids:
+        fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+        total += int(fields[11]) + int(fields[12])  # utime, stime (fields 14, 15)
+    return total / os.sysconf("SC_CLK_TCK")
+
+
 def pct(samples: Sequence[float], q: float) -> float:
     ordered = sorted(samples)
     if not ordered:

@@ -24,7 +24,7 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
 
-from _common import pct, save, table
+from _common import cpu_seconds, pct, save, table
 
 from qmtl.devstack.processes import ManagedProcess, free_port, http_ok
 from qmtl.devstack.stack import LocalStack
@@ -96,8 +96,8 @@ async def load(
 
 
 @contextmanager
-def floor_service(workdir: Path) -> Iterator[int]:
-    """The floor (``floor_service.py``): its HTTP port while it runs."""
+def floor_service(workdir: Path) -> Iterator[tuple[int, list[int]]]:
+    """The floor (``floor_service.py``): its HTTP port and its two pids while it runs."""
     grpc_port, http_port = free_port(), free_port()
     here = Path(__file__).resolve().parent
     backend = ManagedProcess(
@@ -112,7 +112,7 @@ def floor_service(workdir: Path) -> Iterator[int]:
     )  # fmt: skip
     try:
         front.wait_ready(lambda: http_ok(f"http://127.0.0.1:{http_port}/health"), timeout=60)
-        yield http_port
+        yield http_port, [front.pid, backend.pid]
     finally:
         front.stop()
         backend.stop()
@@ -128,17 +128,20 @@ def main() -> None:
     with (
         tempfile.TemporaryDirectory() as tmp,
         LocalStack(Path(tmp) / "stack", drills=False) as stack,  # production: no drill wrappers
-        floor_service(Path(tmp)) as floor_port,
+        floor_service(Path(tmp)) as (floor_port, floor_pids),
     ):
         port = int(stack.url("gateway").rsplit(":", 1)[1])
+        ours = [stack.pids()["gateway"], stack.pids()["dagmanager"]]
         asyncio.run(load(port, 4, 40, "warmup"))
         asyncio.run(load(floor_port, 4, 40, "warmup-floor"))
         for run in range(args.runs):
             base_p50 = None
             for concurrency in (1, 8, 32):
+                cpu_before = cpu_seconds(ours)
                 latencies, throughput, cpu = asyncio.run(
                     load(port, concurrency, args.requests, f"r{run}c{concurrency}")
                 )
+                our_cpu = (cpu_seconds(ours) - cpu_before) * 1000 / len(latencies)
                 p50, p95, p99 = (pct(latencies, q) for q in (0.5, 0.95, 0.99))
                 base_p50 = base_p50 or p50
                 target = TARGETS.get(concurrency)
@@ -154,12 +157,15 @@ def main() -> None:
                     }
                 )
                 if concurrency in (8, 32):
+                    cpu_before = cpu_seconds(floor_pids)
                     floor_lat, floor_tput, _ = asyncio.run(
                         load(floor_port, concurrency, args.requests, f"f{run}c{concurrency}")
                     )
+                    floor_cpu = (cpu_seconds(floor_pids) - cpu_before) * 1000 / len(floor_lat)
                     floor_p95 = pct(floor_lat, 0.95)
                     versus.append([run + 1, concurrency, floor_p95, p95, p95 / floor_p95,
-                                   floor_tput, throughput, throughput / floor_tput])  # fmt: skip
+                                   floor_tput, throughput, throughput / floor_tput,
+                                   floor_cpu, our_cpu, our_cpu / floor_cpu])  # fmt: skip
     markdown = "### Gateway submissions (20-node DAG, embedded defaults, gRPC to the DAG Manager)\n\n" + table(
         ["run", "clients", "requests", "p50 ms", "p95 ms", "p99 ms", "req/s", "p50 ratio vs 1 client",
          "client CPU ms/req", "target p95 ms", "verdict"], rows,
@@ -167,10 +173,12 @@ def main() -> None:
     markdown += (
         "\n\n### Gateway vs its floor (floor_service.py: pydantic parse, one SQLite row, one "
         "unary gRPC call; same run)\n\nTargets (issue #16): p95 ratio <= 1.5, throughput "
-        "ratio >= 0.7 at 8 clients.\n\n"
+        "ratio >= 0.7 at 8 clients. CPU is user + system time of the server processes "
+        "(both of the floor's, the Gateway and the DAG Manager) per request.\n\n"
     ) + table(
         ["run", "clients", "floor p95 ms", "gateway p95 ms", "p95 ratio", "floor req/s",
-         "gateway req/s", "throughput ratio"], versus,
+         "gateway req/s", "throughput ratio", "floor CPU ms/req", "gateway + DAG Manager CPU ms/req",
+         "CPU ratio"], versus,
     )  # fmt: skip
     save("gateway", markdown, {"runs": raw, "versus_floor": versus})
 
