@@ -1,9 +1,9 @@
 """Async gRPC client of the DAG Manager (used by the Gateway, the demo, tests, benchmarks).
 
 ``diff`` calls ``DiffUnary`` (the whole queue map in one reply: half the CPU of the
-``Diff`` stream; a server that predates it gets the stream) through :attr:`breaker` -- every client has one, the ``dagclient``
-breaker (three consecutive failures) -- and ``status`` never does, so the seed's
-recipe works even while the breaker is open::
+``Diff`` stream; a server that predates it gets the stream) through :attr:`breaker` --
+every client has one, the ``dagclient`` breaker (three consecutive failures) -- and
+``status`` never does, so the seed's recipe works even while the breaker is open::
 
     if await client.status():
         client.breaker.reset()
