@@ -22,8 +22,9 @@ sys.path.insert(0, str(PACKAGE_ROOT))
 def cpu_seconds(pids: Sequence[int]) -> float:
     """User + system CPU time the processes used so far (every thread), from /proc.
 
-    CPU per request is the figure that moves least on a shared machine: throughput and
-    latency follow whatever else runs, the work a request costs does not.
+    CPU per request says what the work cost, where throughput and latency also say how
+    the machine's cores were shared out; it still moves with contention (thread
+    hand-offs, preemption), so it is compared within one run like every other figure.
     """
     total = 0
     for pid in pids:
