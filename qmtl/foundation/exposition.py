@@ -10,8 +10,10 @@ The library's ``collect()`` was then most of what was left (~6 µs per series: a
 label dict and two ``Sample`` tuples each).  For the library's own metric classes with
 labels, this module walks the children itself, reading the same private attributes
 ``collect()`` reads (``_metrics``, ``_lock``, ``_labelnames``, ``_name``, a child's
-``_value`` or ``_child_samples()``); prometheus-client is pinned to one version in
-pyproject.toml for that reason.  Custom collectors, subclasses that override collection
+``_value`` or ``_child_samples()``), and of the in-process value holder its ``_value``
+and ``_exemplar`` directly (two lock round trips per series less); prometheus-client is
+pinned to one version in pyproject.toml for that reason.  A finite float under 1e6 is
+written as its ``repr``, which is what the library's ``floatToGoString`` returns there.  Custom collectors, subclasses that override collection
 and restricted registries go through ``collect()``.  The float formatting, the exemplar
 rendering and the content negotiation are always the library's.
 
@@ -27,6 +29,7 @@ from __future__ import annotations
 
 import copy
 import gzip
+import math
 import socket
 import threading
 from collections.abc import Callable, Iterable, Iterator, Sequence
@@ -50,6 +53,7 @@ from prometheus_client.openmetrics import exposition as om
 from prometheus_client.registry import Collector
 from prometheus_client.samples import Exemplar, Sample
 from prometheus_client.utils import floatToGoString
+from prometheus_client.values import MutexValue
 
 __all__ = ["encoder_for", "openmetrics_latest", "render", "serve_wsgi", "text_latest"]
 
@@ -112,11 +116,12 @@ def _is_plain_parent(collector: Collector) -> bool:
     )
 
 
-def _label_texts(parent: MetricWrapperBase) -> Iterator[tuple[Sequence[str], Any, str]]:
+def _label_texts(parent: MetricWrapperBase) -> list[tuple[Sequence[str], Any, str]]:
     """Each child with its label values and its label text (no braces), labels in name order.
 
     This replaces ``_multi_samples``, which merges every child's labels into a new dict
     for ``collect`` to copy into the family once more (~6 µs per series between them).
+    A list, built by comprehensions: a generator's resumption per child cost more.
     """
     with parent._lock:
         children = parent._metrics.copy()
@@ -124,15 +129,14 @@ def _label_texts(parent: MetricWrapperBase) -> Iterator[tuple[Sequence[str], Any
     framed = [(_label_name(names[i]) + '="', i) for i in sorted(range(len(names)), key=names.__getitem__)]  # fmt: skip
     if len(framed) == 1:
         key, _ = framed[0]
-        for values, child in children.items():
-            yield values, child, f'{key}{_escape_value(values[0])}"'
-    else:
-        for values, child in children.items():
-            yield (
-                values,
-                child,
-                ",".join([f'{key}{_escape_value(values[i])}"' for key, i in framed]),
-            )
+        return [
+            (values, child, f'{key}{_escape_value(values[0])}"')
+            for values, child in children.items()
+        ]
+    return [
+        (values, child, ",".join([f'{key}{_escape_value(values[i])}"' for key, i in framed]))
+        for values, child in children.items()
+    ]
 
 
 def _parent_rows(parent: MetricWrapperBase) -> Iterator[Row]:
@@ -165,17 +169,31 @@ def _single_value_lines(
         return None
     name = parent._name + suffix
     prefix = sample_name(name) + "{"
+    with_exemplars = bool(suffix) and exemplars is not None
     lines: list[str] = []
     append = lines.append
     for _, child, text in _label_texts(parent):
         if "_child_samples" in child.__dict__:
             return None  # set_function() gave this child samples of its own
         holder = child._value
-        value = holder.get()
-        exemplar = holder.get_exemplar() if suffix and exemplars is not None else None
+        if holder.__class__ is MutexValue:
+            # One attribute read is atomic; the holder's lock serialises read-modify-write
+            # (inc), and the library itself reads value and exemplar under separate locks.
+            value, exemplar = holder._value, holder._exemplar if with_exemplars else None
+        else:  # multiprocess mode: the value lives in a file
+            value = holder.get()
+            exemplar = holder.get_exemplar() if with_exemplars else None
         tail = _exemplar_text(exemplars, name, value, exemplar) if exemplar else ""  # type: ignore[arg-type]
-        append(f"{prefix}{text}}} {floatToGoString(value)}{tail}\n")
+        append(f"{prefix}{text}}} {_go_float(value)}{tail}\n")
     return lines
+
+
+def _go_float(value: float) -> str:
+    """``floatToGoString``: a finite float under 1e6 is its ``repr`` there, so only the
+    rest (exponents, infinities, NaN, ints) takes the library's function."""
+    if value.__class__ is float and -math.inf < value < 1e6:
+        return repr(value)
+    return floatToGoString(value)  # type: ignore[no-any-return]
 
 
 class _Family(NamedTuple):

@@ -94,6 +94,15 @@ def rich_registry(created: bool) -> CollectorRegistry:
         pools.labels("eu", "b").set(-0.0)
         pools.labels("eu", "a").set(3.25)
         pools.labels("us", "a").set_function(lambda: 7)
+        # Either side of where Go's formatting switches to exponents, and what is not finite
+        # (a family without set_function children: the renderer reads each child's value).
+        levels = Gauge("level", "Gauge.", ["k"], registry=registry)
+        for key, value in [("b", 999999.5), ("c", 1e6), ("d", 1234567.0), ("e", -2e6),
+                           ("f", 1e-7), ("g", math.inf), ("h", -math.inf), ("i", math.nan)]:  # fmt: skip
+            levels.labels(key).set(value)
+        events = Counter("events", "A labelled counter past 1e6.", ["k"], registry=registry)
+        events.labels("big").inc(2_500_000, exemplar={"trace_id": "ff"})
+        events.labels("small").inc(0.5)
         Enum("phase", "Enum.", ["world"], states=["frozen", "live"], registry=registry).labels(
             "w1"
         ).state("live")
@@ -120,6 +129,20 @@ def test_openmetrics_is_byte_for_byte_the_librarys(created: bool) -> None:
 @pytest.mark.parametrize("created", [False, True], ids=["created-off", "created-on"])
 def test_text_format_is_byte_for_byte_the_librarys(created: bool) -> None:
     registry = rich_registry(created)
+    assert exposition.text_latest(registry) == library_text(registry)
+
+
+def test_a_value_held_as_an_int_is_written_as_the_library_writes_it() -> None:
+    """The library's value holders store floats, but its formatter takes any number; the
+    renderer's float shortcut must not turn a stored 7 into "7" where the library says "7.0"."""
+    registry = CollectorRegistry()
+    gauge = Gauge("held", "Gauge.", ["k"], registry=registry)
+    gauge.labels("a").set(1)
+    gauge.labels("a")._value._value = 7  # as a value class storing ints would
+    assert b'held{k="a"} 7.0' in exposition.openmetrics_latest(registry)
+    assert exposition.openmetrics_latest(registry) == om.generate_latest(
+        registry, escaping=om.UNDERSCORES, version="1.0.0"
+    )
     assert exposition.text_latest(registry) == library_text(registry)
 
 
