@@ -7,6 +7,8 @@ would be the bottleneck); its own CPU time per request is reported.  Three runs 
 concurrency level; the ratio column compares with the 1-client run of the same round.
 The same load is sent to ``floor_service.py`` (the cheapest service doing the same
 essential work) in the same run: the second table is the Gateway against that floor.
+The third sends it to the floor's front calling the stack's own DAG Manager: the
+Gateway's own cost, with the diff on both sides.
 
     python benchmarks/bench_gateway.py [--requests 400] [--runs 3]
 """
@@ -96,26 +98,48 @@ async def load(
 
 
 @contextmanager
-def floor_service(workdir: Path) -> Iterator[tuple[int, list[int]]]:
-    """The floor (``floor_service.py``): its HTTP port and its two pids while it runs."""
-    grpc_port, http_port = free_port(), free_port()
+def floor_service(
+    workdir: Path, *, dagmanager_grpc: str | None = None
+) -> Iterator[tuple[int, list[int]]]:
+    """The floor (``floor_service.py``): its HTTP port and its pids while it runs.
+
+    With ``dagmanager_grpc`` (``host:port``) only the floor's front runs, calling that
+    DAG Manager's ``DiffUnary`` (one pid: the DAG Manager is the caller's to count).
+    """
+    http_port = free_port()
     here = Path(__file__).resolve().parent
-    backend = ManagedProcess(
-        "floor-grpc", [sys.executable, str(here / "floor_service.py"), "grpc", str(grpc_port)],
-        log_path=workdir / "floor-grpc.log",
-    )  # fmt: skip
+    tag = "floor-dm" if dagmanager_grpc else "floor"
+    backend = None
+    if dagmanager_grpc is None:
+        grpc_port = str(free_port())
+        backend = ManagedProcess(
+            "floor-grpc", [sys.executable, str(here / "floor_service.py"), "grpc", grpc_port],
+            log_path=workdir / "floor-grpc.log",
+        )  # fmt: skip
+    else:
+        grpc_port = dagmanager_grpc.rsplit(":", 1)[1]
     front = ManagedProcess(
-        "floor-http",
-        [sys.executable, str(here / "floor_service.py"), "http", str(http_port), str(grpc_port),
-         str(workdir / "floor.db")],
-        log_path=workdir / "floor-http.log",
+        f"{tag}-http",
+        [sys.executable, str(here / "floor_service.py"), "http", str(http_port), grpc_port,
+         str(workdir / f"{tag}.db"), *(["dagmanager"] if dagmanager_grpc else [])],
+        log_path=workdir / f"{tag}-http.log",
     )  # fmt: skip
     try:
         front.wait_ready(lambda: http_ok(f"http://127.0.0.1:{http_port}/health"), timeout=60)
-        yield http_port, [front.pid, backend.pid]
+        yield http_port, [front.pid] + ([backend.pid] if backend else [])
     finally:
         front.stop()
-        backend.stop()
+        if backend:
+            backend.stop()
+
+
+def measured(
+    port: int, pids: list[int], concurrency: int, requests: int, salt: str
+) -> tuple[list[float], float, float]:
+    """One load: latencies, req/s and the server processes' CPU ms per request."""
+    cpu_before = cpu_seconds(pids)
+    latencies, throughput, _ = asyncio.run(load(port, concurrency, requests, salt))
+    return latencies, throughput, (cpu_seconds(pids) - cpu_before) * 1000 / len(latencies)
 
 
 def main() -> None:
@@ -124,16 +148,19 @@ def main() -> None:
     parser.add_argument("--runs", type=int, default=3)
     args = parser.parse_args()
     logging.disable(logging.WARNING)
-    rows, raw, versus = [], [], []
+    rows, raw, versus, versus_dm = [], [], [], []
     with (
         tempfile.TemporaryDirectory() as tmp,
         LocalStack(Path(tmp) / "stack", drills=False) as stack,  # production: no drill wrappers
         floor_service(Path(tmp)) as (floor_port, floor_pids),
+        floor_service(Path(tmp), dagmanager_grpc=stack.grpc_target) as (front_port, front_pids),
     ):
         port = int(stack.url("gateway").rsplit(":", 1)[1])
         ours = [stack.pids()["gateway"], stack.pids()["dagmanager"]]
+        front_pids = [*front_pids, stack.pids()["dagmanager"]]
         asyncio.run(load(port, 4, 40, "warmup"))
         asyncio.run(load(floor_port, 4, 40, "warmup-floor"))
+        asyncio.run(load(front_port, 4, 40, "warmup-floor-dm"))
         for run in range(args.runs):
             base_p50 = None
             for concurrency in (1, 8, 32):
@@ -157,15 +184,18 @@ def main() -> None:
                     }
                 )
                 if concurrency in (8, 32):
-                    cpu_before = cpu_seconds(floor_pids)
-                    floor_lat, floor_tput, _ = asyncio.run(
-                        load(floor_port, concurrency, args.requests, f"f{run}c{concurrency}")
-                    )
-                    floor_cpu = (cpu_seconds(floor_pids) - cpu_before) * 1000 / len(floor_lat)
-                    floor_p95 = pct(floor_lat, 0.95)
-                    versus.append([run + 1, concurrency, floor_p95, p95, p95 / floor_p95,
-                                   floor_tput, throughput, throughput / floor_tput,
-                                   floor_cpu, our_cpu, our_cpu / floor_cpu])  # fmt: skip
+                    for base_port, base_pids, salt, into in (
+                        (floor_port, floor_pids, "f", versus),
+                        (front_port, front_pids, "fdm", versus_dm),
+                    ):
+                        base_lat, base_tput, base_cpu = measured(
+                            base_port, base_pids, concurrency, args.requests,
+                            f"{salt}{run}c{concurrency}",
+                        )  # fmt: skip
+                        base_p95 = pct(base_lat, 0.95)
+                        into.append([run + 1, concurrency, base_p95, p95, p95 / base_p95,
+                                     base_tput, throughput, throughput / base_tput,
+                                     base_cpu, our_cpu, our_cpu / base_cpu])  # fmt: skip
     markdown = "### Gateway submissions (20-node DAG, embedded defaults, gRPC to the DAG Manager)\n\n" + table(
         ["run", "clients", "requests", "p50 ms", "p95 ms", "p99 ms", "req/s", "p50 ratio vs 1 client",
          "client CPU ms/req", "target p95 ms", "verdict"], rows,
@@ -180,7 +210,18 @@ def main() -> None:
          "gateway req/s", "throughput ratio", "floor CPU ms/req", "gateway + DAG Manager CPU ms/req",
          "CPU ratio"], versus,
     )  # fmt: skip
-    save("gateway", markdown, {"runs": raw, "versus_floor": versus})
+    markdown += (
+        "\n\n### Gateway vs the floor's front calling the same DAG Manager (same run)\n\n"
+        "A decomposition, not a target: the floor's front (pydantic parse, one SQLite row) "
+        "makes the Gateway's own call, `DiffUnary` on the stack's DAG Manager, so both "
+        "sides pay the same diff and the ratios are what the Gateway's code costs. CPU is "
+        "the front's plus the DAG Manager's.\n\n"
+    ) + table(
+        ["run", "clients", "front p95 ms", "gateway p95 ms", "p95 ratio", "front req/s",
+         "gateway req/s", "throughput ratio", "front + DAG Manager CPU ms/req",
+         "gateway + DAG Manager CPU ms/req", "CPU ratio"], versus_dm,
+    )  # fmt: skip
+    save("gateway", markdown, {"runs": raw, "versus_floor": versus, "versus_floor_dm": versus_dm})
 
 
 if __name__ == "__main__":

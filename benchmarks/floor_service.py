@@ -6,8 +6,13 @@ the same libraries (FastAPI, uvicorn, pydantic, sqlite3, grpcio) and the same ho
 Gateway, without any of its guarantees (idempotency, leases, breaker, traces, metrics).
 ``bench_gateway.py`` measures both in the same run; the ratio is what our code costs.
 
+With ``dagmanager`` the front's one call is the Gateway's own: ``DiffUnary`` on a real
+DAG Manager (the DAG re-serialised from the parsed body), instead of a 64-byte call to a
+backend that answers without diffing.  Against that front the Gateway's ratio is what
+the Gateway's code costs; against the plain one it is the Gateway and the diff together.
+
     python floor_service.py grpc PORT
-    python floor_service.py http PORT GRPC_PORT DB_PATH
+    python floor_service.py http PORT GRPC_PORT DB_PATH [dagmanager]
 """
 
 from __future__ import annotations
@@ -22,6 +27,9 @@ import grpc
 import uvicorn
 from fastapi import FastAPI, Request, Response
 from pydantic import BaseModel, ConfigDict
+
+from qmtl.services.dagmanager.proto.dagmanager_pb2 import DiffRequest
+from qmtl.services.dagmanager.proto.dagmanager_pb2_grpc import DagManagerStub
 
 METHOD = "/floor.Diff/Diff"
 
@@ -41,7 +49,7 @@ def serve_grpc(port: int) -> None:
     asyncio.run(run())
 
 
-def serve_http(port: int, grpc_port: int, db_path: str) -> None:
+def serve_http(port: int, grpc_port: int, db_path: str, *, dagmanager: bool = False) -> None:
     class Node(BaseModel):
         model_config = ConfigDict(extra="allow")
         node_id: str
@@ -69,8 +77,17 @@ def serve_http(port: int, grpc_port: int, db_path: str) -> None:
         db.execute("INSERT INTO log VALUES (?, ?)", (submission_id, raw))
         if "call" not in state:
             channel = grpc.aio.insecure_channel(f"127.0.0.1:{grpc_port}")
-            state["call"] = channel.unary_unary(METHOD)
-        await state["call"](submission.dag.nodes[0].node_id.encode(), timeout=5)
+            state["call"] = (
+                DagManagerStub(channel).DiffUnary if dagmanager else channel.unary_unary(METHOD)
+            )
+        if dagmanager:
+            request_message: Any = DiffRequest(
+                strategy_id=f"floor-{submission_id}", dag_json=submission.dag.model_dump_json(),
+                world_id=submission.world_id,
+            )  # fmt: skip
+        else:
+            request_message = submission.dag.nodes[0].node_id.encode()
+        await state["call"](request_message, timeout=5)
         body = f'{{"status":"completed","submission_id":"{submission_id}"}}'
         return Response(body, media_type="application/json")
 
@@ -85,4 +102,9 @@ if __name__ == "__main__":
     if sys.argv[1] == "grpc":
         serve_grpc(int(sys.argv[2]))
     else:
-        serve_http(int(sys.argv[2]), int(sys.argv[3]), sys.argv[4])
+        serve_http(
+            int(sys.argv[2]),
+            int(sys.argv[3]),
+            sys.argv[4],
+            dagmanager=sys.argv[5:] == ["dagmanager"],
+        )

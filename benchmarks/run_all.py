@@ -52,7 +52,8 @@ HISTORY_COLUMNS = [
     "gateway_p95_ms_32", "diff_cold_p95_ms_1000", "diff_cold_p95_ms_10000",
     "diff_pg_cold_p95_ms_1000", "metrics_scrape_ms_10k", "replicas_2_vs_1_throughput_warm_8",
     "soak_dagmanager_rss_mb_per_1000_after_budget", "gateway_p95_ratio_vs_floor_32",
-    "floor_req_s_8", "gateway_cpu_ratio_vs_floor_8", "failed",
+    "floor_req_s_8", "gateway_cpu_ratio_vs_floor_8", "gateway_p95_ratio_vs_floor_dm_8",
+    "gateway_throughput_ratio_vs_floor_dm_8", "failed",
 ]  # fmt: skip
 
 
@@ -82,6 +83,13 @@ def key_figures() -> dict[str, str]:
         out["gateway_p95_ratio_vs_floor_32"] = f"{statistics.median(r[4] for r in floor32):.2f}"
         out["floor_req_s_8"] = f"{statistics.median(r[5] for r in at8):.0f}"
         out["gateway_cpu_ratio_vs_floor_8"] = f"{statistics.median(r[10] for r in at8):.2f}"
+    if gateway and gateway.get("versus_floor_dm"):
+        # Against the floor's front calling the same DAG Manager: the Gateway's own share.
+        dm8 = [row for row in gateway["versus_floor_dm"] if row[1] == 8]
+        out["gateway_p95_ratio_vs_floor_dm_8"] = f"{statistics.median(r[4] for r in dm8):.2f}"
+        out["gateway_throughput_ratio_vs_floor_dm_8"] = (
+            f"{statistics.median(r[7] for r in dm8):.2f}"
+        )
     diff = _load("diff")
     if diff:
         for column, backend, n in (

@@ -29,7 +29,8 @@ def test_run_all_quick_runs_every_benchmark(tmp_path: Path) -> None:
     output = run.stdout + run.stderr
     assert run.returncode == 0, output[-6000:]
     report = (tmp_path / "REPORT.md").read_text()
-    for heading in ("### Diff latency", "### SDK", "### Gateway vs its floor", "### /metrics",
+    for heading in ("### Diff latency", "### SDK", "### Gateway vs its floor",
+                    "### Gateway vs the floor's front calling the same DAG Manager", "### /metrics",
                     "### Replicas", "### Memory soak", "Budget reached after"):  # fmt: skip
         assert heading in report, (heading, report[:2000])
     figures = re.search(r"^key figures: (.*)$", run.stdout, re.M)
