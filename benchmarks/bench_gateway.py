@@ -135,11 +135,13 @@ def floor_service(
 
 def measured(
     port: int, pids: list[int], concurrency: int, requests: int, salt: str
-) -> tuple[list[float], float, float]:
-    """One load: latencies, req/s and the server processes' CPU ms per request."""
+) -> tuple[list[float], float, float, float]:
+    """One load: latencies, req/s, the load generator's and the server processes' CPU ms
+    per request."""
     cpu_before = cpu_seconds(pids)
-    latencies, throughput, _ = asyncio.run(load(port, concurrency, requests, salt))
-    return latencies, throughput, (cpu_seconds(pids) - cpu_before) * 1000 / len(latencies)
+    latencies, throughput, client_cpu = asyncio.run(load(port, concurrency, requests, salt))
+    server_cpu = (cpu_seconds(pids) - cpu_before) * 1000 / len(latencies)
+    return latencies, throughput, client_cpu, server_cpu
 
 
 def main() -> None:
@@ -164,11 +166,9 @@ def main() -> None:
         for run in range(args.runs):
             base_p50 = None
             for concurrency in (1, 8, 32):
-                cpu_before = cpu_seconds(ours)
-                latencies, throughput, cpu = asyncio.run(
-                    load(port, concurrency, args.requests, f"r{run}c{concurrency}")
+                latencies, throughput, cpu, our_cpu = measured(
+                    port, ours, concurrency, args.requests, f"r{run}c{concurrency}"
                 )
-                our_cpu = (cpu_seconds(ours) - cpu_before) * 1000 / len(latencies)
                 p50, p95, p99 = (pct(latencies, q) for q in (0.5, 0.95, 0.99))
                 base_p50 = base_p50 or p50
                 target = TARGETS.get(concurrency)
@@ -188,7 +188,7 @@ def main() -> None:
                         (floor_port, floor_pids, "f", versus),
                         (front_port, front_pids, "fdm", versus_dm),
                     ):
-                        base_lat, base_tput, base_cpu = measured(
+                        base_lat, base_tput, _, base_cpu = measured(
                             base_port, base_pids, concurrency, args.requests,
                             f"{salt}{run}c{concurrency}",
                         )  # fmt: skip
