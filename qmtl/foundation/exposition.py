@@ -12,10 +12,11 @@ labels, this module walks the children itself, reading the same private attribut
 ``collect()`` reads (``_metrics``, ``_lock``, ``_labelnames``, ``_name``, a child's
 ``_value`` or ``_child_samples()``), and of the in-process value holder its ``_value``
 and ``_exemplar`` directly (two lock round trips per series less); prometheus-client is
-pinned to one version in pyproject.toml for that reason.  A finite float under 1e6 is
-written as its ``repr``, which is what the library's ``floatToGoString`` returns there.  Custom collectors, subclasses that override collection
-and restricted registries go through ``collect()``.  The float formatting, the exemplar
-rendering and the content negotiation are always the library's.
+pinned to one version in pyproject.toml for that reason.  Custom collectors, subclasses
+that override collection and restricted registries go through ``collect()``.  The float
+formatting (but for a finite float under 1e6, written as its ``repr``, which is what
+``floatToGoString`` returns there), the exemplar rendering and the content negotiation
+are always the library's.
 
 The fast path covers what Prometheus and every QMTL scraper negotiate: OpenMetrics 1.0.0
 and text 0.0.4 with the default ``underscores`` name escaping.  Any other negotiation
