@@ -39,7 +39,7 @@ from qmtl.devstack.components import (
     start_service,
     start_victoria_metrics,
 )
-from qmtl.devstack.processes import ManagedProcess, free_port, http_ok, wait_for
+from qmtl.devstack.processes import ManagedProcess, free_port, http_ok, stop_all, wait_for
 
 __all__ = [
     "SERVICES",
@@ -249,11 +249,12 @@ class LocalStack:
             service.stop()
 
     def stop(self) -> None:
-        for name in reversed(list(self.services)):
-            self.stop_service(name)
-        if self.balancer is not None:
-            self.balancer.stop()
-            self.balancer = None
+        """Stop every service, newest first, and the balancer; all of them even when one
+        will not go (:class:`ProcessError` names it afterwards)."""
+        handles: list[Any] = [self.services.pop(name) for name in reversed(list(self.services))]
+        handles.append(self.balancer)
+        self.balancer = None
+        stop_all(handles)
 
     def pids(self) -> dict[str, int]:
         pids = {name: service.pid for name, service in self.services.items()}
@@ -297,10 +298,7 @@ class Monitoring:
         return [a for a in self.alertmanagers if a.process.alive()]
 
     def stop(self) -> None:
-        for handle in (*self.replicas, *self.alertmanagers):
-            handle.stop()
-        if self.long_term is not None:
-            self.long_term.stop()
+        stop_all([*self.replicas, *self.alertmanagers, self.long_term])
 
     def pids(self) -> dict[str, int]:
         if len(self.replicas) == 1:

@@ -35,7 +35,7 @@ from qmtl.devstack.components import (
     start_kafka,
     start_postgres,
 )
-from qmtl.devstack.processes import ProcessError, alive
+from qmtl.devstack.processes import ProcessError, alive, stop_all
 from qmtl.devstack.stack import LocalStack, Monitoring, start_demo, start_monitoring, write_pids
 from qmtl.devstack.status import StatusView, health_status, prometheus_status
 from qmtl.foundation.common.interrupts import interrupt_on_ctrl_c_and_term
@@ -271,13 +271,8 @@ def main(args: argparse.Namespace) -> int:
         print(f"\nqmtl up: {exc}", file=sys.stderr)
         return EXIT_FAILURE
     finally:
-        if monitoring is not None:
-            monitoring.stop()
-        if stack is not None:
-            stack.stop()
-        if postgres is not None:
-            postgres.stop()
-        if kafka is not None:
-            kafka.stop()
+        # Everything is stopped even if one process will not go; then its ProcessError
+        # names it, and pids.json stays: a second qmtl up must not start beside it.
+        stop_all([monitoring, stack, postgres, kafka])
         (state / "pids.json").unlink(missing_ok=True)
         print("stopped.", flush=True)

@@ -8,7 +8,17 @@ import subprocess
 import sys
 from pathlib import Path
 
-from qmtl.devstack.processes import alive, wait_for
+import pytest
+
+from qmtl.devstack import processes
+from qmtl.devstack.processes import (
+    ManagedProcess,
+    ProcessError,
+    alive,
+    live_processes,
+    stop_all,
+    wait_for,
+)
 
 PARENT = r"""
 import sys, time
@@ -43,8 +53,6 @@ def test_alive_reports_dead_and_live_pids() -> None:
 
 def test_launcher_returns_only_once_the_death_signal_is_armed(tmp_path: Path) -> None:
     """Returning while ``setpriv`` still runs would let a parent killed now orphan the child."""
-    from qmtl.devstack.processes import ManagedProcess
-
     for i in range(20):
         child = ManagedProcess(
             f"sleeper{i}",
@@ -56,3 +64,63 @@ def test_launcher_returns_only_once_the_death_signal_is_armed(tmp_path: Path) ->
             assert os.readlink(f"/proc/{child.pid}/exe") == os.path.realpath(sys.executable)
         finally:
             child.stop()
+
+
+#: A child that ignores SIGTERM (as a service stuck in its shutdown does) and says so.
+STUBBORN = (
+    "import signal, time; signal.signal(signal.SIGTERM, signal.SIG_IGN); "
+    "print('ready', flush=True); time.sleep(120)"
+)
+
+
+def _stubborn(tmp_path: Path, name: str) -> ManagedProcess:
+    child = ManagedProcess(
+        name, [sys.executable, "-c", STUBBORN], log_path=tmp_path / f"{name}.log"
+    )
+    wait_for(lambda: "ready" in child.log_tail(), timeout=30, what=f"{name} to ignore SIGTERM")
+    return child
+
+
+def test_a_child_ignoring_sigterm_is_killed(tmp_path: Path) -> None:
+    child = _stubborn(tmp_path, "stubborn")
+    assert child.stop(timeout=0.5) == -signal.SIGKILL
+    assert not alive(child.pid) and child not in live_processes()
+
+
+def test_a_child_still_there_after_sigkill_is_named_and_the_others_are_stopped(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A process in uninterruptible sleep gets SIGKILL only when it wakes; until then
+    ``stop`` must neither hang nor give up on the other processes.  The kernel's delay is
+    played by holding back the SIGKILL of one child."""
+    stuck, other = _stubborn(tmp_path, "stuck"), _stubborn(tmp_path, "other")
+    real_kill = os.kill
+
+    def kill(pid: int, sig: int) -> None:
+        if not (pid == stuck.pid and sig == signal.SIGKILL):
+            real_kill(pid, sig)
+
+    monkeypatch.setattr(processes.os, "kill", kill)
+    try:
+        with pytest.raises(ProcessError) as failed:
+            stop_all([None, _Stops(stuck), _Stops(other)])
+        message = str(failed.value)
+        assert f"stuck (pid {stuck.pid})" in message and "after SIGKILL" in message
+        assert str(stuck.log_path) in message and "other" not in message
+        assert not alive(other.pid)  # stopped although the one before it would not go
+        assert alive(stuck.pid) and stuck in live_processes()  # the exit handler retries it
+    finally:
+        monkeypatch.undo()
+        stuck.stop(timeout=0.5)
+    assert not alive(stuck.pid)
+
+
+class _Stops:
+    """A handle as the stack holds one: ``stop()`` with the launcher's default timeout
+    cut short so the test takes a second, not ten."""
+
+    def __init__(self, process: ManagedProcess) -> None:
+        self.process = process
+
+    def stop(self) -> None:
+        self.process.stop(timeout=0.5, kill_wait=0.5)
