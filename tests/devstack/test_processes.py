@@ -66,10 +66,12 @@ def test_launcher_returns_only_once_the_death_signal_is_armed(tmp_path: Path) ->
             child.stop()
 
 
-#: A child that ignores SIGTERM (as a service stuck in its shutdown does) and says so.
+#: A child that ignores SIGTERM (as a service stuck in its shutdown does), says so and
+#: waits for signals until SIGKILL.  It ignores the launcher's parent-death signal too
+#: (TERM), so an alarm ends it should the test process die without stopping it.
 STUBBORN = (
-    "import signal, time; signal.signal(signal.SIGTERM, signal.SIG_IGN); "
-    "print('ready', flush=True); time.sleep(120)"
+    "import signal; signal.signal(signal.SIGTERM, signal.SIG_IGN); signal.alarm(120); "
+    "print('ready', flush=True)\nwhile True: signal.pause()"
 )
 
 
