@@ -44,7 +44,9 @@ class ConfigError(Exception):
 
 
 class _Section(BaseModel):
-    model_config = ConfigDict(extra="forbid", validate_assignment=True)
+    # No NaN or infinity anywhere (YAML spells them .nan and .inf): a timeout of .inf is
+    # a wait that never ends, and a NaN compares false with every bound.
+    model_config = ConfigDict(extra="forbid", validate_assignment=True, allow_inf_nan=False)
 
 
 class TelemetryConfig(_Section):

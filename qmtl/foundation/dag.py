@@ -27,6 +27,7 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
+from qmtl.foundation import strictjson
 from qmtl.foundation.contracts import compute_key
 from qmtl.foundation.errors import InvalidDag
 
@@ -40,7 +41,6 @@ __all__ = [
     "chain_dag",
     "compute_key",
     "dag_crc32",
-    "load_json",
     "node",
     "node_id_for",
     "parse_dag",
@@ -157,21 +157,6 @@ def _int_or_none(value: Any, what: str, where: str, limit: int) -> int | None:
     return value
 
 
-def load_json(text: str | bytes, what: str = "body") -> Any:
-    """``json.loads`` that turns every way hostile text can fail into :class:`ValueError`.
-
-    Besides syntax errors: nesting deeper than the interpreter's recursion limit
-    (RecursionError), integers over Python's 4,300-digit conversion limit (ValueError)
-    and undecodable bytes.  The message names ``what`` and the problem.
-    """
-    try:
-        return json.loads(text)
-    except RecursionError:
-        raise ValueError(f"{what} is nested too deeply; flatten the structure") from None
-    except (ValueError, UnicodeDecodeError) as exc:
-        raise ValueError(f"{what} is not valid JSON: {exc}") from None
-
-
 def _text(value: Any) -> str:
     """A str that encodes to UTF-8 (JSON escapes can smuggle in lone surrogates)."""
     text = str(value)
@@ -196,7 +181,7 @@ def parse_dag(text: str | bytes, *, max_bytes: int | None = None, verify_ids: bo
             "or raise dagmanager.max_dag_bytes"
         )
     try:
-        data = load_json(text, "DAG")
+        data = strictjson.loads(text, "DAG")
     except ValueError as exc:
         raise DagError(str(exc)) from None
     return validate_dag(data, verify_ids=verify_ids)

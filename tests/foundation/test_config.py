@@ -114,3 +114,16 @@ def test_cli_exits_2_without_traceback(tmp_path: Path, content: str | None, expe
     assert result.returncode == 2, result.stderr
     assert expected in result.stderr
     assert "Traceback" not in result.stderr
+
+
+def test_non_finite_numbers_are_refused_by_key(tmp_path: Path) -> None:
+    """YAML's .inf and .nan are not values any setting can take: each key is named."""
+    path = write(
+        tmp_path,
+        "worldservice:\n  ack_timeout_seconds: .inf\ndagmanager:\n  lag_thresholds: {t: .nan}\n",
+    )
+    with pytest.raises(ConfigError) as caught:
+        load_config(path, env={})
+    message = str(caught.value)
+    assert "worldservice.ack_timeout_seconds: Input should be a finite number" in message
+    assert "dagmanager.lag_thresholds.t: Input should be a finite number" in message

@@ -64,6 +64,46 @@ def test_a_forged_event_is_refused_and_never_stops_apply_runs(stack: LocalStack)
     assert httpx.get(f"{ws}/status", timeout=5).json()["controlbus"]["ready"]
 
 
+#: The event of the report that stopped every apply: a deadline of ``Infinity`` was
+#: accepted, and every later read of the log answered 500.
+NON_FINITE_EVENT = (
+    '{"specversion":"1.0","type":"qmtl.apply.freeze","source":"x","subject":"w","id":"p1",'
+    '"time":"2026-12-06T23:00:00Z","data":{"world_id":"w","run_id":"r","deadline":%s}}'
+)
+
+
+def test_non_finite_numbers_are_refused_at_every_json_door(stack: LocalStack) -> None:
+    """NaN, the infinities and 1e999 are not JSON: each door answers 400 invalid_json (or
+    422) naming the problem, nothing is stored, and the log and applies keep working."""
+    ws, gw = stack.url("worldservice"), stack.url("gateway")
+    headers = {"content-type": "application/json"}
+    for number in ("Infinity", "-Infinity", "NaN", "1e999"):
+        answer = httpx.post(
+            f"{ws}/controlbus/events", content=NON_FINITE_EVENT % number, headers=headers,
+            timeout=10,
+        )  # fmt: skip
+        assert answer.status_code == 400, (number, answer.text)
+        assert answer.json()["error"] == "invalid_json" and "finite" in answer.json()["message"]
+    allocations = httpx.put(
+        f"{ws}/worlds/w/allocations", content='{"allocations": {"s": NaN}}', headers=headers,
+        timeout=10,
+    )  # fmt: skip
+    assert allocations.status_code == 400 and "NaN" in allocations.json()["message"]
+    dag = json.loads(chain_dag(2, salt="nan"))
+    dag["nodes"][0]["config"] = {"x": 1}
+    body = json.dumps({"dag": dag}).replace('{"x": 1}', '{"x": Infinity}')
+    submitted = httpx.post(f"{gw}/strategies", content=body, headers=headers, timeout=10)
+    assert submitted.status_code == 400 and submitted.json()["error"] == "invalid_json"
+    as_text = json.dumps({"dag": json.dumps(dag).replace('{"x": 1}', '{"x": -Infinity}')})
+    submitted = httpx.post(f"{gw}/strategies", content=as_text, headers=headers, timeout=10)
+    assert submitted.status_code == 422 and submitted.json()["error"] == "invalid_dag"
+    # Nothing got in: the log reads, the Gateway stays subscribed, applies run.
+    read = httpx.get(f"{ws}/controlbus/events", params={"since": 0}, timeout=10)
+    assert read.status_code == 200 and all(e["id"] != "p1" for e in read.json()["events"])
+    assert apply(stack).status_code == 200
+    assert httpx.get(f"{gw}/status", timeout=5).json()["controlbus"]["ready"]
+
+
 def test_a_bad_record_on_the_kafka_bus_is_skipped(tmp_path: Path, kafka: devstack.Kafka) -> None:
     """Records that bypass the HTTP edge (straight onto the topic) are logged, counted, skipped."""
     from confluent_kafka import Producer
@@ -77,9 +117,15 @@ def test_a_bad_record_on_the_kafka_bus_is_skipped(tmp_path: Path, kafka: devstac
         bad = Envelope(
             type=FREEZE, source="x", subject="w", data={"world_id": "w", "run_id": "r"}
         ).as_dict()
-        for record in (b"not json", json.dumps({**bad, "id": [1]}).encode(), b"[]"):
+        infinite = (NON_FINITE_EVENT % "Infinity").encode()
+        for record in (b"not json", json.dumps({**bad, "id": [1]}).encode(), b"[]", infinite):
             producer.produce(topic, record)
         producer.flush(10)
+        devstack.wait_for(
+            lambda: (scrape(f"{stack.url('gateway')}/metrics").get_value(
+                "controlbus_invalid_events_total", reason="invalid_json") or 0) >= 2,
+            timeout=30, what="the Gateway to skip the records that are not JSON",
+        )  # fmt: skip
         devstack.wait_for(
             lambda: (scrape(f"{stack.url('gateway')}/metrics").get_value(
                 "controlbus_invalid_events_total", reason="invalid_envelope") or 0) >= 2,

@@ -9,14 +9,15 @@ from __future__ import annotations
 
 import json
 import time
-from collections.abc import Awaitable, Callable, MutableMapping
+from collections.abc import Awaitable, Callable, Coroutine, MutableMapping
 from typing import Any
 
 from fastapi import FastAPI, HTTPException, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse, Response
+from fastapi.routing import APIRoute
 
-from qmtl.foundation import exposition
+from qmtl.foundation import exposition, strictjson
 from qmtl.foundation.errors import (
     AuthError,
     Conflict,
@@ -32,6 +33,8 @@ __all__ = [
     "HTTP_STATUS",
     "BodyLimit",
     "SafeJSONResponse",
+    "StrictJsonRequest",
+    "StrictJsonRoute",
     "error",
     "http_status",
     "install_common_routes",
@@ -61,6 +64,33 @@ class SafeJSONResponse(JSONResponse):
         ).encode()
 
 
+class StrictJsonRequest(Request):
+    """A request whose JSON body is read by :func:`strictjson.loads`: ``NaN`` and the
+    infinities are refused at the door, so nothing stored can break a later answer."""
+
+    async def json(self) -> Any:
+        if not hasattr(self, "_json"):
+            body = await self.body()
+            try:
+                self._json = strictjson.loads(body, "body")
+            except ValueError as exc:
+                # FastAPI turns exactly this error into its json_invalid validation error.
+                raise json.JSONDecodeError(str(exc), body.decode("latin-1"), 0) from None
+        return self._json
+
+
+class StrictJsonRoute(APIRoute):
+    """Routes whose handlers see :class:`StrictJsonRequest` (FastAPI's custom route idiom)."""
+
+    def get_route_handler(self) -> Callable[[Request], Coroutine[Any, Any, Response]]:
+        handler = super().get_route_handler()
+
+        async def strict(request: Request) -> Response:
+            return await handler(StrictJsonRequest(request.scope, request.receive))
+
+        return strict
+
+
 def http_status(exc: QmtlError) -> int:
     if isinstance(exc, AuthError) and exc.forbidden:
         return 403
@@ -82,6 +112,9 @@ def metrics_response(accept: str | None) -> Response:
 
 
 def install_common_routes(app: FastAPI) -> None:
+    """/metrics, the error handlers and strict JSON bodies; call before adding routes."""
+    app.router.route_class = StrictJsonRoute
+
     @app.get("/metrics", include_in_schema=False)
     def metrics_endpoint(request: Request) -> Response:
         return metrics_response(request.headers.get("accept"))
@@ -102,8 +135,10 @@ def install_common_routes(app: FastAPI) -> None:
     @app.exception_handler(RequestValidationError)
     async def invalid_request(_request: Request, exc: RequestValidationError) -> JSONResponse:
         errors = exc.errors()
-        if any(e.get("type") == "json_invalid" for e in errors):
-            return error(400, "invalid_json", "body is not valid JSON")
+        for e in errors:
+            if e.get("type") == "json_invalid":
+                reason = (e.get("ctx") or {}).get("error") or "body is not valid JSON"
+                return error(400, "invalid_json", str(reason))
         problems = "; ".join(
             f"{'.'.join(str(p) for p in e['loc'] if p != 'body') or 'body'}: {e['msg']}"
             for e in errors

@@ -22,7 +22,7 @@ from collections.abc import Callable
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
 
-from qmtl.foundation import crosscontext, exposition
+from qmtl.foundation import crosscontext, exposition, strictjson
 from qmtl.foundation.common.admin import check_bearer, is_exposed
 from qmtl.foundation.errors import AuthError, InvalidRequest
 from qmtl.foundation.faults import FaultSet
@@ -116,9 +116,9 @@ class AdminServer:
                     self.close_connection = True
                     raise InvalidRequest(f"body over {MAX_BODY_BYTES} bytes")
                 try:
-                    body = json.loads(self.rfile.read(length) or b"{}")
-                except (ValueError, RecursionError):
-                    raise InvalidRequest("body must be JSON") from None
+                    body = strictjson.loads(self.rfile.read(length) or b"{}", "body")
+                except ValueError as exc:
+                    raise InvalidRequest(str(exc)) from None
                 if not isinstance(body, dict):
                     raise InvalidRequest("body must be a JSON object")
                 return body

@@ -26,8 +26,8 @@ Robustness rules, the same on every backend:
 
 from __future__ import annotations
 
-import json
 import logging
+import math
 import re
 import threading
 import time
@@ -41,6 +41,7 @@ from typing import Any
 
 import httpx
 
+from qmtl.foundation import strictjson
 from qmtl.foundation.errors import InvalidRequest
 from qmtl.services.controlbus.metrics import controlbus_invalid_events_total
 
@@ -115,7 +116,7 @@ class Envelope:
         return asdict(self)
 
     def to_json(self) -> str:
-        return json.dumps(asdict(self), sort_keys=True)
+        return strictjson.dumps(asdict(self), sort_keys=True)
 
     @classmethod
     def from_dict(cls, data: Any) -> Envelope:
@@ -158,9 +159,15 @@ def parse_envelope(raw: Any) -> Envelope:
         if name not in data or not check(data[name]):
             raise InvalidRequest(f"data.{name} is missing or invalid for a {raw['type']} event")
     if "deadline" in data and (
-        isinstance(data["deadline"], bool) or not isinstance(data["deadline"], int | float)
+        isinstance(data["deadline"], bool)
+        or not isinstance(data["deadline"], int | float)
+        or not math.isfinite(data["deadline"])
     ):
-        raise InvalidRequest("data.deadline must be a unix time in seconds")
+        raise InvalidRequest("data.deadline must be a finite unix time in seconds")
+    try:  # whatever else data holds must survive being written back out
+        strictjson.require_finite(data, "data")
+    except ValueError as exc:
+        raise InvalidRequest(str(exc)) from None
     return Envelope(
         type=raw["type"], source=raw["source"], subject=raw["subject"], data=dict(data),
         id=raw["id"], time=stamp, specversion="1.0",
@@ -247,6 +254,12 @@ class EventLog:
         self._changed = threading.Condition()
 
     def append(self, envelope: Envelope) -> int:
+        """Add ``envelope``; :class:`InvalidRequest` if it could not be served back as JSON
+        (one such event in the log would break every later read)."""
+        try:
+            envelope.to_json()
+        except ValueError as exc:
+            raise InvalidRequest(f"event {envelope.id} cannot be logged: {exc}") from None
         with self._changed:
             self._seq += 1
             self._events.append((self._seq, envelope.epoch(), envelope))
@@ -454,7 +467,7 @@ class KafkaBus(ControlBus):
                         if message is None or message.error() is not None:
                             continue
                         try:
-                            raw = json.loads(message.value() or b"")
+                            raw = strictjson.loads(message.value() or b"", "record")
                         except (ValueError, TypeError) as exc:
                             self._rejected("invalid_json", exc)
                             continue

@@ -15,6 +15,7 @@ from typing import Any
 
 from fastapi import Body, Depends, FastAPI, Request
 
+from qmtl.foundation import strictjson
 from qmtl.foundation.common.admin import AdminGuard, check_bearer, is_exposed
 from qmtl.foundation.common.http import (
     BodyLimit,
@@ -24,7 +25,7 @@ from qmtl.foundation.common.http import (
 )
 from qmtl.foundation.common.tracing import extract_http_context, get_tracer
 from qmtl.foundation.contracts import FIELD_RULES, MAX_METADATA_BYTES, SubmissionRequest
-from qmtl.foundation.dag import SCHEMA, DagError, load_json, parse_dag, validate_dag
+from qmtl.foundation.dag import SCHEMA, DagError, parse_dag, validate_dag
 from qmtl.foundation.errors import (
     InvalidJson,
     InvalidRequest,
@@ -47,7 +48,7 @@ _tracer = get_tracer("qmtl.gateway")
 def parse_submission(raw: bytes, limit: int) -> tuple[SubmissionRequest, int]:
     """Body bytes -> a validated request and its node count; domain errors otherwise."""
     try:
-        body = load_json(raw, "body")
+        body = strictjson.loads(raw, "body")
     except ValueError as exc:
         raise InvalidJson(str(exc)) from None
     if not isinstance(body, dict):
