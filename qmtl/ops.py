@@ -72,7 +72,14 @@ def _message(body: Any) -> str:
 
 
 def _sources(args: argparse.Namespace, config: QmtlConfig) -> list[tuple[str, str, str | None]]:
-    """(name, base URL, token) of every process that may hold cross-context hits."""
+    """(name, base URL, token) of every process that may hold cross-context hits.
+
+    A token goes only where the operator chose the address: ``--target`` with
+    ``--token``, the DAG Manager and the SDK admin port of this qmtl.yml.  Other SDK admin
+    URLs the WorldService learned come from submissions -- somebody else chose them --
+    so they are called without one (reading hits needs none; a reset of a process that
+    listens beyond loopback is then refused, and the message says how to target it).
+    """
     if args.target:
         return [(url, url.rstrip("/"), args.token) for url in args.target]
     urls = service_urls(config)
@@ -80,14 +87,21 @@ def _sources(args: argparse.Namespace, config: QmtlConfig) -> list[tuple[str, st
     ws, ws_token = urls["worldservice"]
     status, body = _call("GET", f"{ws}/promotion-guard/sources", args.token or ws_token)
     if status == 200:
-        # The SDK processes that submitted with their admin URL, as the guard knows them.
-        for source in body.get("sources", []):
-            base = source["url"].rstrip("/")
-            found.append((f"sdk {base}", base, config.sdk.admin_token))
+        # One row per (URL, world): a process that submitted to two worlds is one source.
+        for base in dict.fromkeys(s["url"].rstrip("/") for s in body.get("sources", [])):
+            found.append((f"sdk {base}", base, urls["sdk"][1]))
     else:  # no WorldService to ask: the SDK admin port of this qmtl.yml
         print(f"worldservice: cannot list SDK sources: {_message(body)}", file=sys.stderr)
         found.append(("sdk", *urls["sdk"]))
-    return [(name, base, args.token or token) for name, base, token in found]
+    own_sdk = urls["sdk"][0]  # the SDK admin port of this qmtl.yml: the operator's choice
+    return [
+        (
+            name,
+            base,
+            (args.token or token) if name in ("dagmanager", "sdk") or base == own_sdk else None,
+        )
+        for name, base, token in found
+    ]
 
 
 def _hold(config: QmtlConfig, token: str | None) -> str | None:
@@ -106,6 +120,11 @@ def _hold(config: QmtlConfig, token: str | None) -> str | None:
         )
     if body.get("blocked"):
         return "promotions blocked while hits are unresolved"
+    if body.get("blocked_worlds"):
+        return (
+            "promotions allowed, except in world(s) "
+            f"{', '.join(body['blocked_worlds'])} (hits, hold or an unreadable source there)"
+        )
     return "promotions allowed"
 
 
@@ -129,7 +148,13 @@ def cross_context(args: argparse.Namespace) -> int:
         else:
             status, body = _call("POST", f"{base}/admin/cross-context/reset", token)
             if status != 200:
-                print(f"{name}: reset failed: {_message(body)}", file=sys.stderr)
+                hint = ""
+                if status in (401, 403) and token is None:
+                    hint = (
+                        f" (a registered SDK process gets no token; run `qmtl ops cross-context"
+                        f" reset --target {base} --token TOKEN`)"
+                    )
+                print(f"{name}: reset failed: {_message(body)}{hint}", file=sys.stderr)
                 failed.append(name)
                 continue
             print(f"{name}: cleared {body.get('reset_series', 0)} series")

@@ -28,7 +28,7 @@ def test_promotion_guard_polls_reuse_one_connection(tmp_path: Path) -> None:
         )
         try:
             for _ in range(5):
-                assert service.guard_view().hits == []
+                assert service.guard.read().hits == []
         finally:
             service.close()
         assert len(dm.requests) == 5

@@ -184,6 +184,12 @@ class WorldServiceConfig(_Section):
     guard_poll_seconds: float = Field(default=15.0, gt=0)
     #: An SDK source unreachable this long is treated as ended (its counter died with it).
     guard_source_expiry_seconds: float = Field(default=600.0, gt=0)
+    #: Hosts the guard may contact for SDK admin URLs that submissions name, beyond
+    #: loopback: IP networks (``10.0.0.0/8``), host names, or domain suffixes
+    #: (``.svc.cluster.local``).  Names are matched as written, never resolved.
+    guard_allowed_sources: list[str] = Field(default_factory=list)
+    #: Most SDK admin URLs the guard reads at once; registrations beyond it are refused.
+    guard_max_sources: int = Field(default=1000, gt=0)
     #: Largest accepted request body (worlds, allocations, apply plans, events).
     max_request_bytes: int = Field(default=1024 * 1024, gt=0)
     admin_token: str | None = None

@@ -7,6 +7,7 @@
     │   ├── InvalidJson                 body is not JSON                    400
     │   ├── InvalidRequest              fields missing, wrong type/shape     422
     │   ├── InvalidDag                  the DAG itself is malformed          422
+    │   ├── GuardSourceRefused          an admin URL the guard may not contact 422
     │   └── PayloadTooLarge             over the configured size limit       413
     ├── AuthError                   credentials missing or wrong           HTTP 401/403  gRPC UNAUTHENTICATED
     ├── NotFound                    the named thing does not exist         HTTP 404  gRPC NOT_FOUND
@@ -43,6 +44,7 @@ __all__ = [
     "Conflict",
     "CrossContextViolation",
     "GuardBlocked",
+    "GuardSourceRefused",
     "GuardUnavailable",
     "InvalidDag",
     "InvalidInput",
@@ -111,6 +113,12 @@ class InvalidRequest(InvalidInput):
 
 class InvalidDag(InvalidInput):
     code = "invalid_dag"
+
+
+class GuardSourceRefused(InvalidInput):
+    """The promotion guard will not read this admin URL (host not allowed, table full)."""
+
+    code = "guard_source_refused"
 
 
 class PayloadTooLarge(InvalidInput):

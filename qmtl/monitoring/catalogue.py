@@ -98,6 +98,7 @@ CATALOGUE: tuple[MetricSpec, ...] = (
     _m("world_apply_run_total", "counter", ("world_id", "run_id", "status"), _WS, "Apply runs by outcome (started, success, failure).", ("world_id",)),
     _m("world_apply_failure_total", "counter", ("world_id", "run_id", "stage"), _WS, "Failed apply runs by the stage that failed.", ("world_id",)),
     _m("world_allocation_snapshot_stale_ratio", "gauge", ("world_id",), _WS, "Share of the world's current allocation snapshots older than the freshness window.", ("world_id",)),
+    _m("promotion_guard_unreachable_sources", "gauge", ("kind",), _WS, "Cross-context sources the promotion guard could not read at its last look (static: every world blocked; registered: their world)."),
     # ------------------------------------------------------------------ SDK
     _m("nodecache_resident_bytes", "gauge", ("node_id", "scope"), _SDK, "Bytes held by node caches."),
     _m("cache_read_total", "counter", ("upstream_id", "interval"), _SDK, "Cache reads by upstream and interval."),

@@ -12,8 +12,10 @@ manager.  They are real protocol peers: the exporters under test talk HTTP to th
 
 from __future__ import annotations
 
+import contextlib
 import gzip
 import json
+import socket
 import threading
 import zlib
 from abc import ABC, abstractmethod
@@ -62,6 +64,12 @@ class _BaseReceiver(ABC):
                 super().setup()
                 with receiver._lock:
                     receiver.connections += 1
+                    receiver._open.add(self.connection)
+
+            def finish(self) -> None:
+                with receiver._lock:
+                    receiver._open.discard(self.connection)
+                super().finish()
 
             def do_POST(self) -> None:
                 length = int(self.headers.get("Content-Length", "0"))
@@ -94,6 +102,7 @@ class _BaseReceiver(ABC):
 
         #: TCP connections accepted so far (a client that keeps one alive opens one).
         self.connections = 0
+        self._open: set[Any] = set()
         self._server = _Server(("127.0.0.1", 0), Handler)
         self.port = int(self._server.server_address[1])
         self._thread = threading.Thread(target=self._server.serve_forever, daemon=True)
@@ -117,8 +126,14 @@ class _BaseReceiver(ABC):
         return self
 
     def stop(self) -> None:
+        """Stop like a process that ended: the listener and every kept-alive connection."""
         self._server.shutdown()
         self._server.server_close()
+        with self._lock:
+            open_now = list(self._open)
+        for sock in open_now:
+            with contextlib.suppress(OSError):
+                sock.shutdown(socket.SHUT_RDWR)
 
     def __enter__(self) -> Any:
         return self.start()
@@ -422,10 +437,13 @@ class ScriptedHttp(_BaseReceiver):
         super().__init__()
         self.answers = {prefix: list(script) for prefix, script in answers.items()}
         self.requests: list[tuple[str, str]] = []
+        #: The headers of each request, in the order of :attr:`requests`.
+        self.headers: list[dict[str, str]] = []
 
-    def _answer(self, method: str, path: str) -> tuple[int, bytes, str]:
+    def _answer(self, method: str, path: str, headers: dict[str, str]) -> tuple[int, bytes, str]:
         with self._lock:
             self.requests.append((method, path))
+            self.headers.append(headers)
             for prefix, script in self.answers.items():
                 if path.startswith(prefix):
                     status, body = script.pop(0) if len(script) > 1 else script[0]
@@ -433,7 +451,7 @@ class ScriptedHttp(_BaseReceiver):
         return 404, b'{"error": "not_found"}', "application/json"
 
     def handle(self, path: str, body: bytes, headers: dict[str, str]) -> tuple[int, bytes, str]:
-        return self._answer("POST", path)
+        return self._answer("POST", path, headers)
 
     def handle_get(self, path: str, headers: dict[str, str]) -> tuple[int, bytes, str]:
-        return self._answer("GET", path)
+        return self._answer("GET", path, headers)

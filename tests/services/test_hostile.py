@@ -283,3 +283,72 @@ def test_declared_oversized_bodies_are_refused_before_reading(stack: LocalStack)
         scrape(f"{stack.url('gateway')}/metrics").get_value("gateway_submissions_total", code="413")
         == 2
     )
+
+
+def test_a_submitter_chosen_admin_url_gets_no_token_and_blocks_only_its_world(
+    tmp_path: Path,
+) -> None:
+    """The report: a strategy author named a listener of theirs as admin URL; the
+    WorldService sent it the SDK admin token (also on an unauthenticated GET
+    /promotion-guard, and `qmtl ops cross-context show` did too), and once the listener
+    went away every apply of every world answered 503 for 600 s."""
+    import subprocess
+    import sys
+
+    from qmtl.testing.receivers import ScriptedHttp
+
+    overrides = {
+        "sdk": {"admin_token": "sdk-secret"},
+        "dagmanager": {"admin_token": "dm-secret"},
+        "worldservice": {"guard_poll_seconds": 600, "ack_timeout_seconds": 5},
+    }
+    listener = ScriptedHttp({"/admin/cross-context": [(200, {"hits": [], "last_reset": None})]})
+    listener.start()
+    try:
+        with LocalStack(tmp_path / "thief", overrides) as stack:
+            ws, gw = stack.url("worldservice"), stack.url("gateway")
+            for world in ("mine", "other"):
+                httpx.post(f"{ws}/worlds", json={"world_id": world}, timeout=10)
+            wait_ready(stack)
+            body = {"dag": json.loads(chain_dag(2, salt="thief")), "world_id": "mine",
+                    "admin_url": listener.url}  # fmt: skip
+            assert httpx.post(f"{gw}/strategies", json=body, timeout=30).status_code == 200
+            devstack.wait_for(
+                lambda: httpx.get(f"{ws}/promotion-guard/sources", timeout=5).json()["sources"],
+                timeout=30, what="the Gateway to register the admin URL",
+            )  # fmt: skip
+            before = len(listener.requests)
+            for _ in range(5):
+                assert httpx.get(f"{ws}/promotion-guard", timeout=5).status_code == 200
+            assert len(listener.requests) == before, "GET /promotion-guard called out"
+            shown = subprocess.run(
+                [sys.executable, "-m", "qmtl", "ops", "--config", str(stack.config_path),
+                 "cross-context", "show"], capture_output=True, text=True, timeout=60,
+            )  # fmt: skip
+            assert shown.returncode == 0, shown.stdout + shown.stderr
+            assert f"sdk {listener.url}: 0 unresolved" in shown.stdout
+            assert httpx.post(f"{ws}/worlds/mine/apply", json={"wait": True},
+                              timeout=60).status_code == 200  # fmt: skip
+            assert len(listener.requests) >= before + 2, "ops and the apply read the listener"
+            assert all("Authorization" not in h and "authorization" not in h
+                       for h in listener.headers), listener.headers  # fmt: skip
+            # The listener goes away: its own world waits, every other world goes ahead.
+            listener.stop()
+            other = httpx.post(f"{ws}/worlds/other/apply", json={"wait": True}, timeout=60)
+            assert other.status_code == 200, other.text
+            mine = httpx.post(f"{ws}/worlds/mine/apply", json={"wait": True}, timeout=60)
+            assert mine.status_code == 503 and mine.json()["error"] == "promotion_guard_unavailable"
+            # A host beyond loopback that is not allowed is never registered.
+            body = {"dag": json.loads(chain_dag(2, salt="far")), "world_id": "other",
+                    "admin_url": "http://10.9.9.9:8001"}  # fmt: skip
+            assert httpx.post(f"{gw}/strategies", json=body, timeout=30).status_code == 200
+            devstack.wait_for(
+                lambda: "promotion guard refused source http://10.9.9.9:8001"
+                in (stack.workdir / "gateway.log").read_text(),
+                timeout=30, what="the Gateway to log the refused registration",
+            )  # fmt: skip
+            urls = [s["url"] for s in httpx.get(f"{ws}/promotion-guard/sources").json()["sources"]]
+            assert "http://10.9.9.9:8001" not in urls
+    finally:
+        if listener._thread.is_alive():
+            listener.stop()

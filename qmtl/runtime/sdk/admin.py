@@ -5,6 +5,7 @@
 * ``GET /metrics`` -- the process registry (OpenMetrics when asked: exemplars)
 * ``GET /health``
 * ``GET /admin/cross-context`` -- unresolved cross-context hits, last hit, last reset
+  (read-only and open, like ``/metrics``)
 * ``POST /admin/cross-context/reset`` -- clear them (runbook step 5)
 * ``POST /admin/cache/purge`` ``{"node_id": ...}`` -- flush node caches (runbook step 4)
 * ``GET|POST|DELETE /admin/faults`` -- drill switches, when the process has any
@@ -131,8 +132,9 @@ class AdminServer:
                 elif path == "/health":
                     self._json(200, {"status": "ok"})
                 elif path == "/admin/cross-context":
-                    if self._authorized():
-                        self._json(200, crosscontext.report("sdk"))
+                    # Open like /metrics (the same counter): the WorldService's promotion
+                    # guard reads it without a credential.
+                    self._json(200, crosscontext.report("sdk"))
                 elif path == "/admin/faults" and server.faults is not None:
                     if self._authorized():
                         self._json(200, server.faults.as_dict())

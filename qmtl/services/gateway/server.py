@@ -45,13 +45,22 @@ def source_registrar(
         async with httpx.AsyncClient(timeout=5) as client:
             for attempt in range(5):
                 try:
-                    (await client.post(url, json=body, headers=headers)).raise_for_status()
-                    return
+                    response = await client.post(url, json=body, headers=headers)
                 except httpx.HTTPError as exc:
-                    if attempt == 4:
-                        log.warning("promotion guard source %s not registered at %s: %s",
-                                    request.admin_url, url, exc)  # fmt: skip
-                    await asyncio.sleep(0.5 * 2**attempt)
+                    problem = str(exc)
+                else:
+                    if response.status_code < 400:
+                        return
+                    problem = f"{response.status_code} {response.text[:300]}"
+                    if response.status_code < 500:  # refused (not allowed, full): final
+                        log.warning("promotion guard refused source %s: %s",
+                                    request.admin_url, problem)  # fmt: skip
+                        return
+                if attempt == 4:
+                    log.warning("promotion guard source %s not registered at %s: %s",
+                                request.admin_url, url, problem)  # fmt: skip
+                    return
+                await asyncio.sleep(0.5 * 2**attempt)
 
     return register
 

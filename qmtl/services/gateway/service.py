@@ -120,6 +120,10 @@ def _small(sub: Submission) -> bool:
     return len(sub.request.dag_json) <= INLINE_BYTES
 
 
+#: Admin URLs remembered as relayed to the promotion guard; older ones are relayed again.
+REGISTERED_KEPT = 10_000
+
+
 @dataclass
 class Outcome:
     status: int
@@ -173,7 +177,8 @@ class GatewayService:
         )
         #: Tells the WorldService's promotion guard about an SDK process that submitted.
         self._register_source = register_source
-        self._registered: set[str] = set()
+        #: Admin URLs relayed lately (insertion-ordered, bounded): each is relayed once.
+        self._registered: dict[str, None] = {}
         self._background: set[asyncio.Task[None]] = set()
 
     # -- lifecycle -------------------------------------------------------------------------
@@ -252,7 +257,9 @@ class GatewayService:
             return
         if request.admin_url in self._registered:
             return
-        self._registered.add(request.admin_url)
+        self._registered[request.admin_url] = None
+        if len(self._registered) > REGISTERED_KEPT:
+            del self._registered[next(iter(self._registered))]
         task = asyncio.create_task(self._register_source(request))
         self._background.add(task)
         task.add_done_callback(self._background.discard)

@@ -27,11 +27,12 @@ from qmtl.services.worldservice.service import WorldService
 __all__ = ["create_app"]
 
 _RUN = r"^[A-Za-z0-9_.:-]{1,64}$"
+_WORLD = r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$"
 
 
 class WorldIn(BaseModel):
     model_config = ConfigDict(extra="forbid")
-    world_id: str = Field(pattern=r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$")
+    world_id: str = Field(pattern=_WORLD)
 
 
 class AllocationsIn(BaseModel):
@@ -143,25 +144,39 @@ def create_app(service: WorldService, *, faults: FaultSet | None = None) -> Fast
 
     # -- promotion guard -------------------------------------------------------------------
     @app.get("/promotion-guard")
-    async def promotion_guard() -> SafeJSONResponse:
-        view = await asyncio.to_thread(service.guard_view)
+    def promotion_guard(
+        world_id: str | None = Query(default=None, pattern=_WORLD),
+    ) -> SafeJSONResponse:
+        """The guard's last scheduled read (no call out from here), for one world or all."""
+        view = service.guard.last()
+        if view is None:
+            return SafeJSONResponse(
+                {"error": "promotion_guard_unavailable", "retryable": True,
+                 "message": "the promotion guard has not read its sources yet; retry shortly"},
+                status_code=503,
+            )  # fmt: skip
+        if world_id is not None:
+            view = view.for_world(world_id)
         body = view.as_dict()
-        if view.unreachable and not view.hits:
+        unreachable = [u for u in view.unreachable if u["scope"] == "*"]
+        if unreachable and not view.hits:
             body["error"] = "promotion_guard_unavailable"
-            body["message"] = "cannot read " + ", ".join(view.unreachable)
+            body["message"] = "cannot read " + ", ".join(
+                f"{u['source']} ({u['error']})" for u in unreachable
+            )
             return SafeJSONResponse(body, status_code=503)
         return SafeJSONResponse(body)
 
     @app.get("/promotion-guard/sources")
     def sources() -> dict[str, Any]:
-        return {"static": service.static_sources, "sources": [
+        return {"static": service.guard.static_sources, "sources": [
             {**s, "url": s["url"].removesuffix("/admin/cross-context")}
             for s in service.store.sources()
         ]}  # fmt: skip
 
     @app.post("/promotion-guard/sources", dependencies=[guard])
     def add_source(body: SourceIn) -> dict[str, Any]:
-        service.register_source(body.url, body.world_id, body.strategy_id)
+        service.guard.register(body.url, body.world_id, body.strategy_id)
         return {"registered": body.url}
 
     @app.delete("/promotion-guard/sources", dependencies=[guard])

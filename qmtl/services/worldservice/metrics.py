@@ -12,6 +12,8 @@ from qmtl.foundation import metrics as m
 
 __all__ = [
     "forget_world",
+    "promotion_guard_unreachable_sources",
+    "set_unreachable_sources",
     "world_allocation_snapshot_stale_ratio",
     "world_apply_failure_total",
     "world_apply_run_total",
@@ -21,6 +23,7 @@ __all__ = [
 world_apply_run_total = m.create("world_apply_run_total")
 world_apply_failure_total = m.create("world_apply_failure_total")
 world_allocation_snapshot_stale_ratio = m.create("world_allocation_snapshot_stale_ratio")
+promotion_guard_unreachable_sources = m.create("promotion_guard_unreachable_sources")
 _worlds = m.ValueBudget("world_id")
 
 
@@ -37,3 +40,9 @@ def forget_world(world_id: str) -> None:
                 m.remove_series(metric, *labels.values())
     m.remove_series(world_allocation_snapshot_stale_ratio, world_id)
     _worlds.forget(world_id)
+
+
+def set_unreachable_sources(*, static: int, registered: int) -> None:
+    """What the promotion guard's last full read could not reach, by kind of source."""
+    promotion_guard_unreachable_sources.labels("static").set(static)
+    promotion_guard_unreachable_sources.labels("registered").set(registered)

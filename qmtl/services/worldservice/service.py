@@ -12,11 +12,8 @@ the ``apply:<world>`` lease; a run whose replica died (lease expired, run still
 ``running``) is finished as a failure of its stage, with a rollback unfreeze, by the
 next replica that starts or sweeps.
 
-The promotion guard refuses applies (409 ``promotion_blocked``) while any source
-reports an unresolved cross-context hit -- the DAG Manager of this configuration, every
-SDK process that submitted with its admin URL, optionally Prometheus -- and for
-``promotion_hold_seconds`` after the last hit was cleared.  A source that cannot be
-read fails closed (503) until it has been gone for ``guard_source_expiry_seconds``.
+Before a run starts, the promotion guard (:mod:`.guard`) must allow the world: no
+unresolved cross-context hit, every source readable, no hold after a reset.
 """
 
 from __future__ import annotations
@@ -29,19 +26,13 @@ import time
 import uuid
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from datetime import UTC, datetime
 from typing import Any
 
 import httpx
 
 from qmtl import __version__
 from qmtl.foundation.config import QmtlConfig
-from qmtl.foundation.errors import (
-    ApplyInProgress,
-    GuardBlocked,
-    GuardUnavailable,
-    UnknownWorld,
-)
+from qmtl.foundation.errors import ApplyInProgress, UnknownWorld
 from qmtl.foundation.metrics import BoundedSeries
 from qmtl.services.controlbus import (
     ACK,
@@ -54,13 +45,13 @@ from qmtl.services.controlbus import (
     EventLog,
 )
 from qmtl.services.worldservice import metrics
+from qmtl.services.worldservice.guard import PromotionGuard
 from qmtl.services.worldservice.store import WorldStore
 
-__all__ = ["STAGES", "ApplyError", "GuardView", "WorldService"]
+__all__ = ["STAGES", "ApplyError", "WorldService"]
 
 log = logging.getLogger(__name__)
 STAGES = ("freeze", "switch", "unfreeze")
-HOLD_FROM = "hold_from"
 
 
 class ApplyError(Exception):
@@ -75,39 +66,6 @@ class _Pending:
     acks: dict[str, Envelope] = field(default_factory=dict)
     event: threading.Event = field(default_factory=threading.Event)
     received_at: float = 0.0
-
-
-@dataclass
-class GuardView:
-    """What the promotion guard sees right now."""
-
-    hits: list[dict[str, Any]]
-    unreachable: list[str]
-    hold_from: float | None
-    hold_seconds: float
-
-    @property
-    def resume_at(self) -> float | None:
-        if self.hold_from is None:
-            return None
-        resume = self.hold_from + self.hold_seconds
-        return resume if resume > time.time() else None
-
-    def as_dict(self) -> dict[str, Any]:
-        resume = self.resume_at
-        return {
-            "blocked": bool(self.hits) or resume is not None,
-            "hits": self.hits,
-            "unreachable": self.unreachable,
-            "hold_seconds": self.hold_seconds,
-            "hold_until": resume,
-            "hold_until_iso": _iso(resume) if resume else None,
-            "hold_remaining_seconds": round(resume - time.time(), 1) if resume else 0.0,
-        }
-
-
-def _iso(epoch: float) -> str:
-    return datetime.fromtimestamp(epoch, UTC).isoformat(timespec="seconds").replace("+00:00", "Z")
 
 
 def _base_url(host: str, port: int) -> str:
@@ -149,12 +107,10 @@ class WorldService:
         self._series = BoundedSeries(self.ws.runs_kept_per_world)
         self._stop = threading.Event()
         dm = config.dagmanager
-        #: Sources the guard always reads: the DAG Manager of this configuration, plus any
-        #: configured URLs.  SDK processes join by submitting with their admin URL.
-        self.static_sources = [
-            f"{_base_url(dm.host, dm.http_port)}/admin/cross-context",
-            *self.ws.cross_context_sources,
-        ]
+        dagmanager_source = f"{_base_url(dm.host, dm.http_port)}/admin/cross-context"
+        self.guard = PromotionGuard(
+            config, store, http_get, [dagmanager_source, *self.ws.cross_context_sources]
+        )
 
     # -- lifecycle ---------------------------------------------------------------------------
     def start(self) -> None:
@@ -167,6 +123,7 @@ class WorldService:
     def close(self) -> None:
         self._stop.set()
         self.bus.close()
+        self.guard.close()
         self.store.close()
         if self._http is not None:
             self._http.close()
@@ -286,120 +243,16 @@ class WorldService:
         return (time.time() - sent) * 1000.0
 
     # -- promotion guard ----------------------------------------------------------------------
-    def register_source(self, url: str, world_id: str, strategy_id: str) -> None:
-        """An SDK process that submitted: the guard reads its ``/admin/cross-context``."""
-        base = url.rstrip("/")
-        self.store.add_source(f"{base}/admin/cross-context", world_id, strategy_id, time.time())
-
-    def _read_source(self, url: str, token: str | None) -> dict[str, Any]:
-        headers = {"Authorization": f"Bearer {token}"} if token else {}
-        response = self._http_get(url, timeout=5, headers=headers)
-        response.raise_for_status()
-        body = response.json()
-        if not isinstance(body, dict) or not isinstance(body.get("hits"), list):
-            raise ValueError("not a cross-context report")
-        return body
-
-    def guard_view(self) -> GuardView:
-        """Read every source now; record what was seen; never raises for a dead source."""
-        now = time.time()
-        hits: list[dict[str, Any]] = []
-        unreachable: list[str] = []
-        hold_from = self.store.state(HOLD_FROM)
-        dm_token = self.config.dagmanager.admin_token
-        sdk_token = self.config.sdk.admin_token
-        sources: list[tuple[str, str | None, dict[str, Any] | None]] = [
-            (u, dm_token, None) for u in self.static_sources
-        ]
-        sources += [(s["url"], sdk_token, s) for s in self.store.sources()]
-        for url, token, registered in sources:
-            try:
-                body = self._read_source(url, token)
-            except (httpx.HTTPError, ValueError) as exc:
-                if (
-                    registered is not None
-                    and now - registered["last_ok"] > self.ws.guard_source_expiry_seconds
-                ):
-                    # Gone for good: its counter died with it, which is a reset.
-                    self.store.remove_source(url)
-                    log.warning("promotion guard: dropped %s, unreachable since %s", url,
-                                _iso(registered["last_ok"]))  # fmt: skip
-                    if registered["had_hits"]:
-                        self.store.raise_state(HOLD_FROM, registered["last_ok"])
-                    continue
-                unreachable.append(f"{url} ({type(exc).__name__})")
-                continue
-            source_hits = [{**h, "source": url} for h in body["hits"]]
-            hits.extend(source_hits)
-            cleared = body.get("last_reset")
-            if isinstance(cleared, int | float) and cleared > 0:
-                self.store.raise_state(HOLD_FROM, float(cleared))
-            if registered is not None:
-                if registered["had_hits"] and not source_hits:
-                    self.store.raise_state(HOLD_FROM, now)  # cleared by a restart
-                self.store.source_seen(url, now, bool(source_hits))
-            elif source_hits:
-                self.store.raise_state("static_hits_seen", now)
-        if not hits and (self.store.state("static_hits_seen") or 0) > (hold_from or 0):
-            # A configured source had hits at our last look and has none now.
-            self.store.raise_state(HOLD_FROM, now)
-        if self.ws.prometheus_url:
-            try:
-                answer = self._http_get(
-                    f"{self.ws.prometheus_url.rstrip('/')}/api/v1/query",
-                    params={"query": "cross_context_cache_hit_total > 0"}, timeout=5,
-                ).json()  # fmt: skip
-                hits.extend(
-                    {"labels": r["metric"], "value": float(r["value"][1]), "source": "prometheus"}
-                    for r in answer.get("data", {}).get("result", [])
-                )
-            except (httpx.HTTPError, ValueError, KeyError, TypeError) as exc:
-                unreachable.append(f"{self.ws.prometheus_url} ({type(exc).__name__})")
-        return GuardView(
-            hits, unreachable, self.store.state(HOLD_FROM), self.ws.promotion_hold_seconds
-        )
-
-    def check_guard(self) -> GuardView:
-        """Raise when promotions must wait; the errors name the hits, sources or hold."""
-        view = self.guard_view()
-        if view.hits:
-            sets = "; ".join(
-                ", ".join(f"{k}={v}" for k, v in sorted(h.get("labels", {}).items()))
-                for h in view.hits[:5]
-            )
-            raise GuardBlocked(
-                f"{len(view.hits)} unresolved cross-context cache hit(s) ({sets}); follow the "
-                "CrossContextCacheHit runbook and run `qmtl ops cross-context reset` after "
-                "remediation",
-                hits=view.hits,
-            )
-        if view.unreachable:
-            raise GuardUnavailable(
-                "promotion guard cannot read "
-                + ", ".join(view.unreachable)
-                + "; promotions stay blocked until every source answers (a process that ended "
-                f"is forgotten after {self.ws.guard_source_expiry_seconds:g}s)",
-                unreachable=view.unreachable,
-            )
-        resume = view.resume_at
-        if resume is not None:
-            raise GuardBlocked(
-                f"the cross-context counter must stay at zero for {view.hold_seconds:g}s after "
-                f"the last hit was cleared; promotions resume at {_iso(resume)} "
-                f"(in {resume - time.time():.0f}s)",
-                hits=[],
-                resume_at=resume,
-                resume_at_iso=_iso(resume),
-            )
-        return view
-
     def _guard_loop(self) -> None:
-        """Look at the sources between applies too, so a hit cleared by a restart is seen."""
-        while not self._stop.wait(self.ws.guard_poll_seconds):
+        """Read every source at start and then on a schedule: ``GET /promotion-guard``
+        answers from these reads, and a hit cleared by a restart is noticed between applies."""
+        while True:
             try:
-                self.guard_view()
+                self.guard.read()
             except Exception as exc:
                 log.warning("promotion guard poll failed: %s", exc)
+            if self._stop.wait(self.ws.guard_poll_seconds):
+                return
 
     # -- apply runs ----------------------------------------------------------------------------
     def _count(self, world_id: str, run_id: str, metric: Any, third: str) -> None:
@@ -413,7 +266,7 @@ class WorldService:
     def begin_apply(self, world_id: str, plan: dict[str, Any], run_id: str | None = None) -> str:
         """Validate and register a run; raises UnknownWorld, GuardBlocked/Unavailable, ApplyInProgress."""
         self.require_world(world_id)
-        self.check_guard()
+        self.guard.check(world_id)
         run_id = run_id or uuid.uuid4().hex[:12]
         if self.store.run(run_id) is not None:
             raise ApplyInProgress(f"run id {run_id} was used before; choose another run_id")

@@ -26,10 +26,20 @@ SCHEMA = (
         run_id TEXT PRIMARY KEY, world_id TEXT NOT NULL, status TEXT NOT NULL, stage TEXT,
         error TEXT, plan TEXT NOT NULL, started_at DOUBLE PRECISION NOT NULL,
         finished_at DOUBLE PRECISION, owner TEXT)""",
+    # Stores written before sources were kept per world had one row per URL
+    # (guard_sources); it is still created and read once, into the table below.
     """CREATE TABLE IF NOT EXISTS guard_sources (
         url TEXT PRIMARY KEY, world_id TEXT NOT NULL, strategy_id TEXT NOT NULL,
         registered_at DOUBLE PRECISION NOT NULL, last_ok DOUBLE PRECISION NOT NULL,
         had_hits INTEGER NOT NULL DEFAULT 0)""",
+    """CREATE TABLE IF NOT EXISTS guard_source_worlds (
+        url TEXT NOT NULL, world_id TEXT NOT NULL, strategy_id TEXT NOT NULL,
+        registered_at DOUBLE PRECISION NOT NULL, last_ok DOUBLE PRECISION NOT NULL,
+        had_hits INTEGER NOT NULL DEFAULT 0, PRIMARY KEY (url, world_id))""",
+    """INSERT INTO guard_source_worlds
+        SELECT url, world_id, strategy_id, registered_at, last_ok, had_hits FROM guard_sources WHERE true
+        ON CONFLICT DO NOTHING""",
+    "DELETE FROM guard_sources",
     """CREATE TABLE IF NOT EXISTS guard_state (
         name TEXT PRIMARY KEY, value DOUBLE PRECISION NOT NULL)""",
 )
@@ -156,13 +166,13 @@ class WorldStore:
 
     # -- promotion guard ------------------------------------------------------------------
     def add_source(self, url: str, world_id: str, strategy_id: str, now: float) -> bool:
+        """Read ``url`` for ``world_id`` (one process may submit to several worlds)."""
         with self.db.txn() as cur:
             cur.execute(
                 self.db.q(
-                    "INSERT INTO guard_sources (url, world_id, strategy_id, registered_at, last_ok) "
-                    "VALUES (?, ?, ?, ?, ?) ON CONFLICT (url) DO UPDATE SET "
-                    "world_id = excluded.world_id, strategy_id = excluded.strategy_id, "
-                    "last_ok = excluded.last_ok"
+                    "INSERT INTO guard_source_worlds (url, world_id, strategy_id, registered_at, "
+                    "last_ok) VALUES (?, ?, ?, ?, ?) ON CONFLICT (url, world_id) DO UPDATE SET "
+                    "strategy_id = excluded.strategy_id, last_ok = excluded.last_ok"
                 ),
                 (url, world_id, strategy_id, now, now),
             )
@@ -171,19 +181,23 @@ class WorldStore:
     def sources(self) -> list[dict[str, Any]]:
         rows = self.db.select(
             "SELECT url, world_id, strategy_id, registered_at, last_ok, had_hits "
-            "FROM guard_sources ORDER BY url"
+            "FROM guard_source_worlds ORDER BY url, world_id"
         )
         keys = ("url", "world_id", "strategy_id", "registered_at", "last_ok", "had_hits")
         return [dict(zip(keys, r, strict=True)) for r in rows]
 
+    def source_urls(self) -> int:
+        """How many distinct URLs the guard reads."""
+        return int(self.db.select("SELECT COUNT(DISTINCT url) FROM guard_source_worlds")[0][0])
+
     def source_seen(self, url: str, now: float, had_hits: bool) -> None:
         self.db.execute(
-            "UPDATE guard_sources SET last_ok = ?, had_hits = ? WHERE url = ?",
+            "UPDATE guard_source_worlds SET last_ok = ?, had_hits = ? WHERE url = ?",
             (now, 1 if had_hits else 0, url),
         )
 
     def remove_source(self, url: str) -> bool:
-        return self.db.execute("DELETE FROM guard_sources WHERE url = ?", (url,)) == 1
+        return self.db.execute("DELETE FROM guard_source_worlds WHERE url = ?", (url,)) > 0
 
     def state(self, name: str) -> float | None:
         rows = self.db.select("SELECT value FROM guard_state WHERE name = ?", (name,))

@@ -12,7 +12,13 @@ import httpx
 import pytest
 
 from qmtl.foundation.config import QmtlConfig
-from qmtl.foundation.errors import ApplyInProgress, GuardBlocked, GuardUnavailable, UnknownWorld
+from qmtl.foundation.errors import (
+    ApplyInProgress,
+    GuardBlocked,
+    GuardSourceRefused,
+    GuardUnavailable,
+    UnknownWorld,
+)
 from qmtl.services.controlbus import ACK, FREEZE, HEARTBEAT, UNFREEZE, Envelope, InProcessBus
 from qmtl.services.worldservice.service import WorldService
 from qmtl.services.worldservice.store import WorldStore
@@ -50,8 +56,10 @@ class Sources:
 
     def __init__(self) -> None:
         self.answers: dict[str, Any] = {}
+        self.calls: list[tuple[str, dict[str, Any]]] = []
 
-    def __call__(self, url: str, **_kwargs: Any) -> httpx.Response:
+    def __call__(self, url: str, **kwargs: Any) -> httpx.Response:
+        self.calls.append((url, kwargs))
         answer = self.answers.get(url, {"hits": [], "last_reset": None})
         if isinstance(answer, Exception):
             raise answer
@@ -130,21 +138,85 @@ def test_a_hit_cleared_by_a_restart_still_starts_the_hold(tmp_path: Path) -> Non
     service, _bus, sources = make(tmp_path, promotion_hold_seconds=60)
     service.store.create_world("w")
     sources.answers[DM] = {"hits": [{"labels": {"node_id": "N1"}, "value": 2.0}]}
-    service.guard_view()
+    service.guard.read()
     sources.answers[DM] = {"hits": [], "last_reset": None}
     with pytest.raises(GuardBlocked, match="must stay at zero for 60s"):
-        service.check_guard()
+        service.guard.check("w")
 
 
 def test_registered_sdk_sources_are_read_and_forgotten_when_gone(tmp_path: Path) -> None:
     service, _bus, sources = make(tmp_path, guard_source_expiry_seconds=0.2)
-    service.register_source("http://127.0.0.1:9", "w", "s1")
+    service.guard.register("http://127.0.0.1:9", "w", "s1")
     sdk = "http://127.0.0.1:9/admin/cross-context"
     sources.answers[sdk] = httpx.ConnectError("refused")
-    assert service.guard_view().unreachable
+    assert service.guard.read().unreachable
     time.sleep(0.3)
-    view = service.guard_view()
+    view = service.guard.read()
     assert view.unreachable == [] and service.store.sources() == []
+
+
+def test_a_registered_source_speaks_for_its_own_world_only(tmp_path: Path) -> None:
+    """A submitter's admin URL -- hits, silence or the hold after its reset -- blocks
+    applies of the world it submitted to; every other world goes ahead."""
+    service, bus, sources = make(tmp_path, promotion_hold_seconds=60)
+    for world in ("mine", "other"):
+        service.store.create_world(world)
+    FakeGateway(bus, "g1").beat()
+    service.guard.register("http://127.0.0.1:9", "mine", "s1")
+    sdk = "http://127.0.0.1:9/admin/cross-context"
+    sources.answers[sdk] = {"hits": [{"labels": {"node_id": "N1"}, "value": 1.0}]}
+    with pytest.raises(GuardBlocked, match="node_id=N1"):
+        service.begin_apply("mine", {})
+    assert service.run_apply("other", service.begin_apply("other", {}), {})["status"] == "success"
+    sources.answers[sdk] = httpx.ConnectError("refused")
+    with pytest.raises(GuardUnavailable, match=r"127\.0\.0\.1:9"):
+        service.begin_apply("mine", {})
+    assert service.run_apply("other", service.begin_apply("other", {}), {})["status"] == "success"
+    sources.answers[sdk] = {"hits": [], "last_reset": time.time()}
+    with pytest.raises(GuardBlocked, match="promotions resume at"):
+        service.begin_apply("mine", {})
+    assert service.run_apply("other", service.begin_apply("other", {}), {})["status"] == "success"
+    view = service.guard.read().as_dict()
+    assert view["blocked"] is False and view["blocked_worlds"] == ["mine"]
+
+
+def test_guard_reads_carry_no_credential_and_only_reach_allowed_hosts(tmp_path: Path) -> None:
+    """No token goes out with a read (not even with every token configured); an admin URL
+    beyond loopback is refused unless its network is allowed; the table is bounded."""
+    service, _bus, sources = make(
+        tmp_path, guard_allowed_sources=["10.1.0.0/16", ".svc.cluster.local"], guard_max_sources=3,
+        admin_token="ws", prometheus_url=None,
+    )  # fmt: skip
+    service.config.sdk.admin_token = "sdk-secret"
+    service.config.dagmanager.admin_token = "dm-secret"
+    for url in ("http://127.0.0.1:9", "http://10.1.2.3:8001", "http://s.ns.svc.cluster.local:1"):
+        service.guard.register(url, "w", "s")
+    for url in ("http://10.2.0.1:8001", "http://evil.example:1", "http://svc.cluster.local.evil:1"):
+        with pytest.raises(GuardSourceRefused, match="guard_allowed_sources"):
+            service.guard.register(url, "w", "s")
+    with pytest.raises(GuardSourceRefused, match="guard_max_sources"):
+        service.guard.register("http://127.0.0.2:9", "w", "s")
+    service.guard.register("http://127.0.0.1:9/", "w2", "s")  # the same process, another world
+    assert {(s["url"], s["world_id"]) for s in service.store.sources()} >= {
+        ("http://127.0.0.1:9/admin/cross-context", "w"),
+        ("http://127.0.0.1:9/admin/cross-context", "w2"),
+    }
+    service.guard.read()
+    assert len(sources.calls) == 4, "one read per URL, the DAG Manager's included"
+    for _url, kwargs in sources.calls:
+        assert not kwargs.get("headers"), kwargs
+        assert kwargs["follow_redirects"] is False
+
+
+def test_the_last_view_is_served_without_calling_out(tmp_path: Path) -> None:
+    """``GET /promotion-guard`` answers from the scheduled read: asking costs no request."""
+    service, _bus, sources = make(tmp_path)
+    assert service.guard.last() is None
+    service.guard.read()
+    calls = len(sources.calls)
+    for _ in range(5):
+        assert service.guard.last() is not None
+    assert len(sources.calls) == calls
 
 
 def test_one_apply_per_world_across_replicas(tmp_path: Path) -> None:
