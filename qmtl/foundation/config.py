@@ -143,6 +143,10 @@ class GatewayConfig(_Section):
     lease_seconds: float = Field(default=60.0, gt=0)
     #: Extra wait before another replica takes over a lapsed lease (the holder goes first).
     claim_grace_seconds: float = Field(default=5.0, ge=0)
+    #: Each replica renews a liveness lease in the submission log every third of this; a
+    #: replica silent this long is dead and its in-flight submissions are taken over at
+    #: once (their answers are unchanged: the DAG Manager knows a submission's bindings).
+    replica_liveness_seconds: float = Field(default=6.0, gt=0)
     #: Heartbeat on the ControlBus: WorldServices wait for the ACKs of live Gateways.
     heartbeat_seconds: float = Field(default=5.0, gt=0)
     #: A freeze lapses by itself after its deadline (sent by the WorldService), and never

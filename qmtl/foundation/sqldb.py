@@ -358,6 +358,20 @@ class SqlDatabase:
             for statement in statements:
                 cur.execute(statement)
 
+    def add_column(self, table: str, column: str, sql_type: str) -> None:
+        """Add ``column`` to ``table`` unless it is there (stores created by older versions).
+
+        PostgreSQL says ``IF NOT EXISTS`` itself, so replicas starting together do not
+        race; SQLite has one writer per file and is asked first.
+        """
+        with self.txn() as cur:
+            if self.dialect == "postgresql":
+                cur.execute(f"ALTER TABLE {table} ADD COLUMN IF NOT EXISTS {column} {sql_type}")
+                return
+            cur.execute(f"PRAGMA table_info({table})")
+            if column not in {row[1] for row in cur.fetchall()}:
+                cur.execute(f"ALTER TABLE {table} ADD COLUMN {column} {sql_type}")
+
     def ping(self) -> bool:
         with self.txn() as cur:
             cur.execute("SELECT 1")

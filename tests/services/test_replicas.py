@@ -7,6 +7,7 @@ while a freeze waits for its ACK.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import threading
 import time
@@ -212,3 +213,79 @@ def test_the_dagmanager_leader_fails_over(stack: LocalStack, tmp_path: Path) -> 
     finally:
         monitoring.stop()
         stack.start_service(leader)
+
+
+def test_in_flight_submissions_of_a_killed_gateway_finish_at_once_with_their_answer(
+    tmp_path: Path, kafka: devstack.Kafka, postgres: devstack.Postgres
+) -> None:
+    """The report: SIGKILL of a Gateway replica with diffs in flight (500 ms each, the
+    default 60 s lease); its submissions completed 65-67 s later with ``new_queues: 0``
+    and no buffering, where every cold submission has 3 and 3.  Now the surviving replica
+    takes them over as soon as the dead one's liveness lapses, well inside the lease, and
+    each answer is the one its first run made."""
+    with LocalStack(
+        tmp_path / "kill", {}, kafka=kafka.bootstrap, postgres_dsn=postgres.dsn, replicas=2
+    ) as stack:
+        for name in stack.replica_names("dagmanager"):
+            httpx.post(f"{stack.url(name)}/admin/faults", json={"diff_delay_ms": 500},
+                       timeout=10).raise_for_status()  # fmt: skip
+        bodies = [
+            {"strategy_id": f"kill-{i}", "dag": json.loads(chain_dag(3, salt=uuid.uuid4().hex)),
+             "world_id": "w"}
+            for i in range(6)
+        ]  # fmt: skip
+        doomed = stack.url("gateway-1")
+
+        def send(body: dict[str, Any]) -> None:
+            with contextlib.suppress(httpx.TransportError):  # the replica dies with it
+                httpx.post(f"{doomed}/strategies", json=body, timeout=30)
+
+        senders = [threading.Thread(target=send, args=(b,)) for b in bodies]
+        for t in senders:
+            t.start()
+        dsn = stack.config["gateway"]["submission_log"]
+
+        def in_flight() -> int:
+            with psycopg.connect(dsn) as conn:
+                return int(conn.execute(
+                    "SELECT COUNT(*) FROM gateway_submissions WHERE status = 'pending' "
+                    "AND lease_owner = 'gateway-1'").fetchone()[0])  # fmt: skip
+
+        devstack.wait_for(lambda: in_flight() == 6, timeout=30, what="six diffs in flight")
+        stack.services["gateway-1"].process.kill()
+        killed = time.monotonic()
+        for t in senders:
+            t.join(60)
+        lease = 60.0  # gateway.lease_seconds, the default
+        with httpx.Client(timeout=60) as client:
+            for body in bodies:
+                final = submit_until_final(client, stack.url("gateway-2"), body)
+                took = time.monotonic() - killed
+                answer = final.get("result") or final
+                assert answer["new_queues"] == 3 and len(answer["buffering"]) == 3, final
+                assert took < lease, f"completed {took:.1f} s after the kill: the lease ran out"
+        print(f"the killed replica's submissions completed {took:.1f} s after SIGKILL")
+        stack.services.pop("gateway-1").stop()
+
+
+def test_an_abandoned_submission_goes_through_after_the_fault_is_cleared(tmp_path: Path) -> None:
+    """The report: with queue creation failing, submissions answered 202 were abandoned
+    after 20 attempts; once the fault was gone the same body answered 503 "abandoned"
+    every time.  Now the same body starts the submission again and it completes."""
+    overrides = {"gateway": {"max_attempts": 3, "retry_interval_seconds": 0.2}}
+    with LocalStack(tmp_path / "abandon", overrides) as stack:
+        gw, dm = stack.url("gateway"), stack.url("dagmanager")
+        httpx.post(f"{dm}/admin/faults", json={"queue_create_fail": True}, timeout=10)
+        body = {"dag": json.loads(chain_dag(2, salt=uuid.uuid4().hex)), "world_id": "w"}
+        first = httpx.post(f"{gw}/strategies", json=body, timeout=30)
+        assert first.status_code == 202, first.text
+        sid = first.json()["submission_id"]
+        devstack.wait_for(
+            lambda: httpx.get(f"{gw}/submissions/{sid}", timeout=5).json()["status"] == "abandoned",
+            timeout=60, what="the submission to be abandoned",
+        )  # fmt: skip
+        httpx.delete(f"{dm}/admin/faults", timeout=10)
+        again = httpx.post(f"{gw}/strategies", json=body, timeout=30)
+        assert again.status_code == 200, again.text
+        assert again.json()["submission_id"] == sid and again.json()["new_queues"] == 2
+        assert httpx.get(f"{gw}/submissions/{sid}", timeout=5).json()["status"] == "completed"

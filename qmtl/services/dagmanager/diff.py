@@ -51,7 +51,7 @@ from qmtl.foundation.errors import (
 from qmtl.foundation.sqldb import WouldBlock
 from qmtl.services.dagmanager import metrics
 from qmtl.services.dagmanager.queues import QueueBackend, context_namespace, queue_name
-from qmtl.services.dagmanager.store import GraphStore
+from qmtl.services.dagmanager.store import Bound, GraphStore
 
 __all__ = ["DiffEngine", "PlanCache", "guarded"]
 
@@ -224,18 +224,18 @@ class DiffEngine:
         self,
         req: SubmissionRequest,
         plan: _Plan,
-        existing: Mapping[str, tuple[str, str]],
+        existing: Mapping[str, Bound],
         cur: Any = None,
     ) -> None:
         """Refuse queues bound to another node (collision) or another context (violation)."""
-        for queue, (_key, node) in existing.items():
+        for queue, bound in existing.items():
             planned_node = plan.planned[queue][0]
-            if node != planned_node:
+            if bound.node_id != planned_node:
                 raise QueueNameCollision(
-                    f"queue {queue} is already bound to node {node}, not {planned_node}; "
-                    "rename the node's asset or bump its version"
+                    f"queue {queue} is already bound to node {bound.node_id}, not "
+                    f"{planned_node}; rename the node's asset or bump its version"
                 )
-        conflicts = [q for q, (key, _node) in existing.items() if key != plan.planned[q][1]]
+        conflicts = [q for q, b in existing.items() if b.compute_key != plan.planned[q][1]]
         if not conflicts:
             return
         for queue in conflicts:
@@ -278,6 +278,11 @@ class DiffEngine:
         )  # fmt: skip
         existing = found.bound
         self._check_bindings(req, plan, existing)
+        # The submission id names this diff: a run of the same submission again (its
+        # Gateway replica died before answering) finds the queues its first run bound
+        # and reports them as its own, new ones -- the same answer as the first run.
+        origin = req.submission_id()
+        own = [q for q, b in existing.items() if b.created_by == origin]
         new = [q for q in queues if q not in existing]
         sentinel_id = f"{req.strategy_id}:{plan.version}:sentinel"
         context = req.context.as_dict()
@@ -298,10 +303,12 @@ class DiffEngine:
                     # check who holds the ones left out (collisions, other contexts).
                     self.store.lock_queues(cur, new)
                     planned = [(q, *plan.planned[q]) for q in new]
-                    written = self.store.bind(cur, planned, context, now, found)
+                    written = self.store.bind(cur, planned, context, now, found, origin)
                     taken = [q for q in new if q not in written]
                     if taken:
-                        self._check_bindings(req, plan, self.store.lookup(cur, taken), cur)
+                        holders = self.store.lookup(cur, taken)
+                        self._check_bindings(req, plan, holders, cur)
+                        written |= {q for q, b in holders.items() if b.created_by == origin}
                     bound = [q for q in new if q in written]
                 self.store.write_diff(
                     cur, req.strategy_id, plan.ctx, plan.version,
@@ -309,7 +316,7 @@ class DiffEngine:
                 )  # fmt: skip
             return bound
 
-        created = guarded(self.store_breaker, "graph store commit", commit)
+        created = guarded(self.store_breaker, "graph store commit", commit) + own
         created_set = set(created)
         buffering = tuple(
             BufferInstruction(node_id, period, interval)

@@ -24,7 +24,7 @@ from typing import Any, NamedTuple
 
 from qmtl.foundation.sqldb import Leases, SqlDatabase
 
-__all__ = ["Binding", "DiffLookup", "GraphStore", "open_graph_store"]
+__all__ = ["Binding", "Bound", "DiffLookup", "GraphStore", "open_graph_store"]
 
 SCHEMA = (
     """CREATE TABLE IF NOT EXISTS queue_bindings (
@@ -61,12 +61,21 @@ class Binding(NamedTuple):
     created_at: float
 
 
+class Bound(NamedTuple):
+    """What a diff needs to know of an active binding."""
+
+    compute_key: str
+    node_id: str
+    #: Submission id of the diff that bound it (None for bindings older than the column).
+    created_by: str | None
+
+
 @dataclass(frozen=True, slots=True)
 class DiffLookup:
     """What a diff read before creating topics, outside its write transaction."""
 
-    #: queue -> (compute key, node id) of the given queues that were bound.
-    bound: dict[str, tuple[str, str]]
+    #: The given queues that were bound, and by whom.
+    bound: dict[str, Bound]
     #: Whether the deployment's version was recorded already.
     version_known: bool
     #: :meth:`SqlDatabase.write_mark` at the time (``None``: cannot tell).
@@ -112,13 +121,18 @@ class GraphStore:
             rows.extend(cur.fetchall())
         return rows
 
-    def _lookup(self, cur: Any, queues: Sequence[str]) -> list[tuple[str, str, str]]:
-        return self._by_queue(  # type: ignore[return-value]
-            cur, "queue_bindings", "queue, compute_key, node_id", queues, "status = 'active'"
-        )
+    def _lookup(self, cur: Any, queues: Sequence[str]) -> dict[str, Bound]:
+        rows = self._by_queue(
+            cur, "queue_bindings", "queue, compute_key, node_id, created_by", queues,
+            "status = 'active'",
+        )  # fmt: skip
+        return {row[0]: Bound(row[1], row[2], row[3]) for row in rows}
 
     def initialize(self) -> None:
         self.db.create(SCHEMA)
+        # Which diff bound a queue: a diff run again (a Gateway replica died mid-flight)
+        # reports the queues its first run bound as its own, new ones.
+        self.db.add_column("queue_bindings", "created_by", "TEXT")
         self.leases = Leases(self.db)
 
     def transaction(self) -> Any:
@@ -129,9 +143,9 @@ class GraphStore:
         """Serialise concurrent diffs (on any replica) that bind the same new queues."""
         self.db.lock_keys(cur, queues)
 
-    def lookup(self, cur: Any, queues: Sequence[str]) -> dict[str, tuple[str, str]]:
-        """(compute key, node id) of the bound ``queues``, inside ``cur``'s transaction."""
-        return {queue: (key, node) for queue, key, node in self._lookup(cur, queues)}
+    def lookup(self, cur: Any, queues: Sequence[str]) -> dict[str, Bound]:
+        """The active bindings of ``queues``, inside ``cur``'s transaction."""
+        return self._lookup(cur, queues)
 
     def ping(self) -> bool:
         return self.db.ping()
@@ -151,7 +165,7 @@ class GraphStore:
         """The reads a diff starts with, in one transaction: the queues' bindings and
         whether this version of the deployment is recorded."""
         with self._txn() as cur:
-            bound = {queue: (key, node) for queue, key, node in self._lookup(cur, queues)}
+            bound = self._lookup(cur, queues)
             cur.execute(
                 self._q(
                     "SELECT 1 FROM dm_versions WHERE strategy_id = ? AND ctx = ? AND version = ?"
@@ -168,9 +182,11 @@ class GraphStore:
         context: Mapping[str, str],
         now: float,
         since: DiffLookup | None = None,
+        created_by: str | None = None,
     ) -> set[str]:
         """Bind each ``(queue, node id, compute key)`` of ``planned`` under ``context``
-        unless the queue is actively bound; return the queues written.
+        for the diff ``created_by`` unless the queue is actively bound; return the queues
+        written.
 
         A queue left out was bound by another diff (here or on a replica) after the
         caller's lookup: the caller checks who holds it.  PostgreSQL learns which rows it
@@ -185,7 +201,9 @@ class GraphStore:
         ):
             active = self.lookup(cur, [p[0] for p in planned])
             planned = [p for p in planned if p[0] not in active]
-        return self._insert_bindings(cur, planned, json.dumps(context, sort_keys=True), now)
+        return self._insert_bindings(
+            cur, planned, json.dumps(context, sort_keys=True), now, created_by
+        )
 
     def binding(self, queue: str, cur: Any = None) -> Binding | None:
         """The binding of ``queue``; inside ``cur``'s transaction when given (SQLite's one
@@ -246,7 +264,12 @@ class GraphStore:
         )
 
     def _insert_bindings(
-        self, cur: Any, planned: Sequence[tuple[str, str, str]], context: str, now: float
+        self,
+        cur: Any,
+        planned: Sequence[tuple[str, str, str]],
+        context: str,
+        now: float,
+        created_by: str | None,
     ) -> set[str]:
         """Insert, or revive an inactive row, sharing one context text and time; return the
         queues written (PostgreSQL leaves a queue bound actively meanwhile alone)."""
@@ -255,7 +278,8 @@ class GraphStore:
         upsert = (
             "ON CONFLICT (queue) DO UPDATE SET node_id = excluded.node_id, "
             "compute_key = excluded.compute_key, context = excluded.context, "
-            "created_at = excluded.created_at, status = 'active'"
+            "created_at = excluded.created_at, created_by = excluded.created_by, "
+            "status = 'active'"
         )
         if self.dialect == "postgresql":
             # One statement over binary arrays (executemany ran a statement per row,
@@ -266,11 +290,11 @@ class GraphStore:
             from psycopg.errors import UniqueViolation
 
             queues, nodes, keys = zip(*planned, strict=True)
-            params = (context, now, list(queues), list(nodes), list(keys))
+            params = (context, now, created_by, list(queues), list(nodes), list(keys))
             insert = (
-                "INSERT INTO queue_bindings (queue, node_id, compute_key, context, created_at) "
-                "SELECT q, n, k, %s, %s::float8 FROM unnest(%b::text[], %b::text[], %b::text[]) "
-                "AS u(q, n, k)"
+                "INSERT INTO queue_bindings (queue, node_id, compute_key, context, created_at, "
+                "created_by) SELECT q, n, k, %s, %s::float8, %s::text "
+                "FROM unnest(%b::text[], %b::text[], %b::text[]) AS u(q, n, k)"
             )
             cur.execute("SAVEPOINT qmtl_bind")
             try:
@@ -284,9 +308,9 @@ class GraphStore:
             )
             return {row[0] for row in cur.fetchall()}
         cur.executemany(
-            "INSERT INTO queue_bindings (queue, node_id, compute_key, context, created_at) "
-            f"VALUES (?, ?, ?, ?, ?) {upsert}",
-            [(queue, node, key, context, now) for queue, node, key in planned],
+            "INSERT INTO queue_bindings (queue, node_id, compute_key, context, created_at, "
+            f"created_by) VALUES (?, ?, ?, ?, ?, ?) {upsert}",
+            [(queue, node, key, context, now, created_by) for queue, node, key in planned],
         )
         return {p[0] for p in planned}
 

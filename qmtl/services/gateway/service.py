@@ -103,6 +103,10 @@ class LogPort(Protocol):
 
     def reclaim_own(self, owner: str) -> int: ...
 
+    def alive(self, owner: str, ttl: float) -> None: ...
+
+    def gone(self, owner: str) -> None: ...
+
     def counts(self) -> dict[str, int]: ...
 
     def describe(self) -> str: ...
@@ -183,6 +187,7 @@ class GatewayService:
 
     # -- lifecycle -------------------------------------------------------------------------
     async def start(self) -> None:
+        await self._renew_liveness()
         reclaimed = await self._db(self.log.reclaim_own, self.instance_id, small=True)
         if reclaimed:
             log.info("reclaimed %d pending submissions of this replica after a restart", reclaimed)
@@ -191,6 +196,7 @@ class GatewayService:
             asyncio.create_task(self._probe_loop()),
             asyncio.create_task(self._retry_loop()),
             asyncio.create_task(self._heartbeat_loop()),
+            asyncio.create_task(self._liveness_loop()),
         ]
 
     async def stop(self) -> None:
@@ -201,6 +207,10 @@ class GatewayService:
                 await task
         self.bus.close()
         await self.client.close()
+        try:
+            await self._db(self.log.gone, self.instance_id)
+        except Exception as exc:  # the lease lapses by itself
+            log.warning("liveness lease not released: %s", exc)
         self._db_pool.shutdown(wait=True)
         self.log.close()
 
@@ -367,6 +377,20 @@ class GatewayService:
                 self.breaker.reset()
                 self._wake.set()
             self._expire_freezes()
+
+    async def _renew_liveness(self) -> None:
+        try:
+            await self._db(
+                self.log.alive, self.instance_id, self.gw.replica_liveness_seconds, small=True
+            )
+        except Exception as exc:  # others may take our rows over: harmless, answers match
+            log.warning("liveness lease not renewed: %s", exc)
+
+    async def _liveness_loop(self) -> None:
+        """Say this replica is alive: its in-flight rows stay its own until it is not."""
+        while True:
+            await asyncio.sleep(self.gw.replica_liveness_seconds / 3)
+            await self._renew_liveness()
 
     async def _heartbeat_loop(self) -> None:
         """Tell WorldServices this replica is subscribed (it waits for our ACKs)."""

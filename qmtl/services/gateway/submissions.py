@@ -8,6 +8,15 @@ After a failed attempt the holder keeps the row and retries it first; if the hol
 dies, its leases expire and any replica claims the work (``FOR UPDATE SKIP LOCKED`` on
 PostgreSQL).  Final states are written with ``WHERE status = 'pending'``: a stored
 result is never replaced, whoever finishes second.
+
+A replica that dies does not make its rows wait out their lease: every replica holds a
+short liveness lease (``gateway:<instance>`` in ``qmtl_leases``, renewed while it runs),
+and a row whose owner has no live liveness lease is claimable at once.  A diff run again
+that way returns what its first run would have (the DAG Manager counts the bindings of
+a submission as its own), so taking over early never changes an answer.
+
+An ``abandoned`` row (attempts exhausted while a dependency was down) is not the end of
+the submission: the same body submitted again starts it afresh.
 """
 
 from __future__ import annotations
@@ -18,11 +27,13 @@ from dataclasses import dataclass
 from typing import Any
 
 from qmtl.foundation.contracts import DiffResult, SubmissionRequest
-from qmtl.foundation.sqldb import SqlDatabase
+from qmtl.foundation.sqldb import Leases, SqlDatabase
 
-__all__ = ["FINAL", "Submission", "SubmissionLog"]
+__all__ = ["FINAL", "LIVENESS_PREFIX", "Submission", "SubmissionLog"]
 
 FINAL = ("completed", "rejected", "abandoned")
+#: ``qmtl_leases`` name of a Gateway replica's liveness lease: prefix + instance id.
+LIVENESS_PREFIX = "gateway:"
 
 SCHEMA = (
     """CREATE TABLE IF NOT EXISTS gateway_submissions (
@@ -84,9 +95,22 @@ class SubmissionLog:
     def __init__(self, spec: str) -> None:
         self.db = SqlDatabase.open(spec)
         self.db.create(SCHEMA)
+        self.leases = Leases(self.db)
+
+    def alive(self, owner: str, ttl: float) -> None:
+        """Take or renew ``owner``'s liveness lease for ``ttl`` seconds."""
+        self.leases.acquire(LIVENESS_PREFIX + owner, owner, ttl)
+
+    def gone(self, owner: str) -> None:
+        """A clean stop: ``owner``'s rows are claimable at once."""
+        self.leases.release(LIVENESS_PREFIX + owner, owner)
 
     def insert(self, sub: Submission, owner: str, lease_seconds: float) -> Submission | None:
-        """Log ``sub`` leased to ``owner``; if its id exists already, return the stored one."""
+        """Log ``sub`` leased to ``owner``; if its id exists already, return the stored one.
+
+        An abandoned row of the same id is taken back to ``pending`` (attempts from zero):
+        its cause may be gone, and the client's new attempt is the sign to try again.
+        """
         now = time.time()
         meta = sub.request.to_dict()
         dag_json = meta.pop("dag_json")
@@ -94,7 +118,10 @@ class SubmissionLog:
             "INSERT INTO gateway_submissions (submission_id, strategy_id, world_id, request, "
             "dag_json, status, attempts, lease_owner, lease_until, created_at, updated_at) "
             "VALUES (?, ?, ?, ?, ?, 'pending', 0, ?, ?, ?, ?) "
-            "ON CONFLICT (submission_id) DO NOTHING",
+            "ON CONFLICT (submission_id) DO UPDATE SET status = 'pending', attempts = 0, "
+            "error = NULL, error_code = NULL, lease_owner = excluded.lease_owner, "
+            "lease_until = excluded.lease_until, updated_at = excluded.updated_at "
+            "WHERE gateway_submissions.status = 'abandoned'",
             (
                 sub.submission_id, sub.strategy_id, sub.request.world_id,
                 json.dumps(meta, sort_keys=True), dag_json, owner, now + lease_seconds, now, now,
@@ -126,18 +153,22 @@ class SubmissionLog:
         limit: int = 100,
         now: float | None = None,
     ) -> list[Submission]:
-        """Lease pending rows that are due: ours whose retry time came, or anyone's expired.
+        """Lease pending rows that are due: ours whose retry time came, anyone's expired,
+        or any row of a replica that is not alive.
 
-        Another replica's row becomes claimable only ``grace`` seconds after its lease
-        ran out, so a live holder always retries its own rows first.
+        A live replica's row becomes claimable only ``grace`` seconds after its lease ran
+        out, so a live holder always retries its own rows first; a replica without a live
+        liveness lease (dead, or stopped) holds nothing.
         """
         now = time.time() if now is None else now
         until = now + lease_seconds
         due = (
             "status = 'pending' AND ((lease_owner = ? AND lease_until < ?) "
-            "OR lease_until < ? OR lease_owner IS NULL)"
+            "OR lease_until < ? OR lease_owner IS NULL OR (lease_owner <> ? AND NOT EXISTS ("
+            "SELECT 1 FROM qmtl_leases WHERE qmtl_leases.name = ? || lease_owner "
+            "AND qmtl_leases.expires_at >= ?)))"
         )
-        params = (owner, now, now - grace)
+        params = (owner, now, now - grace, owner, LIVENESS_PREFIX, now)
         if self.db.dialect == "postgresql":
             sql = (
                 f"UPDATE gateway_submissions SET lease_owner = %s, lease_until = %s "

@@ -36,11 +36,12 @@ def req(dag: str, strategy: str = "s1", **ctx: str) -> SubmissionRequest:
 
 
 def test_cold_then_warm_diff_reuses_queues(store: GraphStore) -> None:
+    """Another strategy made of the same nodes reuses their queues (warm: nothing new)."""
     service, queues = make_service(store)
     snap = Snapshot(*COUNTERS)
     dag = chain_dag(20, salt="cold-warm")
     cold = service.engine.diff(req(dag))
-    warm = service.engine.diff(req(dag))
+    warm = service.engine.diff(req(dag, strategy="s2"))
     assert cold.new_queues == 20 and warm.new_queues == 0
     assert cold.queue_map == warm.queue_map and len(set(cold.queue_map.values())) == 20
     assert cold.crc32 == warm.crc32 == parse_dag(dag).crc32
@@ -407,7 +408,10 @@ def test_binding_leaves_active_queues_alone_and_revives_inactive_ones(
     with store.transaction() as cur:
         written = store.bind(cur, [("q1", "Nc", "k2"), ("q2", "Nc", "k2")], {"w": "1"}, 2.0)
         assert written == {"q1"}
-        assert store.lookup(cur, ["q1", "q2"]) == {"q1": ("k2", "Nc"), "q2": ("k", "Nb")}
+        assert store.lookup(cur, ["q1", "q2"]) == {
+            "q1": ("k2", "Nc", None),
+            "q2": ("k", "Nb", None),
+        }
     revived = store.binding("q1")
     assert revived is not None and (revived.context, revived.created_at) == ({"w": "1"}, 2.0)
 
@@ -428,3 +432,40 @@ def test_a_quiet_store_is_not_read_twice(store: GraphStore) -> None:
     store.lookup = counting  # type: ignore[method-assign]
     assert service.engine.diff(req(chain_dag(4, salt="quiet"))).new_queues == 4
     assert reads == []
+
+
+def test_the_same_submission_diffed_again_gets_the_first_answer(store: GraphStore) -> None:
+    """A Gateway replica that died mid-diff leaves its submission to another replica,
+    which diffs it again: the queues the first run bound are this submission's own, so
+    the answer is the first one (new queues, buffering) -- not "nothing to warm up"."""
+    service, _ = make_service(store)
+    dag = chain_dag(3, salt="rerun")
+    first = service.engine.diff(req(dag, world_id="w"))
+    again = service.engine.diff(req(dag, world_id="w"))
+    assert first.new_queues == again.new_queues == 3
+    assert first.buffering == again.buffering and len(again.buffering) == 3
+    other = service.engine.diff(req(dag, strategy="s2", world_id="w"))
+    assert other.new_queues == 0 and other.buffering == ()
+    # Bindings from before the column existed (created_by NULL) are nobody's own.
+    with store.transaction() as cur:
+        cur.execute("UPDATE queue_bindings SET created_by = NULL")
+    assert service.engine.diff(req(dag, world_id="w")).new_queues == 0
+
+
+def test_a_store_from_before_created_by_gains_the_column(tmp_path) -> None:  # type: ignore[no-untyped-def]
+    """Opening an older SQLite store adds the column once; opening it again is a no-op."""
+    import sqlite3
+
+    path = tmp_path / "old.db"
+    with sqlite3.connect(path) as conn:
+        conn.execute(
+            "CREATE TABLE queue_bindings (queue TEXT PRIMARY KEY, node_id TEXT NOT NULL, "
+            "compute_key TEXT NOT NULL, context TEXT NOT NULL, "
+            "created_at DOUBLE PRECISION NOT NULL, status TEXT NOT NULL DEFAULT 'active')"
+        )
+        conn.execute("INSERT INTO queue_bindings VALUES ('q', 'N', 'k', '{}', 1.0, 'active')")
+    for _ in range(2):
+        opened = open_graph_store(f"sqlite:{path}")
+        with opened.transaction() as cur:
+            assert opened.lookup(cur, ["q"]) == {"q": ("k", "N", None)}
+        opened.close()

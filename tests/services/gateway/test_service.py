@@ -23,7 +23,7 @@ from qmtl.foundation.errors import BackendUnavailable, InvalidDag, QueueNameColl
 from qmtl.services.controlbus import ACK, FREEZE, UNFREEZE, Envelope, InProcessBus
 from qmtl.services.dagmanager.client import is_remote_failure
 from qmtl.services.gateway.service import GatewayService
-from qmtl.services.gateway.submissions import SubmissionLog
+from qmtl.services.gateway.submissions import Submission, SubmissionLog
 from qmtl.testing.metrics import Snapshot, value
 from qmtl.testing.stalls import LoopWatch, held_elsewhere
 
@@ -136,6 +136,54 @@ def test_retries_are_bounded_and_abandoned_ones_are_lost(tmp_path: Path) -> None
         run(service.retry_due())
     assert service.log.counts() == {"abandoned": 1}
     assert lost.delta("lost_requests_total") == 1
+
+
+def test_an_abandoned_submission_goes_through_once_its_cause_is_gone(tmp_path: Path) -> None:
+    """Abandoned is not forever: the same body submitted again starts afresh (attempts
+    from zero) and completes; it used to answer 503 "abandoned" every time."""
+    down = {"on": True}
+    client = FakeDagManager(lambda r: BackendUnavailable("down") if down["on"] else result(r))
+    service = make(tmp_path, client, max_attempts=1)
+    run(service.submit(req()))
+    for _ in range(3):
+        client.breaker.reset()
+        time.sleep(0.06)
+        run(service.retry_due())
+    assert service.log.counts() == {"abandoned": 1}
+    down["on"] = False
+    client.breaker.reset()
+    again = run(service.submit(req()))
+    assert again.status == 200 and again.body["status"] == "completed", again.body
+    assert service.log.counts() == {"completed": 1}
+    assert run(service.submit(req())).body["duplicate"] is True
+
+
+@pytest.mark.parametrize(
+    "backend", ["sqlite", pytest.param("postgresql", marks=pytest.mark.integration)]
+)
+def test_a_dead_replicas_rows_are_taken_over_at_once_a_live_ones_are_not(
+    tmp_path: Path, backend: str, request: pytest.FixtureRequest
+) -> None:
+    """Rows leased for a minute: another replica leaves them alone while their owner
+    renews its liveness, and claims them the moment it stops (not a minute later)."""
+    if backend == "sqlite":
+        spec = f"sqlite:{tmp_path / 'shared.db'}"
+    else:
+        spec = request.getfixturevalue("postgres").new_database()
+    first, second = SubmissionLog(spec), SubmissionLog(spec)
+    try:
+        first.alive("gw-a", 5.0)
+        second.alive("gw-b", 5.0)
+        sub = Submission(req().submission_id(), req(), "pending")
+        assert first.insert(sub, "gw-a", lease_seconds=60) is None
+        assert second.claim("gw-b", 60, grace=5) == []
+        first.gone("gw-a")  # or its lease lapses: the same for claim
+        claimed = second.claim("gw-b", 60, grace=5)
+        assert [c.submission_id for c in claimed] == [sub.submission_id]
+        assert second.claim("gw-b", 60, grace=5) == [], "claimed once"
+    finally:
+        first.close()
+        second.close()
 
 
 def test_a_log_that_refuses_writes_answers_503_and_counts_lost(tmp_path: Path) -> None:
