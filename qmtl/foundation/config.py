@@ -27,6 +27,7 @@ __all__ = [
     "DagManagerConfig",
     "DrillsConfig",
     "GatewayConfig",
+    "HttpConfig",
     "QmtlConfig",
     "SdkConfig",
     "TelemetryConfig",
@@ -132,6 +133,14 @@ class GatewayConfig(_Section):
     breaker_probe_seconds: float = Field(default=2.0, gt=0)
     #: Retries of submissions kept in the log while the DAG Manager is unavailable.
     max_attempts: int = Field(default=20, gt=0)
+    #: Admission: submissions being received or worked on at once; beyond it ``429``
+    #: with ``Retry-After`` before the body is read.
+    max_in_flight_submissions: int = Field(default=128, gt=0)
+    #: Admission: declared body bytes of those submissions together (one is always let in).
+    max_in_flight_bytes: int = Field(default=64 * 1024 * 1024, gt=0)
+    #: Admission: pending submissions in the log (waiting for a retry); beyond it new
+    #: submissions get ``429`` until the backlog drains.
+    max_pending_submissions: int = Field(default=10_000, gt=0)
     #: Window of the gateway_e2e_latency_p95 gauge (the seed's 5 minutes).
     p95_window_seconds: float = Field(default=300.0, gt=0)
     #: This replica's name: lease owner in the submission log, ControlBus consumer group,
@@ -212,6 +221,21 @@ class SdkConfig(_Section):
     gateway_token: str | None = None
 
 
+class HttpConfig(_Section):
+    """Limits of every QMTL HTTP listener (Gateway, DAG Manager, WorldService)."""
+
+    #: A request's line and headers must arrive within this many seconds (else 408).
+    header_timeout_seconds: float = Field(default=10.0, gt=0)
+    #: Its body, once the headers are in, within this many seconds (else closed).
+    body_timeout_seconds: float = Field(default=60.0, gt=0)
+    #: Open connections per listener; beyond it new ones get 503 and are closed.  Lowered
+    #: to the process's file-descriptor limit when that is smaller.
+    max_connections: int = Field(default=4096, gt=0)
+    #: Open connections per client address (429 beyond).  Behind a load balancer every
+    #: connection comes from its address: size this for the balancer's own pool.
+    max_connections_per_client: int = Field(default=512, gt=0)
+
+
 class DrillsConfig(_Section):
     #: Install the fault-injection wrappers and ``/admin/faults`` (drills, the e2e suite,
     #: ``qmtl up``).  Off by default: no fault branch on any hot path, ``/admin/faults`` 404.
@@ -220,6 +244,7 @@ class DrillsConfig(_Section):
 
 class QmtlConfig(_Section):
     drills: DrillsConfig = Field(default_factory=DrillsConfig)
+    http: HttpConfig = Field(default_factory=HttpConfig)
     telemetry: TelemetryConfig = Field(default_factory=TelemetryConfig)
     controlbus: ControlBusConfig = Field(default_factory=ControlBusConfig)
     dagmanager: DagManagerConfig = Field(default_factory=DagManagerConfig)

@@ -22,6 +22,7 @@
     │   ├── WorldFrozen                 an apply run froze the world (retryable)
     │   └── GuardBlocked                promotions blocked by cross-context hits / hold
     └── Unavailable                 a dependency is down; retry later      HTTP 503  gRPC UNAVAILABLE
+        ├── Overloaded                  over the service's admission bounds    HTTP 429  gRPC RESOURCE_EXHAUSTED
         ├── BackendUnavailable          store, broker or breaker open
         ├── QueueCreationFailed         the queue backend refused new topics
         └── GuardUnavailable            a promotion-guard source cannot be read
@@ -51,6 +52,7 @@ __all__ = [
     "InvalidJson",
     "InvalidRequest",
     "NotFound",
+    "Overloaded",
     "PayloadTooLarge",
     "QmtlError",
     "QueueCreationFailed",
@@ -184,6 +186,16 @@ class GuardBlocked(Conflict):
 class Unavailable(QmtlError):
     code = "unavailable"
     retryable = True
+
+
+class Overloaded(Unavailable):
+    """More work in flight than the service admits; ``retry_after`` seconds is a hint."""
+
+    code = "overloaded"
+
+    def __init__(self, message: str, *, retry_after: int = 1, **details: Any) -> None:
+        super().__init__(message, **details)
+        self.retry_after = retry_after
 
 
 class BackendUnavailable(Unavailable):

@@ -91,6 +91,7 @@ CATALOGUE: tuple[MetricSpec, ...] = (
     _m("gateway_e2e_latency_p95", "gauge", (), _GW, "p95 submission latency over the last 5 minutes (ms); NaN when idle."),
     _m("gateway_submissions_total", "counter", ("code",), _GW, "Answers to POST /strategies by HTTP status code."),
     _m("lost_requests_total", "counter", (), _GW, "Submissions accepted but neither completed nor durably handed off."),
+    _m("gateway_submissions_in_flight", "gauge", (), _GW, "Submissions being received or worked on right now (admission bound: gateway.max_in_flight_submissions)."),
     _m("controlbus_apply_ack_total", "counter", ("world_id", "phase"), _GW, "Freeze/unfreeze ACKs sent to the ControlBus.", ("world_id",)),
     _m("controlbus_apply_ack_latency_ms", "gauge", ("world_id", "phase"), _GW, "Latency of the latest ACK: event time -> ACK (ms).", ("world_id",)),
     _m("controlbus_apply_ack_latency_ms_hist", "histogram", ("phase",), _GW, "ACK latencies: event time -> ACK (ms)."),

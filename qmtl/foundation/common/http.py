@@ -24,6 +24,7 @@ from qmtl.foundation.errors import (
     InvalidInput,
     InvalidJson,
     NotFound,
+    Overloaded,
     PayloadTooLarge,
     QmtlError,
     Unavailable,
@@ -36,6 +37,7 @@ __all__ = [
     "StrictJsonRequest",
     "StrictJsonRoute",
     "error",
+    "error_response",
     "http_status",
     "install_common_routes",
     "metrics_response",
@@ -49,6 +51,7 @@ HTTP_STATUS: dict[type[QmtlError], int] = {
     AuthError: 401,
     NotFound: 404,
     Conflict: 409,
+    Overloaded: 429,
     Unavailable: 503,
     QmtlError: 500,
 }
@@ -100,6 +103,12 @@ def http_status(exc: QmtlError) -> int:
     return 500
 
 
+def error_response(exc: QmtlError) -> JSONResponse:
+    """``exc`` as the one error shape, with ``Retry-After`` when it is a load refusal."""
+    headers = {"retry-after": str(exc.retry_after)} if isinstance(exc, Overloaded) else None
+    return SafeJSONResponse(exc.body(), status_code=http_status(exc), headers=headers)
+
+
 def error(status: int, code: str, message: str, **extra: Any) -> JSONResponse:
     """The one error shape of every QMTL HTTP API: ``{"error": code, "message": ...}``."""
     return SafeJSONResponse({"error": code, "message": message, **extra}, status_code=status)
@@ -117,11 +126,15 @@ def install_common_routes(app: FastAPI) -> None:
 
     @app.get("/metrics", include_in_schema=False)
     def metrics_endpoint(request: Request) -> Response:
-        return metrics_response(request.headers.get("accept"))
+        response = metrics_response(request.headers.get("accept"))
+        # A scrape on a fresh connection each time: a listener that can no longer accept
+        # one is then down for Prometheus too (see qmtl.foundation.common.httpserver).
+        response.headers["connection"] = "close"
+        return response
 
     @app.exception_handler(QmtlError)
     async def domain_error(_request: Request, exc: QmtlError) -> JSONResponse:
-        return SafeJSONResponse(exc.body(), status_code=http_status(exc))
+        return error_response(exc)
 
     @app.exception_handler(HTTPException)
     async def http_error(_request: Request, exc: HTTPException) -> JSONResponse:

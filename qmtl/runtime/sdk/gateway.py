@@ -3,10 +3,10 @@
     result = submit(MyStrategy(), "http://127.0.0.1:8000", world_id="demo")
     result["queue_map"]  # node id -> queue
 
-Retryable answers (503 ``retryable``, 409 ``world_frozen``, transport errors) are retried
-with backoff, the same body each time (the Gateway deduplicates it: one submission, however
-many replicas saw it); 202 ``queued`` is followed, by submission id, until the Gateway
-completes it.  Pass ``admin_url`` (this process's SDK admin endpoint) so the promotion
+Retryable answers (503 ``retryable``, 429 ``overloaded`` after its ``Retry-After``, 409
+``world_frozen``, transport errors) are retried with backoff, the same body each time
+(the Gateway deduplicates it: one submission, however many replicas saw it); 202
+``queued`` is followed, by submission id, until the Gateway completes it.  Pass ``admin_url`` (this process's SDK admin endpoint) so the promotion
 guard of the WorldService can read this process's cross-context hits.
 """
 
@@ -103,13 +103,21 @@ def _submit(
         if response.status_code == 202:
             return _follow(client, base, body["submission_id"], wait_seconds, headers)
         if body.get("retryable") and attempt < attempts:
-            time.sleep(delay)
+            time.sleep(max(delay, _retry_after(response)))
             delay *= 2
             continue
         raise SubmissionError(
             body.get("error", "error"), body.get("message", ""), response.status_code
         )
     raise SubmissionError("retries_exhausted", f"gave up after {attempts} attempts", 0)
+
+
+def _retry_after(response: httpx.Response) -> float:
+    """The server's ``Retry-After`` in seconds (a 429 of admission control sends it)."""
+    try:
+        return min(60.0, max(0.0, float(response.headers.get("retry-after", 0))))
+    except ValueError:
+        return 0.0
 
 
 def _follow(

@@ -6,9 +6,8 @@ import argparse
 import logging
 
 import grpc
-import uvicorn
 
-from qmtl.foundation.common import eventloop
+from qmtl.foundation.common import eventloop, httpserver
 from qmtl.foundation.common.admin import is_exposed
 from qmtl.foundation.common.interrupts import interrupt_on_ctrl_c_and_term
 from qmtl.foundation.common.memory import return_large_blocks_to_os
@@ -67,15 +66,7 @@ async def serve(config: QmtlConfig) -> int:
     if not bound:
         log.error("cannot bind gRPC on %s (port in use?); set dagmanager.grpc_port", address)
         return 1
-    http = uvicorn.Server(
-        uvicorn.Config(
-            create_app(service),
-            host=cfg.host,
-            port=cfg.http_port,
-            log_level="warning",
-            lifespan="off",
-        )
-    )
+    http = httpserver.server(create_app(service), cfg.host, cfg.http_port, config.http)
     await grpc_server.start()
     service.start()
     log.info(

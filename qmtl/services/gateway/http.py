@@ -14,12 +14,15 @@ from collections.abc import Awaitable, Callable
 from typing import Any
 
 from fastapi import Body, Depends, FastAPI, Request
+from fastapi.responses import JSONResponse
+from starlette.requests import ClientDisconnect
 
 from qmtl.foundation import strictjson
 from qmtl.foundation.common.admin import AdminGuard, check_bearer, is_exposed
 from qmtl.foundation.common.http import (
     BodyLimit,
     SafeJSONResponse,
+    error_response,
     http_status,
     install_common_routes,
 )
@@ -35,6 +38,7 @@ from qmtl.foundation.errors import (
 )
 from qmtl.foundation.faults import FaultSet
 from qmtl.services.gateway import metrics
+from qmtl.services.gateway.admission import Admission
 from qmtl.services.gateway.faults import drill_error
 from qmtl.services.gateway.service import INLINE_BYTES, GatewayService, Outcome
 
@@ -43,6 +47,8 @@ __all__ = ["create_app", "parse_submission"]
 _FIELDS = {"strategy_id", "dag", "world_id", "execution_domain", "as_of", "partition",
            "metadata", "admin_url"}  # fmt: skip
 _tracer = get_tracer("qmtl.gateway")
+#: Status recorded for a client that went away mid-request (no answer reaches it).
+CLIENT_CLOSED = 499
 
 
 def parse_submission(raw: bytes, limit: int) -> tuple[SubmissionRequest, int]:
@@ -116,6 +122,11 @@ def create_app(service: GatewayService, *, faults: FaultSet | None = None) -> Fa
             metrics.observe_latency(elapsed_ms, status)
 
     app.add_middleware(BodyLimit, limit=gw.max_request_bytes, on_refused=refused)
+    app.add_middleware(
+        Admission, max_in_flight=gw.max_in_flight_submissions, max_bytes=gw.max_in_flight_bytes,
+        max_backlog=gw.max_pending_submissions, backlog=lambda: service.backlog,
+        body_limit=gw.max_request_bytes, on_refused=refused,
+    )  # fmt: skip
     admin = Depends(AdminGuard(gw.host, gw.admin_token))
     exposed = is_exposed(gw.host)
     limit = gw.max_request_bytes
@@ -143,7 +154,7 @@ def create_app(service: GatewayService, *, faults: FaultSet | None = None) -> Fa
         return await service.status()
 
     @app.post("/strategies")
-    async def submit(request: Request) -> SafeJSONResponse:
+    async def submit(request: Request) -> JSONResponse:
         started = time.perf_counter()
         code = 500
         parent = extract_http_context(request.headers)
@@ -153,7 +164,15 @@ def create_app(service: GatewayService, *, faults: FaultSet | None = None) -> Fa
                     request.headers.get("authorization"), gw.submit_token, exposed=exposed,
                     what="POST /strategies", token_key="gateway.submit_token",
                 )  # fmt: skip
-                submission, _nodes = await validated(await request.body())
+                try:
+                    raw = await request.body()
+                except ClientDisconnect:
+                    # Gone before its body arrived (or cut at the body deadline): nothing
+                    # was accepted.  Counted as nginx does, 499, never as our 5xx.
+                    code = CLIENT_CLOSED
+                    span.set_attribute("qmtl.error", "client_disconnected")
+                    return SafeJSONResponse({}, status_code=CLIENT_CLOSED)
+                submission, _nodes = await validated(raw)
                 span.set_attribute("qmtl.strategy_id", submission.strategy_id)
                 outcome = await submit_core(submission)
                 code = outcome.status
@@ -161,7 +180,7 @@ def create_app(service: GatewayService, *, faults: FaultSet | None = None) -> Fa
             except QmtlError as exc:
                 span.set_attribute("qmtl.error", exc.code)
                 code = http_status(exc)
-                return SafeJSONResponse(exc.body(), status_code=code)
+                return error_response(exc)
             finally:
                 metrics.observe_latency((time.perf_counter() - started) * 1000.0, code)
 

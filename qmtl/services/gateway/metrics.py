@@ -18,6 +18,7 @@ __all__ = [
     "forget_world",
     "gateway_e2e_latency_ms",
     "gateway_e2e_latency_p95",
+    "gateway_submissions_in_flight",
     "gateway_submissions_total",
     "latency_window",
     "lost_requests_total",
@@ -30,6 +31,7 @@ latency_window = m.QuantileWindow(300)
 gateway_e2e_latency_p95 = m.bind_p95(m.create("gateway_e2e_latency_p95"), latency_window)
 gateway_submissions_total = m.create("gateway_submissions_total")
 lost_requests_total = m.create("lost_requests_total")
+gateway_submissions_in_flight = m.create("gateway_submissions_in_flight")
 dagclient_breaker_open_total = m.create("dagclient_breaker_open_total")
 dagclient_breaker_state = m.create("dagclient_breaker_state")
 controlbus_apply_ack_total = m.create("controlbus_apply_ack_total")

@@ -9,9 +9,8 @@ from collections.abc import Callable, Coroutine
 from typing import Any
 
 import httpx
-import uvicorn
 
-from qmtl.foundation.common import eventloop
+from qmtl.foundation.common import eventloop, httpserver
 from qmtl.foundation.common.interrupts import interrupt_on_ctrl_c_and_term
 from qmtl.foundation.common.tracing import setup_tracing, shutdown_tracing
 from qmtl.foundation.config import QmtlConfig
@@ -111,12 +110,7 @@ async def serve(config: QmtlConfig) -> int:
         log.error("cannot start: %s (check gateway.submission_log / controlbus)", exc)
         return 1
     await service.start()
-    server = uvicorn.Server(
-        uvicorn.Config(
-            create_app(service, faults=faults), host=cfg.host, port=cfg.port,
-            log_level="warning", lifespan="off",
-        )
-    )  # fmt: skip
+    server = httpserver.server(create_app(service, faults=faults), cfg.host, cfg.port, config.http)
     log.info(
         "gateway %s ready: http://%s:%d -> dagmanager %s",
         service.instance_id, cfg.host, cfg.port, cfg.dagmanager_grpc,

@@ -103,6 +103,8 @@ class LogPort(Protocol):
 
     def reclaim_own(self, owner: str) -> int: ...
 
+    def pending(self) -> int: ...
+
     def alive(self, owner: str, ttl: float) -> None: ...
 
     def gone(self, owner: str) -> None: ...
@@ -184,6 +186,9 @@ class GatewayService:
         #: Admin URLs relayed lately (insertion-ordered, bounded): each is relayed once.
         self._registered: dict[str, None] = {}
         self._background: set[asyncio.Task[None]] = set()
+        #: Pending submissions in the log at the retry loop's last look, plus those queued
+        #: since: admission refuses new work while it is over gateway.max_pending_submissions.
+        self.backlog = 0
 
     # -- lifecycle -------------------------------------------------------------------------
     async def start(self) -> None:
@@ -303,6 +308,7 @@ class GatewayService:
             self.log.retry_later, sub.submission_id, self.instance_id, reason,
             self.gw.retry_interval_seconds, small=True,
         )  # fmt: skip
+        self.backlog += 1
         self._wake.set()
         return Outcome(202, {"status": "queued", "submission_id": sub.submission_id,
                              "strategy_id": sub.strategy_id,
@@ -335,6 +341,10 @@ class GatewayService:
 
     async def retry_due(self) -> int:
         """One pass of the retry loop: claim due submissions and work them off."""
+        try:
+            self.backlog = await self._db(self.log.pending)
+        except Exception as exc:
+            log.warning("retry loop: cannot count pending submissions: %s", exc)
         if self.breaker.is_open:
             return 0
         try:

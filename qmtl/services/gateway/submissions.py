@@ -231,6 +231,14 @@ class SubmissionLog:
             (owner,),
         )
 
+    def pending(self) -> int:
+        """Submissions waiting to be finished (in flight or for a retry)."""
+        return int(
+            self.db.select("SELECT COUNT(*) FROM gateway_submissions WHERE status = 'pending'")[0][
+                0
+            ]
+        )
+
     def counts(self) -> dict[str, int]:
         return {
             r[0]: int(r[1])

@@ -6,8 +6,7 @@ import argparse
 import logging
 from typing import Any
 
-import uvicorn
-
+from qmtl.foundation.common import httpserver
 from qmtl.foundation.common.interrupts import interrupt_on_ctrl_c_and_term
 from qmtl.foundation.common.tracing import setup_tracing, shutdown_tracing
 from qmtl.foundation.config import QmtlConfig
@@ -50,12 +49,7 @@ def main(args: argparse.Namespace) -> int:
         log.error("cannot start: %s (check worldservice.store / controlbus)", exc)
         return 1
     service.start()
-    server = uvicorn.Server(
-        uvicorn.Config(
-            create_app(service, faults=faults), host=cfg.host, port=cfg.port,
-            log_level="warning", lifespan="off",
-        )
-    )  # fmt: skip
+    server = httpserver.server(create_app(service, faults=faults), cfg.host, cfg.port, config.http)
     log.info("worldservice ready: http://%s:%d (controlbus %s)", cfg.host, cfg.port,
              config.controlbus.backend)  # fmt: skip
     interrupt_on_ctrl_c_and_term()
