@@ -68,6 +68,13 @@ class _Handle:
     def stop(self) -> None:
         self.process.stop()
 
+    def freeze(self) -> None:
+        """Hang the component (SIGSTOP of its process group); :meth:`thaw` resumes it."""
+        self.process.freeze()
+
+    def thaw(self) -> None:
+        self.process.thaw()
+
 
 @dataclass
 class Kafka(_Handle):

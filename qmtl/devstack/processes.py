@@ -18,6 +18,7 @@ additionally stop every live child at exit.
 from __future__ import annotations
 
 import atexit
+import contextlib
 import os
 import random
 import shutil
@@ -249,6 +250,7 @@ class ManagedProcess:
             self._log.close()
             raise ProcessError(f"{name}: cannot start {self.argv[0]}: {exc.strerror}") from None
         self.pid = self.popen.pid
+        self.frozen = False
         with _live_lock:
             _live[self.pid] = self
         if _SETPRIV_EXE is not None:
@@ -291,6 +293,33 @@ class ManagedProcess:
         if self.alive():
             os.kill(self.pid, sig)
 
+    def freeze(self) -> None:
+        """SIGSTOP the process and every process it started: a hang drill -- sockets stay
+        open, nothing answers.  :meth:`thaw` undoes it.
+
+        By the PID tree under our own PID, not the process group: PostgreSQL puts each
+        backend in a session of its own.
+        """
+        if not self.alive():
+            return
+        self.frozen = True
+        stopped: set[int] = set()
+        while True:  # the parent first, so it forks nothing new; then until none is left
+            todo = [p for p in (self.pid, *_descendants(self.pid)) if p not in stopped]
+            if not todo:
+                return
+            for pid in todo:
+                with contextlib.suppress(ProcessLookupError):
+                    os.kill(pid, signal.SIGSTOP)
+                stopped.add(pid)
+
+    def thaw(self) -> None:
+        if self.frozen and self.alive():
+            for pid in (self.pid, *_descendants(self.pid)):
+                with contextlib.suppress(ProcessLookupError):
+                    os.kill(pid, signal.SIGCONT)
+        self.frozen = False
+
     def kill(self) -> None:
         """SIGKILL (a crash drill); the handle stays registered until :meth:`stop`."""
         if self.alive():
@@ -303,6 +332,7 @@ class ManagedProcess:
         Raises :class:`ProcessError` if it is still there ``kill_wait`` seconds after
         SIGKILL (it stays registered, so the exit handler tries once more).
         """
+        self.thaw()  # a stopped process group would never see the SIGTERM
         if self.alive():
             try:
                 os.kill(self.pid, signal.SIGTERM)
@@ -334,6 +364,27 @@ class ManagedProcess:
 
     def __repr__(self) -> str:
         return f"<ManagedProcess {self.name} pid={self.pid} alive={self.alive()}>"
+
+
+def _descendants(root: int) -> list[int]:
+    """PIDs of every process below ``root`` (children, their children, ...), from /proc."""
+    children: dict[int, list[int]] = {}
+    for entry in os.listdir("/proc"):
+        if not entry.isdigit():
+            continue
+        try:
+            with open(f"/proc/{entry}/stat", "rb") as stat:
+                fields = stat.read().rsplit(b")", 1)[1].split()
+        except OSError:
+            continue
+        children.setdefault(int(fields[1]), []).append(int(entry))
+    found: list[int] = []
+    stack = [root]
+    while stack:
+        for child in children.get(stack.pop(), []):
+            found.append(child)
+            stack.append(child)
+    return found
 
 
 @atexit.register

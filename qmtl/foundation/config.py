@@ -19,7 +19,14 @@ from pathlib import Path
 from typing import Any, Literal
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    ValidationError,
+    field_validator,
+    model_validator,
+)
 
 __all__ = [
     "ConfigError",
@@ -58,6 +65,10 @@ class TelemetryConfig(_Section):
     #: Distinct label sets per metric whose labels come from clients (worlds, contexts);
     #: beyond it values become ``__other__`` and qmtl_dropped_label_values_total counts them.
     max_series_per_metric: int = Field(default=1000, ge=1)
+    #: Every service checks its backends (database, broker, DAG Manager, WorldService)
+    #: this often, each check within ``dependency_deadline_seconds``: qmtl_dependency_up.
+    dependency_probe_seconds: float = Field(default=5.0, gt=0)
+    dependency_deadline_seconds: float = Field(default=2.0, gt=0)
 
     @field_validator("otel_exporter_endpoint")
     @classmethod
@@ -126,6 +137,9 @@ class GatewayConfig(_Section):
     host: str = "127.0.0.1"
     port: int = Field(default=8000, ge=0, le=65535)
     dagmanager_grpc: str = "127.0.0.1:50051"
+    #: Deadline of each diff call to the DAG Manager; a hung DAG Manager costs a
+    #: submission this long, then it is retried from the log.
+    dagmanager_timeout_seconds: float = Field(default=10.0, gt=0)
     #: ``sqlite:PATH`` (embedded default) or a ``postgresql://`` DSN.
     submission_log: str = "sqlite:qmtl-gateway.db"
     max_request_bytes: int = Field(default=16 * 1024 * 1024, gt=0)
@@ -148,7 +162,7 @@ class GatewayConfig(_Section):
     #: Default: ``gateway-<port>`` (one replica per port on a host).
     instance_id: str | None = Field(default=None, pattern=r"^[A-Za-z0-9_.:-]{1,64}$")
     #: How long a submission being worked on stays leased to its replica; longer than
-    #: the DAG Manager call timeout (30 s), so no replica retries an in-flight submission.
+    #: the DAG Manager call timeout, so no live replica retries an in-flight submission.
     lease_seconds: float = Field(default=60.0, gt=0)
     #: Extra wait before another replica takes over a lapsed lease (the holder goes first).
     claim_grace_seconds: float = Field(default=5.0, ge=0)
@@ -165,6 +179,16 @@ class GatewayConfig(_Section):
     #: Bearer token of ``POST /strategies`` when the Gateway listens beyond loopback
     #: (SDK processes send ``sdk.gateway_token``); exposed without it, submissions are refused.
     submit_token: str | None = None
+
+    @model_validator(mode="after")
+    def _lease_outlives_a_call(self) -> GatewayConfig:
+        if self.lease_seconds <= self.dagmanager_timeout_seconds:
+            raise ValueError(
+                f"lease_seconds ({self.lease_seconds:g}) must be longer than "
+                f"dagmanager_timeout_seconds ({self.dagmanager_timeout_seconds:g}), or another "
+                "replica could diff a submission that is still in flight; raise lease_seconds"
+            )
+        return self
 
 
 class WorldServiceConfig(_Section):

@@ -261,17 +261,25 @@ class SqlDatabase:
         if self._pool is not None:
             if _no_wait.get():
                 raise WouldBlock(f"{self.describe()} is a network round trip away")
-            with self._pool.connection() as conn:  # rolls back on an error
-                watch = self._deadlines.start(conn.fileno(), self.query_deadline)
+            # getconn/putconn rather than the pool's context manager: its rollback on an
+            # error would run after the deadline watch, free to wait on a hung server.
+            conn = self._pool.getconn()
+            watch = self._deadlines.start(conn.fileno(), self.query_deadline)
+            try:
                 try:
                     yield conn.cursor()
                     conn.commit()
-                except self._psycopg.Error:
-                    if watch.cut:
-                        raise self._timed_out("transaction", self.query_deadline) from None
+                except BaseException:
+                    with suppress(Exception):  # a cut socket fails this at once
+                        conn.rollback()
                     raise
-                finally:
-                    self._deadlines.stop(watch)
+            except self._psycopg.Error:
+                if watch.cut:
+                    raise self._timed_out("transaction", self.query_deadline) from None
+                raise
+            finally:
+                self._deadlines.stop(watch)
+                self._pool.putconn(conn)
             return
         if not _no_wait.get():
             self._lock.acquire()

@@ -120,6 +120,10 @@ CATALOGUE: tuple[MetricSpec, ...] = (
        "Label values replaced by __other__ because a metric reached its series budget."),
     _m("controlbus_invalid_events_total", "counter", ("reason",), (_GW, _WS),
        "ControlBus events rejected or skipped as malformed (log line per event)."),
+    _m("qmtl_dependency_up", "gauge", ("dependency", "kind"), (_DM, _GW, _WS),
+       "1 when the last check of a backend this process relies on answered within its deadline, 0 when it failed or still waits."),
+    _m("qmtl_dependency_probe_seconds", "gauge", ("dependency", "kind"), (_DM, _GW, _WS),
+       "Duration of the last dependency check (the time waited so far while one hangs)."),
 )  # fmt: skip
 
 #: Series Prometheus and prometheus_client add by themselves.

@@ -462,3 +462,64 @@ def test_a_burst_over_capacity_is_answered_429_and_the_sdk_waits_it_out(tmp_path
         for t in threads:
             t.join(120)
         assert len(results) == 24 and all(r["queue_map"] for r in results)
+
+
+def test_a_hung_dependency_is_named_by_status_and_metrics(tmp_path: Path) -> None:
+    """The report: SIGSTOP of PostgreSQL, tansu, the DAG Manager or the WorldService
+    named none of them; /status of all three services hung while PostgreSQL hung.  Now
+    each service checks its backends on a schedule with a deadline: /status answers at
+    once and says which one does not answer, and qmtl_dependency_up goes to 0 for it."""
+    own_pg = devstack.start_postgres()
+    broker = devstack.start_kafka(tmp_path / "kafka")
+    overrides = {
+        "telemetry": {"dependency_probe_seconds": 0.5, "dependency_deadline_seconds": 1},
+        "gateway": {"dagmanager_timeout_seconds": 3},
+    }
+    try:
+        with LocalStack(
+            tmp_path / "hang", overrides, kafka=broker.bootstrap, postgres_dsn=own_pg.dsn,
+            kafka_controlbus=False,
+        ) as stack:  # fmt: skip
+            urls = {s: stack.url(s) for s in ("dagmanager", "gateway", "worldservice")}
+
+            def dependency(service: str, name: str) -> dict[str, Any]:
+                # /status answers within its own deadline whatever hangs behind it.
+                status = httpx.get(f"{urls[service]}/status", timeout=5).json()
+                return dict(status["dependencies"][name])
+
+            def up(service: str, name: str) -> float | None:
+                series = scrape(f"{urls[service]}/metrics").series("qmtl_dependency_up")
+                found = [v for labels, v in series.items() if ("dependency", name) in labels]
+                return found[0] if found else None
+
+            def named_while_frozen(component: Any, pairs: list[tuple[str, str]]) -> None:
+                for service, name in pairs:
+                    devstack.wait_for(lambda s=service, n=name: up(s, n) == 1, timeout=30,
+                                      what=f"{service}'s {name} up first")  # fmt: skip
+                component.freeze()
+                try:
+                    for service, name in pairs:
+                        devstack.wait_for(
+                            lambda s=service, n=name: dependency(s, n)["ok"] is False
+                            and up(s, n) == 0,
+                            timeout=30, what=f"{service} to name {name} as not answering",
+                        )  # fmt: skip
+                        assert "answer" in dependency(service, name)["error"]
+                finally:
+                    component.thaw()
+                for service, name in pairs:
+                    devstack.wait_for(lambda s=service, n=name: up(s, n) == 1, timeout=60,
+                                      what=f"{service}'s {name} back")  # fmt: skip
+
+            named_while_frozen(own_pg, [("dagmanager", "graph_store"),
+                                        ("gateway", "submission_log"),
+                                        ("worldservice", "world_store")])  # fmt: skip
+            named_while_frozen(broker, [("dagmanager", "queues")])
+            named_while_frozen(stack.services["dagmanager"].process, [("gateway", "dagmanager")])
+            named_while_frozen(stack.services["worldservice"].process,
+                               [("gateway", "worldservice")])  # fmt: skip
+            assert dependency("dagmanager", "graph_store")["kind"] == "postgresql"
+            assert dependency("dagmanager", "queues")["kind"] == "kafka"
+    finally:
+        broker.stop()
+        own_pg.stop()

@@ -34,7 +34,12 @@ def stack(
     tmp_path_factory: pytest.TempPathFactory, kafka: devstack.Kafka, postgres: devstack.Postgres
 ) -> Iterator[LocalStack]:
     overrides = {
-        "gateway": {"lease_seconds": 6, "claim_grace_seconds": 1, "retry_interval_seconds": 0.3},
+        "gateway": {
+            "lease_seconds": 6,
+            "dagmanager_timeout_seconds": 5,
+            "claim_grace_seconds": 1,
+            "retry_interval_seconds": 0.3,
+        },
         "worldservice": {"ack_timeout_seconds": 20, "gateway_liveness_seconds": 30},
         "dagmanager": {"gc_interval_seconds": 1, "orphan_ttl_seconds": 3600},
     }

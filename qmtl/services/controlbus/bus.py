@@ -14,7 +14,7 @@ Handlers run on the bus's own thread.
 Robustness rules, the same on every backend:
 
 * envelopes are validated (:func:`parse_envelope`); a malformed or failing event is
-  logged, counted in ``controlbus_invalid_events_total{reason}`` and skipped -- it
+  logged (at a bounded rate), counted in ``controlbus_invalid_events_total{reason}`` and skipped -- it
   never ends the delivery loop;
 * :meth:`ControlBus.healthy` is true only while the delivery loop is alive and
   subscribed, so ``/status`` readiness cannot lie;
@@ -43,6 +43,7 @@ import httpx
 
 from qmtl.foundation import strictjson
 from qmtl.foundation.errors import InvalidRequest
+from qmtl.foundation.loglimit import LogLimiter
 from qmtl.services.controlbus.metrics import controlbus_invalid_events_total
 
 __all__ = [
@@ -64,6 +65,8 @@ __all__ = [
 ]
 
 log = logging.getLogger(__name__)
+#: Malformed events are one line each, at a bounded rate (anyone who can publish sends them).
+_skipped = LogLimiter(log)
 FREEZE = "qmtl.apply.freeze"
 UNFREEZE = "qmtl.apply.unfreeze"
 ACK = "qmtl.apply.ack"
@@ -192,7 +195,7 @@ class ControlBus(ABC):
 
     def _rejected(self, reason: str, detail: object) -> None:
         self.invalid += 1
-        log.warning("controlbus: skipping an event (%s): %s", reason, detail)
+        _skipped.log("controlbus: skipping an event (%s): %s", reason, detail)
         controlbus_invalid_events_total.labels(reason).inc()
 
     @abstractmethod
@@ -405,6 +408,11 @@ class HttpBus(ControlBus):
     def healthy(self) -> bool:
         return super().healthy() and self.connected
 
+    def probe(self) -> bool:
+        """Whether the WorldService hosting the log answers (``/health``, 2 s at most)."""
+        response = self._publisher.get(f"{self.base_url}/health", timeout=2.0)
+        return response.status_code == 200
+
     def close(self) -> None:
         self._stop.set()
         self._publisher.close()
@@ -429,6 +437,16 @@ class KafkaBus(ControlBus):
         self.offset_reset = offset_reset
         self._producer = Producer({"bootstrap.servers": brokers, "enable.idempotence": False})
         self._stop = threading.Event()
+        self._admin: Any = None
+
+    def probe(self) -> bool:
+        """Whether the broker answers a metadata request for the topic (2 s at most)."""
+        from confluent_kafka.admin import AdminClient  # type: ignore[attr-defined]
+
+        if self._admin is None:
+            self._admin = AdminClient({"bootstrap.servers": self.brokers})
+        self._admin.list_topics(self.topic, timeout=2.0)
+        return True
 
     def ensure_topic(self) -> None:
         from confluent_kafka.admin import AdminClient, NewTopic  # type: ignore[attr-defined]

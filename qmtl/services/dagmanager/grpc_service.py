@@ -6,8 +6,11 @@ the CPU of a stream on each end).  Both run one code path and fail the same way.
 
 Domain errors map to gRPC status codes with :data:`GRPC_STATUS`, once; the error's
 ``code`` travels in the ``qmtl-error-code`` trailer so clients rebuild the exact
-domain class.  Client input is never answered UNKNOWN: anything unexpected becomes
-INTERNAL with a one-line message (the traceback goes to the log).
+domain class.  Client input is never answered UNKNOWN: requests arrive as bytes
+(:func:`register`), so a caller is authenticated before any parsing work and a message
+that is not a ``DiffRequest`` is INVALID_ARGUMENT with one log line, at a bounded rate;
+anything unexpected becomes INTERNAL with a one-line message (the traceback goes to the
+log).
 
 The event loop that also serves ``/metrics`` and ``/health`` never waits on a store, a
 broker or a drill delay.  Diffs run in worker threads, except a small DAG on embedded
@@ -25,6 +28,7 @@ from collections.abc import AsyncIterator
 from typing import NoReturn
 
 import grpc
+from google.protobuf.message import DecodeError
 
 from qmtl.foundation.common.admin import check_bearer
 from qmtl.foundation.common.tracing import context_from_grpc_metadata, get_tracer
@@ -33,18 +37,28 @@ from qmtl.foundation.errors import (
     AuthError,
     Conflict,
     InvalidInput,
+    InvalidRequest,
     NotFound,
     QmtlError,
     Unavailable,
 )
+from qmtl.foundation.loglimit import LogLimiter
 from qmtl.foundation.sqldb import WouldBlock, without_waiting
 from qmtl.services.dagmanager.proto import dagmanager_pb2 as pb
 from qmtl.services.dagmanager.proto import dagmanager_pb2_grpc as pb_grpc
 from qmtl.services.dagmanager.service import DagManagerService
 
-__all__ = ["CHUNK_SIZE", "ERROR_TRAILER", "GRPC_STATUS", "DagManagerServicer", "result_chunks"]
+__all__ = [
+    "CHUNK_SIZE",
+    "ERROR_TRAILER",
+    "GRPC_STATUS",
+    "DagManagerServicer",
+    "register",
+    "result_chunks",
+]
 
 log = logging.getLogger(__name__)
+_malformed = LogLimiter(log)
 #: Queue-map entries per streamed chunk; keeps each message far below gRPC's 4 MiB default.
 CHUNK_SIZE = 2000
 ERROR_TRAILER = "qmtl-error-code"
@@ -134,18 +148,27 @@ class DagManagerServicer(pb_grpc.DagManagerServicer):
             what=what,
         )
 
-    async def _answer(
-        self, request: pb.DiffRequest, context: grpc.aio.ServicerContext, rpc: str
-    ) -> DiffResult:
-        """Diff ``request`` for either RPC; a failure aborts the call with its trailer.
-        One span name for both RPCs (``dagmanager.Diff``): traces are searched by what
-        was done, the RPC is an attribute."""
+    def _parse(self, raw: bytes, context: grpc.aio.ServicerContext) -> pb.DiffRequest:
+        try:
+            return pb.DiffRequest.FromString(raw)
+        except DecodeError as exc:
+            peer = context.peer() or "unknown peer"
+            _malformed.log("malformed DiffRequest from %s: %s", peer, exc)
+            raise InvalidRequest(
+                f"the request is not a qmtl.dagmanager.v1.DiffRequest message ({exc})"
+            ) from None
+
+    async def _answer(self, raw: bytes, context: grpc.aio.ServicerContext, rpc: str) -> DiffResult:
+        """Authenticate, parse and diff ``raw`` for either RPC; a failure aborts the call
+        with its trailer.  One span name for both RPCs (``dagmanager.Diff``): traces are
+        searched by what was done, the RPC is an attribute."""
         parent = context_from_grpc_metadata(context.invocation_metadata())
         with _tracer.start_as_current_span("dagmanager.Diff", context=parent) as span:
-            span.set_attribute("qmtl.strategy_id", request.strategy_id)
             span.set_attribute("rpc.method", rpc)
             try:
                 self._authorize(context, rpc)
+                request = self._parse(raw, context)
+                span.set_attribute("qmtl.strategy_id", request.strategy_id)
                 submission = SubmissionRequest(
                     strategy_id=request.strategy_id,
                     dag_json=request.dag_json,
@@ -159,32 +182,58 @@ class DagManagerServicer(pb_grpc.DagManagerServicer):
                 span.set_attribute("qmtl.error", exc.code)
                 await self._fail(context, exc)
             except Exception as exc:
-                log.exception("diff of %s failed unexpectedly", request.strategy_id)
+                log.exception("diff failed unexpectedly")
                 span.set_attribute("qmtl.error", "internal")
                 await self._fail(context, QmtlError(f"internal error: {type(exc).__name__}: {exc}"))
             span.set_attribute("qmtl.nodes", result.total_nodes)
             return result
 
     async def Diff(
-        self, request: pb.DiffRequest, context: grpc.aio.ServicerContext
+        self, raw: bytes, context: grpc.aio.ServicerContext
     ) -> AsyncIterator[pb.DiffChunk]:
-        result = await self._answer(request, context, "Diff")
+        result = await self._answer(raw, context, "Diff")
         for chunk in result_chunks(result):
             yield chunk
 
-    async def DiffUnary(
-        self, request: pb.DiffRequest, context: grpc.aio.ServicerContext
-    ) -> pb.DiffChunk:
-        result = await self._answer(request, context, "DiffUnary")
+    async def DiffUnary(self, raw: bytes, context: grpc.aio.ServicerContext) -> pb.DiffChunk:
+        result = await self._answer(raw, context, "DiffUnary")
         return result_chunks(result, chunk_size=max(1, len(result.queue_map)))[0]
 
-    async def Health(
-        self, request: pb.HealthRequest, context: grpc.aio.ServicerContext
-    ) -> pb.HealthReply:
+    async def Health(self, raw: bytes, context: grpc.aio.ServicerContext) -> pb.HealthReply:
+        """Health has nothing to read in its request: whatever bytes came are ignored."""
         store_ok = await asyncio.to_thread(_safe_ping, self.service)
         queues_ok = await asyncio.to_thread(self.service.queues.probe)
         detail = f"store={'ok' if store_ok else 'down'} queues={'ok' if queues_ok else 'down'}"
         return pb.HealthReply(ok=store_ok and queues_ok, detail=detail)
+
+
+def _raw(data: bytes) -> bytes:
+    return data
+
+
+def register(servicer: DagManagerServicer, server: grpc.aio.Server) -> None:
+    """Serve ``servicer`` on ``server`` with requests delivered as bytes.
+
+    The generated registration parses each request before the handler runs: a malformed
+    one failed inside gRPC (UNKNOWN, an ERROR line and a traceback), before anyone was
+    authenticated.  The method names and messages are those of the generated code.
+    """
+    service = "qmtl.dagmanager.v1.DagManager"
+    handlers = {
+        "Diff": grpc.unary_stream_rpc_method_handler(
+            servicer.Diff, request_deserializer=_raw,
+            response_serializer=pb.DiffChunk.SerializeToString,
+        ),
+        "DiffUnary": grpc.unary_unary_rpc_method_handler(
+            servicer.DiffUnary, request_deserializer=_raw,
+            response_serializer=pb.DiffChunk.SerializeToString,
+        ),
+        "Health": grpc.unary_unary_rpc_method_handler(
+            servicer.Health, request_deserializer=_raw,
+            response_serializer=pb.HealthReply.SerializeToString,
+        ),
+    }  # fmt: skip
+    server.add_generic_rpc_handlers((grpc.method_handlers_generic_handler(service, handlers),))
 
 
 def _safe_ping(service: DagManagerService) -> bool:

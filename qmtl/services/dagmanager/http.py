@@ -35,7 +35,7 @@ def create_app(service: DagManagerService) -> FastAPI:
 
     @app.get("/status")
     async def status() -> dict[str, Any]:
-        return await asyncio.to_thread(service.status)
+        return await service.status()
 
     @app.post("/admin/gc-trigger", dependencies=[admin])
     async def gc_trigger() -> SafeJSONResponse:

@@ -14,9 +14,8 @@ from qmtl.foundation.common.memory import return_large_blocks_to_os
 from qmtl.foundation.common.tracing import setup_tracing, shutdown_tracing
 from qmtl.foundation.config import QmtlConfig
 from qmtl.foundation.metrics import set_series_budget
-from qmtl.services.dagmanager.grpc_service import DagManagerServicer
+from qmtl.services.dagmanager.grpc_service import DagManagerServicer, register
 from qmtl.services.dagmanager.http import create_app
-from qmtl.services.dagmanager.proto import dagmanager_pb2_grpc as pb_grpc
 from qmtl.services.dagmanager.service import build_service, tune_gc
 
 __all__ = ["grpc_address", "main", "serve"]
@@ -55,9 +54,7 @@ async def serve(config: QmtlConfig) -> int:
     grpc_server = grpc.aio.server(
         options=[("grpc.max_receive_message_length", cfg.max_dag_bytes + 65536)]
     )
-    pb_grpc.add_DagManagerServicer_to_server(  # type: ignore[no-untyped-call]
-        DagManagerServicer(service, token=cfg.admin_token, exposed=exposed), grpc_server
-    )
+    register(DagManagerServicer(service, token=cfg.admin_token, exposed=exposed), grpc_server)
     address = grpc_address(cfg.host, cfg.grpc_port)
     try:
         bound = grpc_server.add_insecure_port(address)

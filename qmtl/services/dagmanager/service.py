@@ -27,6 +27,7 @@ from qmtl import __version__
 from qmtl.foundation import crosscontext
 from qmtl.foundation.common import AsyncCircuitBreaker
 from qmtl.foundation.config import DagManagerConfig, QmtlConfig
+from qmtl.foundation.dependencies import DependencyProbes, bounded
 from qmtl.foundation.faults import FaultSet
 from qmtl.services.dagmanager import metrics
 from qmtl.services.dagmanager.diff import DiffEngine
@@ -61,6 +62,7 @@ class DagManagerService:
         queues: QueueBackend,
         faults: FaultSet | None = None,
         instance_id: str | None = None,
+        probes: DependencyProbes | None = None,
     ) -> None:
         self.config = config
         self.started_at = time.time()
@@ -98,6 +100,10 @@ class DagManagerService:
         self.sentinel_gaps: list[tuple[str, str]] = []
         self.leader = False
         self._tasks: list[asyncio.Task[None]] = []
+        self.probes = probes or DependencyProbes()
+        self.probes.add("graph_store", self.store.dialect, self.store.ping)
+        if self.queues.kind != "inprocess":
+            self.probes.add("queues", self.queues.kind, self.queues.probe)
 
     # -- housekeeping --------------------------------------------------------------------
     def refresh_sentinel_gaps(self) -> None:
@@ -179,8 +185,10 @@ class DagManagerService:
             asyncio.create_task(self._loop("housekeeping", probe, self.housekeeping_step)),
             asyncio.create_task(self._loop("lag", self.config.lag_interval_seconds, self.lag_step)),
         ]
+        self.probes.start()
 
     async def stop(self) -> None:
+        await self.probes.stop()
         for task in self._tasks:
             task.cancel()
         for task in self._tasks:
@@ -192,24 +200,24 @@ class DagManagerService:
         self.queues.close()
         self.store.close()
 
-    def status(self) -> dict[str, Any]:
+    async def status(self) -> dict[str, Any]:
+        """The service's state; never waits on a backend longer than the probe deadline
+        (``dependencies`` says which one is slow)."""
         report = self.gc.last_report
-        try:
-            store = {
-                "backend": self.store.describe(),
-                "ok": self.store.ping(),
-                **self.store.counts(),
-            }
-        except Exception as exc:
-            store = {"backend": self.store.describe(), "ok": False, "error": str(exc)}
+        deadline = self.probes.deadline
+        counts = await bounded(self.store.counts, deadline, "graph store")
+        dependencies = self.probes.report()
+        store_ok = (dependencies.get("graph_store") or {}).get("ok")
+        queues_ok = (dependencies.get("queues") or {"ok": True}).get("ok")
         return {
             "service": "dagmanager",
             "version": __version__,
             "instance": self.instance_id,
             "leader": self.leader,
             "uptime_seconds": round(time.time() - self.started_at, 1),
-            "store": store,
-            "queue_backend": {"kind": self.queues.kind, "ok": self.queues.probe()},
+            "dependencies": dependencies,
+            "store": {"backend": self.store.describe(), "ok": store_ok, **counts},
+            "queue_backend": {"kind": self.queues.kind, "ok": queues_ok},
             "namespace_queues": self.config.namespace_queues,
             "breakers": {
                 "kafka": self.kafka_breaker.describe(),
@@ -228,7 +236,12 @@ class DagManagerService:
 
 
 def wire(
-    config: DagManagerConfig, store: GraphStore, queues: QueueBackend, *, drills: bool
+    config: DagManagerConfig,
+    store: GraphStore,
+    queues: QueueBackend,
+    *,
+    drills: bool,
+    probes: DependencyProbes | None = None,
 ) -> DagManagerService:
     """The service over ``store`` and ``queues``; with ``drills``, behind fault wrappers."""
     faults = None
@@ -236,7 +249,7 @@ def wire(
         faults = dagmanager_faults()
         store = FaultyStore(store, faults)  # type: ignore[assignment]
         queues = FaultyQueues(queues, faults)
-    return DagManagerService(config, store=store, queues=queues, faults=faults)
+    return DagManagerService(config, store=store, queues=queues, faults=faults, probes=probes)
 
 
 def build_service(config: QmtlConfig) -> DagManagerService:
@@ -246,4 +259,8 @@ def build_service(config: QmtlConfig) -> DagManagerService:
     queues = open_queue_backend(
         cfg.queue_backend, cfg.kafka_brokers, timeout=cfg.kafka_timeout_seconds
     )
-    return wire(cfg, store, queues, drills=config.drills.enabled)
+    probes = DependencyProbes(
+        interval=config.telemetry.dependency_probe_seconds,
+        deadline=config.telemetry.dependency_deadline_seconds,
+    )
+    return wire(cfg, store, queues, drills=config.drills.enabled, probes=probes)

@@ -15,6 +15,7 @@ from qmtl.foundation.common.interrupts import interrupt_on_ctrl_c_and_term
 from qmtl.foundation.common.tracing import setup_tracing, shutdown_tracing
 from qmtl.foundation.config import QmtlConfig
 from qmtl.foundation.contracts import SubmissionRequest
+from qmtl.foundation.dependencies import DependencyProbes
 from qmtl.foundation.metrics import set_series_budget
 from qmtl.services.controlbus import open_bus
 from qmtl.services.dagmanager.client import BREAKER_THRESHOLD, DagManagerClient, is_remote_failure
@@ -80,7 +81,10 @@ def build_service(config: QmtlConfig) -> tuple[GatewayService, Any]:
         on_close=lambda: log.info("dagclient breaker closed after a healthy probe"),
     )
     client: Any = DagManagerClient(
-        gw.dagmanager_grpc, breaker=breaker, timeout=30, token=config.dagmanager.admin_token
+        gw.dagmanager_grpc,
+        breaker=breaker,
+        timeout=gw.dagmanager_timeout_seconds,
+        token=config.dagmanager.admin_token,
     )
     submissions: Any = SubmissionLog(gw.submission_log)
     bus: Any = open_bus(
@@ -93,9 +97,13 @@ def build_service(config: QmtlConfig) -> tuple[GatewayService, Any]:
         client = FaultyClient(client, faults)
         submissions = FaultyLog(submissions, faults)
         bus = FaultyBus(bus, faults)
+    probes = DependencyProbes(
+        interval=config.telemetry.dependency_probe_seconds,
+        deadline=config.telemetry.dependency_deadline_seconds,
+    )
     service = GatewayService(
         config, log_port=submissions, client=client, bus=bus, instance_id=instance_id,
-        register_source=source_registrar(config),
+        register_source=source_registrar(config), probes=probes,
     )  # fmt: skip
     return service, faults
 

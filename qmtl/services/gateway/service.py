@@ -33,6 +33,7 @@ from typing import Any, Protocol, TypeVar
 from qmtl import __version__
 from qmtl.foundation.config import QmtlConfig
 from qmtl.foundation.contracts import DiffResult, SubmissionRequest
+from qmtl.foundation.dependencies import DependencyProbes, bounded
 from qmtl.foundation.errors import (
     Conflict,
     InvalidInput,
@@ -105,6 +106,11 @@ class LogPort(Protocol):
 
     def pending(self) -> int: ...
 
+    def ping(self) -> bool: ...
+
+    @property
+    def dialect(self) -> str: ...
+
     def alive(self, owner: str, ttl: float) -> None: ...
 
     def gone(self, owner: str) -> None: ...
@@ -152,6 +158,7 @@ class GatewayService:
         bus: ControlBus,
         instance_id: str | None = None,
         register_source: Callable[[SubmissionRequest], Coroutine[Any, Any, None]] | None = None,
+        probes: DependencyProbes | None = None,
     ) -> None:
         self.config = config
         self.gw = config.gateway
@@ -189,6 +196,14 @@ class GatewayService:
         #: Pending submissions in the log at the retry loop's last look, plus those queued
         #: since: admission refuses new work while it is over gateway.max_pending_submissions.
         self.backlog = 0
+        self.probes = probes or DependencyProbes()
+        self.probes.add("submission_log", log_port.dialect, log_port.ping)
+        self.probes.add("dagmanager", "grpc", client.status)
+        bus_probe = getattr(bus, "probe", None)
+        if bus_probe is not None:
+            kind = "kafka" if config.controlbus.backend == "kafka" else "http"
+            name = "controlbus" if kind == "kafka" else "worldservice"
+            self.probes.add(name, kind, bus_probe)
 
     # -- lifecycle -------------------------------------------------------------------------
     async def start(self) -> None:
@@ -203,8 +218,10 @@ class GatewayService:
             asyncio.create_task(self._heartbeat_loop()),
             asyncio.create_task(self._liveness_loop()),
         ]
+        self.probes.start()
 
     async def stop(self) -> None:
+        await self.probes.stop()
         for task in self._tasks:
             task.cancel()
         for task in self._tasks:
@@ -464,12 +481,11 @@ class GatewayService:
         metrics.observe_ack(world, phase, latency)
 
     async def status(self) -> dict[str, Any]:
-        reachable = await self.client.status()
-        try:
-            counts = await self._db(self.log.counts)
-            log_ok = True
-        except Exception as exc:
-            counts, log_ok = {"error": str(exc)}, False
+        """The replica's state; never waits on a backend longer than the probe deadline
+        (``dependencies`` says which one is slow)."""
+        deadline = self.probes.deadline
+        counts = await bounded(lambda: self.log.counts(), deadline, "submission log")
+        dependencies = self.probes.report()
         self._expire_freezes()
         with self._frozen_lock:
             frozen = {w: round(d - time.time(), 1) for w, d in sorted(self.frozen.items())}
@@ -478,10 +494,18 @@ class GatewayService:
             "version": __version__,
             "instance": self.instance_id,
             "uptime_seconds": round(time.time() - self.started_at, 1),
-            "dagmanager": {"target": self.gw.dagmanager_grpc, "reachable": reachable},
+            "dependencies": dependencies,
+            "dagmanager": {
+                "target": self.gw.dagmanager_grpc,
+                "reachable": bool((dependencies.get("dagmanager") or {}).get("ok")),
+            },
             "breaker": self.breaker.describe(),
             "submissions": counts,
-            "submission_log": {"backend": self.log.describe(), "ok": log_ok},
+            "submission_log": {
+                "backend": self.log.describe(),
+                "ok": "error" not in counts
+                and (dependencies.get("submission_log") or {}).get("ok") is not False,
+            },
             "controlbus": {
                 "backend": self.config.controlbus.backend,
                 "ready": self.bus.healthy(),

@@ -248,6 +248,10 @@ class SubmissionLog:
         }
 
     @property
+    def dialect(self) -> str:
+        return self.db.dialect
+
+    @property
     def local(self) -> bool:
         """Whether the log is an embedded file (no network between us and a commit)."""
         return self.db.dialect == "sqlite"

@@ -73,8 +73,8 @@ def create_app(service: WorldService, *, faults: FaultSet | None = None) -> Fast
         return {"status": "ok"}
 
     @app.get("/status")
-    def status() -> dict[str, Any]:
-        return service.status()
+    async def status() -> dict[str, Any]:
+        return await service.status()
 
     @app.post("/worlds", status_code=201, dependencies=[guard])
     def create_world(body: WorldIn) -> SafeJSONResponse:

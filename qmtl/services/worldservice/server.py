@@ -10,6 +10,7 @@ from qmtl.foundation.common import httpserver
 from qmtl.foundation.common.interrupts import interrupt_on_ctrl_c_and_term
 from qmtl.foundation.common.tracing import setup_tracing, shutdown_tracing
 from qmtl.foundation.config import QmtlConfig
+from qmtl.foundation.dependencies import DependencyProbes
 from qmtl.foundation.metrics import set_series_budget
 from qmtl.services.controlbus import EventLog, open_bus
 from qmtl.services.worldservice.faults import FaultyBus, FaultyStore, worldservice_faults
@@ -34,7 +35,11 @@ def build_service(config: QmtlConfig) -> tuple[WorldService, Any]:
         faults = worldservice_faults()
         store = FaultyStore(store, faults)
         bus = FaultyBus(bus, faults)
-    service = WorldService(config, store=store, bus=bus, event_log=event_log)
+    probes = DependencyProbes(
+        interval=config.telemetry.dependency_probe_seconds,
+        deadline=config.telemetry.dependency_deadline_seconds,
+    )
+    service = WorldService(config, store=store, bus=bus, event_log=event_log, probes=probes)
     return service, faults
 
 

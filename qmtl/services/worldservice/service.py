@@ -32,6 +32,7 @@ import httpx
 
 from qmtl import __version__
 from qmtl.foundation.config import QmtlConfig
+from qmtl.foundation.dependencies import DependencyProbes, bounded
 from qmtl.foundation.errors import ApplyInProgress, UnknownWorld
 from qmtl.foundation.metrics import BoundedSeries
 from qmtl.services.controlbus import (
@@ -83,6 +84,7 @@ class WorldService:
         event_log: EventLog | None = None,
         http_get: Callable[..., Any] | None = None,
         instance_id: str | None = None,
+        probes: DependencyProbes | None = None,
     ) -> None:
         self.config = config
         self.ws = config.worldservice
@@ -106,6 +108,11 @@ class WorldService:
         self._lock = threading.Lock()
         self._series = BoundedSeries(self.ws.runs_kept_per_world)
         self._stop = threading.Event()
+        self.probes = probes or DependencyProbes()
+        self.probes.add("world_store", store.db.dialect, store.ping)
+        bus_probe = getattr(bus, "probe", None)
+        if bus_probe is not None and config.controlbus.backend == "kafka":
+            self.probes.add("controlbus", "kafka", bus_probe)
         dm = config.dagmanager
         dagmanager_source = f"{_base_url(dm.host, dm.http_port)}/admin/cross-context"
         self.guard = PromotionGuard(
@@ -114,6 +121,7 @@ class WorldService:
 
     # -- lifecycle ---------------------------------------------------------------------------
     def start(self) -> None:
+        self.probes.start_thread()
         self.bus.start()
         self.recover_runs()
         threading.Thread(target=self._stale_loop, daemon=True, name="stale-ratio").start()
@@ -122,6 +130,7 @@ class WorldService:
 
     def close(self) -> None:
         self._stop.set()
+        self.probes.stop_thread()
         self.bus.close()
         self.guard.close()
         self.store.close()
@@ -386,12 +395,20 @@ class WorldService:
                 self.store.leases.release(lease, f"{self.instance_id}/recover")
         return recovered
 
-    def status(self) -> dict[str, Any]:
+    async def status(self) -> dict[str, Any]:
+        """The service's state; never waits on the store longer than the probe deadline
+        (``dependencies`` says which backend is slow)."""
+        deadline = self.probes.deadline
+        worlds = await bounded(self.store.worlds, deadline, "world store")
+        running = await bounded(
+            lambda: [r["run_id"] for r in self.store.running_runs()], deadline, "world store"
+        )
         return {
             "service": "worldservice",
             "version": __version__,
             "instance": self.instance_id,
             "uptime_seconds": round(time.time() - self.started_at, 1),
+            "dependencies": self.probes.report(),
             "store": self.store.db.describe(),
             "controlbus": {
                 "backend": self.config.controlbus.backend,
@@ -399,6 +416,6 @@ class WorldService:
                 "invalid_events": self.bus.invalid,
             },
             "gateways": sorted(self.live_gateways()),
-            "worlds": self.store.worlds(),
-            "running": [r["run_id"] for r in self.store.running_runs()],
+            "worlds": worlds,
+            "running": running,
         }

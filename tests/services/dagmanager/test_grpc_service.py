@@ -20,6 +20,7 @@ from qmtl.services.dagmanager.grpc_service import (
     CHUNK_SIZE,
     INLINE_DIFF_BYTES,
     DagManagerServicer,
+    register,
 )
 from qmtl.services.dagmanager.proto import dagmanager_pb2 as pb
 from qmtl.services.dagmanager.proto import dagmanager_pb2_grpc as pb_grpc
@@ -54,7 +55,7 @@ def _serve(
 
     async def run() -> tuple[Any, int]:
         server = grpc.aio.server()
-        pb_grpc.add_DagManagerServicer_to_server(servicer(service), server)  # type: ignore[no-untyped-call]
+        register(servicer(service), server)
         port = server.add_insecure_port("127.0.0.1:0")
         await server.start()
         client = DagManagerClient(f"127.0.0.1:{port}")
