@@ -23,6 +23,7 @@ deadline, enforced by closing the connection's socket: see :class:`_Deadlines`.
 from __future__ import annotations
 
 import logging
+import os
 import socket
 import sqlite3
 import threading
@@ -75,6 +76,8 @@ SQLITE_CACHE_KIB = 8 * 1024
 #: Pages of WAL after which a commit checkpoints by itself: only a backstop for a
 #: checkpointer thread that cannot keep up (the thread normally runs long before).
 SQLITE_BACKSTOP_PAGES = 16_000
+#: Pages of WAL (16 MiB at 4 KiB) beyond which the checkpointer empties the file.
+SQLITE_TRUNCATE_PAGES = 4_096
 
 
 #: Longest a PostgreSQL transaction may run before its connection is cut (seconds).
@@ -154,14 +157,27 @@ class _Checkpointer:
     checkpoint (never blocks writers or readers) at most once per ``interval`` seconds.
     The sqlite3 module releases the GIL while SQLite works, so commits and request
     handling carry on meanwhile.
+
+    Under steady writes a passive checkpoint never finds the log fully copied, so SQLite
+    never starts it over and the file only grows (a DAG Manager's log reached 25 times
+    the bytes submitted).  Once the log is over :data:`SQLITE_TRUNCATE_PAGES`, the thread
+    takes the database's lock -- no writer of this process can starve it then -- and
+    runs a TRUNCATE checkpoint, which copies what is left and empties the file.  Writers
+    on threads wait for it (milliseconds: most frames were copied already); an event
+    loop's small writes never do (:func:`without_waiting` sends them to a thread).
     """
 
-    def __init__(self, path: str, interval: float = 0.5) -> None:
+    def __init__(self, path: str, lock: threading.Lock, interval: float = 0.5) -> None:
         self.interval = interval
         #: (busy, frames in the log, frames checkpointed) of the last run, for tests.
         self.last: tuple[int, int, int] | None = None
         self.runs = 0
         self._conn = sqlite3.connect(path, check_same_thread=False)
+        self._lock = lock
+        self._wal_path = path + "-wal"
+        self._page_size = int(self._conn.execute("PRAGMA page_size").fetchone()[0])
+        #: TRUNCATE checkpoints run so far (the log had outgrown its bound).
+        self.truncations = 0
         self._dirty = threading.Event()
         self._closing = False
         self._thread = threading.Thread(
@@ -171,6 +187,12 @@ class _Checkpointer:
 
     def wake(self) -> None:
         self._dirty.set()
+
+    def _wal_bytes(self) -> int:
+        try:
+            return os.stat(self._wal_path).st_size
+        except OSError:
+            return 0
 
     def _run(self) -> None:
         while True:
@@ -182,6 +204,10 @@ class _Checkpointer:
                 row = self._conn.execute("PRAGMA wal_checkpoint(PASSIVE)").fetchone()
                 self.last = (int(row[0]), int(row[1]), int(row[2]))
                 self.runs += 1
+                if self._wal_bytes() > SQLITE_TRUNCATE_PAGES * self._page_size:
+                    with self._lock:
+                        row = self._conn.execute("PRAGMA wal_checkpoint(TRUNCATE)").fetchone()
+                    self.truncations += int(row[0]) == 0
             except sqlite3.Error as exc:  # the next commit wakes us again
                 log.warning("sqlite checkpoint failed: %s", exc)
             time.sleep(self.interval)  # coalesce: one checkpoint (and fsync) per interval
@@ -226,7 +252,7 @@ class SqlDatabase:
             self._conn.execute(f"PRAGMA cache_size=-{SQLITE_CACHE_KIB}")
             if self.path != ":memory:":
                 self._conn.execute(f"PRAGMA wal_autocheckpoint={SQLITE_BACKSTOP_PAGES}")
-                self._checkpointer = _Checkpointer(self.path)
+                self._checkpointer = _Checkpointer(self.path, self._lock)
         elif spec.startswith(("postgresql://", "postgres://")):
             import psycopg
             from psycopg_pool import ConnectionPool

@@ -86,3 +86,32 @@ def test_without_waiting_postgresql_always_refuses(postgres) -> None:  # type: i
         assert db.select("SELECT 1") == [(1,)]  # outside the block it waits as ever
     finally:
         db.close()
+
+
+def test_the_write_ahead_log_is_emptied_once_over_its_bound(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Commits one after another never leave a passive checkpoint a moment to finish, so
+    the log used to grow with every write (25 times the bytes submitted, in a DAG
+    Manager); once it is past its bound the checkpointer now empties it."""
+    from qmtl.foundation import sqldb
+
+    monkeypatch.setattr(sqldb, "SQLITE_TRUNCATE_PAGES", 1024)
+    db = SqlDatabase(f"sqlite:{tmp_path / 'steady.db'}")
+    try:
+        db.create(["CREATE TABLE t (id INTEGER PRIMARY KEY, body TEXT)"])
+        wal = tmp_path / "steady.db-wal"
+        for _ in range(4000):  # ~16 MB of log written back to back
+            with db.txn() as cur:
+                cur.execute("INSERT INTO t (body) VALUES (?)", ("x" * 3000,))
+        checkpointer = db._checkpointer
+        assert checkpointer is not None
+
+        def emptied() -> bool:
+            db.execute("INSERT INTO t (body) VALUES ('wake')")  # commits wake the thread
+            return checkpointer.truncations >= 1 and wal.stat().st_size < 1024 * 4096
+
+        wait_for(emptied, timeout=20, what="the checkpointer to empty the log")
+        assert db.select("SELECT COUNT(*) FROM t WHERE body <> 'wake'") == [(4000,)]
+    finally:
+        db.close()

@@ -523,3 +523,58 @@ def test_a_hung_dependency_is_named_by_status_and_metrics(tmp_path: Path) -> Non
     finally:
         broker.stop()
         own_pg.stop()
+
+
+def test_a_full_disk_is_always_answered_in_json_and_nothing_is_lost(tmp_path: Path) -> None:
+    """The report: on a full disk a submission already in the log could get a plain-text
+    500 (its traceback could not be logged).  The stack runs on a small tmpfs filled to
+    the last byte: every answer is JSON with a code (503 not persisted, 202 queued, or
+    completed), and once space is back every logged submission completes."""
+    import os
+    import subprocess
+
+    disk = tmp_path / "disk"
+    disk.mkdir()
+    subprocess.run(["mount", "-t", "tmpfs", "-o", "size=64m", "tmpfs", str(disk)], check=True)
+    try:
+        with LocalStack(disk / "stack", {"gateway": {"retry_interval_seconds": 0.5}}) as stack:
+            gw = stack.url("gateway")
+            assert submit_fresh(gw).status_code == 200
+            ballast = disk / "ballast"
+            with open(ballast, "wb", buffering=0) as out:
+                try:
+                    while True:
+                        out.write(b"\0" * (1 << 16))
+                except OSError:
+                    pass
+            # Give space back 8 KiB at a time: some inserts fit, later writes do not --
+            # the moment a logged submission's result could not be stored.
+            answers = []
+            size = ballast.stat().st_size
+            for _ in range(40):
+                size = max(0, size - 8192)
+                os.truncate(ballast, size)
+                answers += [submit_fresh(gw) for _ in range(3)]
+            for answer in answers:
+                assert answer.headers["content-type"].startswith("application/json"), answer.text
+                body = answer.json()
+                assert answer.status_code in (200, 202, 503), (answer.status_code, body)
+                if answer.status_code == 503:
+                    assert body["error"] == "submission_not_persisted" and body["retryable"]
+            assert {a.status_code for a in answers} >= {202, 503}, "both moments were reached"
+            ballast.unlink()
+            logged = [a.json()["submission_id"] for a in answers if a.status_code != 503]
+            for sid in logged:
+                devstack.wait_for(
+                    lambda s=sid: httpx.get(f"{gw}/submissions/{s}", timeout=5).json()["status"]
+                    == "completed",
+                    timeout=90, what=f"submission {sid} to complete once space is back",
+                )  # fmt: skip
+            assert submit_fresh(gw).status_code == 200
+    finally:
+        subprocess.run(["umount", "-l", str(disk)], check=False)
+
+
+def submit_fresh(gateway: str) -> httpx.Response:
+    body = {"dag": json.loads(chain_dag(3, salt=uuid.uuid4().hex)), "world_id": "w"}
+    return httpx.post(f"{gateway}/strategies", json=body, timeout=60)

@@ -136,6 +136,11 @@ def install_common_routes(app: FastAPI) -> None:
     async def domain_error(_request: Request, exc: QmtlError) -> JSONResponse:
         return error_response(exc)
 
+    @app.exception_handler(Exception)
+    async def unexpected(_request: Request, exc: Exception) -> JSONResponse:
+        # Never Starlette's plain-text "Internal Server Error": clients parse JSON.
+        return error(500, "internal", f"internal error ({type(exc).__name__}); see the service log")
+
     @app.exception_handler(HTTPException)
     async def http_error(_request: Request, exc: HTTPException) -> JSONResponse:
         detail = (

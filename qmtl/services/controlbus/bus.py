@@ -349,6 +349,7 @@ class HttpBus(ControlBus):
         # One client for every publish (heartbeats, ACKs): a new httpx client per request
         # builds an SSL context each time, milliseconds of CPU per heartbeat.
         self._publisher = httpx.Client(timeout=5)
+        self._prober = httpx.Client(timeout=2, limits=httpx.Limits(max_keepalive_connections=0))
 
     def publish(self, envelope: Envelope) -> None:
         if self._stop.is_set():  # the shared client is closed: say so as callers expect
@@ -409,13 +410,15 @@ class HttpBus(ControlBus):
         return super().healthy() and self.connected
 
     def probe(self) -> bool:
-        """Whether the WorldService hosting the log answers (``/health``, 2 s at most)."""
-        response = self._publisher.get(f"{self.base_url}/health", timeout=2.0)
+        """Whether the WorldService hosting the log answers (``/health``, 2 s at most), on
+        a fresh connection: a kept-alive one the server just closed is no outage."""
+        response = self._prober.get(f"{self.base_url}/health", timeout=2.0)
         return response.status_code == 200
 
     def close(self) -> None:
         self._stop.set()
         self._publisher.close()
+        self._prober.close()
 
 
 class KafkaBus(ControlBus):

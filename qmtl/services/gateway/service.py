@@ -43,6 +43,7 @@ from qmtl.foundation.errors import (
     UnknownSubmission,
     WorldFrozen,
 )
+from qmtl.foundation.loglimit import LogLimiter
 from qmtl.foundation.sqldb import WouldBlock, without_waiting
 from qmtl.services.controlbus import (
     ACK,
@@ -59,6 +60,9 @@ from qmtl.services.gateway.submissions import Submission
 __all__ = ["DiffClient", "GatewayService", "LogPort", "Outcome"]
 
 log = logging.getLogger(__name__)
+#: Storage failures after a submission is logged: one line each, at a bounded rate (a
+#: full disk fails every write, and the log file may be on that disk too).
+_unstored = LogLimiter(log)
 T = TypeVar("T")
 
 
@@ -103,6 +107,8 @@ class LogPort(Protocol):
     ) -> None: ...
 
     def reclaim_own(self, owner: str) -> int: ...
+
+    def due_now(self, submission_ids: list[str], owner: str) -> int: ...
 
     def pending(self) -> int: ...
 
@@ -196,6 +202,9 @@ class GatewayService:
         #: Pending submissions in the log at the retry loop's last look, plus those queued
         #: since: admission refuses new work while it is over gateway.max_pending_submissions.
         self.backlog = 0
+        #: Rows whose retry could not be recorded (the log refused the write): made due
+        #: as soon as the log takes writes again, instead of after their lease.
+        self._unrecorded: set[str] = set()
         self.probes = probes or DependencyProbes()
         self.probes.add("submission_log", log_port.dialect, log_port.ping)
         self.probes.add("dagmanager", "grpc", client.status)
@@ -301,7 +310,7 @@ class GatewayService:
         try:
             result = await self.client.diff(sub.request)
         except (InvalidInput, Conflict, NotFound) as exc:
-            await self._db(self.log.reject, sid, exc.code, exc.message, small=True)
+            await self._record(self.log.reject, sid, exc.code, exc.message)
             return Outcome(_status_of(exc), {**exc.body(), "submission_id": sid})
         except Unavailable as exc:
             return await self._retry_later(sub, exc.message)
@@ -310,23 +319,44 @@ class GatewayService:
         except Exception as exc:
             log.exception("diff of submission %s failed unexpectedly", sid)
             return await self._retry_later(sub, f"{type(exc).__name__}: {exc}")
-        stored = await self._db(self.log.complete, sid, result, small=_small(sub))
-        if not stored:  # another replica finished it first: answer with the stored result
-            existing = await self._db(self.log.get, sid, small=_small(sub))
-            if existing is not None:
-                return self._outcome_of(existing, duplicate=True)
+        try:
+            stored = await self._db(self.log.complete, sid, result, small=_small(sub))
+            if not stored:  # another replica finished it first: answer with the stored result
+                existing = await self._db(self.log.get, sid, small=_small(sub))
+                if existing is not None:
+                    return self._outcome_of(existing, duplicate=True)
+        except Exception as exc:
+            # The result is in hand but not stored (a full disk, a lost database): the row
+            # stays pending in the log and a retry stores it once the log takes writes.
+            _unstored.log("submission %s: result not stored: %s", sid, exc)
+            return await self._retry_later(sub, f"the result could not be stored ({exc})")
         return Outcome(
             200, {**result.to_dict(), "strategy_id": sub.strategy_id, "submission_id": sid,
                   "status": "completed"},
         )  # fmt: skip
 
+    async def _record(self, fn: Any, *args: Any) -> bool:
+        """A state change the next retry would make again: a failure to store it is logged
+        (at a bounded rate) and the answer goes out regardless."""
+        try:
+            await self._db(fn, *args, small=True)
+        except Exception as exc:
+            _unstored.log("submission %s: state not stored: %s", args[0], exc)
+            return False
+        return True
+
     async def _retry_later(self, sub: Submission, reason: str) -> Outcome:
-        await self._db(
+        recorded = await self._record(
             self.log.retry_later, sub.submission_id, self.instance_id, reason,
-            self.gw.retry_interval_seconds, small=True,
+            self.gw.retry_interval_seconds,
         )  # fmt: skip
+        if not recorded:
+            self._unrecorded.add(sub.submission_id)
         self.backlog += 1
         self._wake.set()
+        return self._queued(sub, reason)
+
+    def _queued(self, sub: Submission, reason: str) -> Outcome:
         return Outcome(202, {"status": "queued", "submission_id": sub.submission_id,
                              "strategy_id": sub.strategy_id,
                              "message": f"{reason}; the submission is logged and will be retried"})  # fmt: skip
@@ -360,8 +390,12 @@ class GatewayService:
         """One pass of the retry loop: claim due submissions and work them off."""
         try:
             self.backlog = await self._db(self.log.pending)
+            if self._unrecorded:
+                stalled = sorted(self._unrecorded)
+                await self._db(self.log.due_now, stalled, self.instance_id)
+                self._unrecorded.difference_update(stalled)
         except Exception as exc:
-            log.warning("retry loop: cannot count pending submissions: %s", exc)
+            log.warning("retry loop: cannot read the submission log: %s", exc)
         if self.breaker.is_open:
             return 0
         try:
@@ -374,13 +408,11 @@ class GatewayService:
             return 0
         for sub in due:
             if self.breaker.is_open:
-                await self._db(
-                    self.log.retry_later, sub.submission_id, self.instance_id,
-                    "the DAG Manager circuit breaker is open", self.gw.retry_interval_seconds,
-                )  # fmt: skip
+                await self._retry_later(sub, "the DAG Manager circuit breaker is open")
                 continue
             if sub.attempts >= self.gw.max_attempts:
-                await self._db(self.log.abandon, sub.submission_id, "too many attempts", small=True)
+                if not await self._record(self.log.abandon, sub.submission_id, "too many attempts"):
+                    continue
                 metrics.lost_requests_total.inc()
                 log.error("lost request strategy_id=%s submission_id=%s cause=abandoned after %d attempts",
                           sub.strategy_id, sub.submission_id, sub.attempts)  # fmt: skip
@@ -395,7 +427,12 @@ class GatewayService:
             with contextlib.suppress(asyncio.TimeoutError):
                 await asyncio.wait_for(self._wake.wait(), timeout=self.gw.retry_interval_seconds)
             self._wake.clear()
-            await self.retry_due()
+            try:
+                await self.retry_due()
+            except asyncio.CancelledError:
+                raise
+            except Exception as exc:  # a pass that failed must not end the loop
+                _unstored.log("retry loop: pass failed: %s", exc)
 
     async def _probe_loop(self) -> None:
         while True:

@@ -223,6 +223,18 @@ class SubmissionLog:
             (message, owner, time.time() + retry_in, time.time(), submission_id),
         )
 
+    def due_now(self, submission_ids: list[str], owner: str) -> int:
+        """Make these pending rows of ``owner`` due at once (their retry could not be
+        recorded: their lease would otherwise hold them back until it runs out)."""
+        if not submission_ids:
+            return 0
+        marks = ", ".join("?" * len(submission_ids))
+        return self.db.execute(
+            f"UPDATE gateway_submissions SET lease_until = 0 WHERE submission_id IN ({marks}) "
+            "AND lease_owner = ? AND status = 'pending'",
+            (*submission_ids, owner),
+        )
+
     def reclaim_own(self, owner: str) -> int:
         """After a restart: our leases cannot be in flight any more; make them due now."""
         return self.db.execute(

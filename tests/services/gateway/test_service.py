@@ -186,6 +186,34 @@ def test_a_dead_replicas_rows_are_taken_over_at_once_a_live_ones_are_not(
         second.close()
 
 
+def test_a_result_that_cannot_be_stored_is_answered_queued_and_stored_later(
+    tmp_path: Path,
+) -> None:
+    """The diff succeeded but the log refused the result (a full disk): the answer is
+    202 queued (JSON), the row stays pending, and a retry stores it once writes work."""
+    import sqlite3
+
+    client = FakeDagManager(result)
+    service = make(tmp_path, client)
+    complete = service.log.complete
+    full = {"on": True}
+
+    def refusing(*args: Any) -> bool:
+        if full["on"]:
+            raise sqlite3.OperationalError("database or disk is full")
+        return complete(*args)
+
+    service.log.complete = refusing  # type: ignore[method-assign]
+    outcome = run(service.submit(req()))
+    assert outcome.status == 202 and outcome.body["status"] == "queued"
+    assert "could not be stored" in outcome.body["message"]
+    assert service.log.counts() == {"pending": 1}
+    full["on"] = False
+    time.sleep(0.06)
+    run(service.retry_due())
+    assert service.log.counts() == {"completed": 1}
+
+
 def test_a_log_that_refuses_writes_answers_503_and_counts_lost(tmp_path: Path) -> None:
     client = FakeDagManager(result)
     service = make(tmp_path, client)
