@@ -121,8 +121,12 @@ class DemoRunner:
         self.canaries = 0
         #: This process's admin endpoint, sent with submissions for the promotion guard.
         self.admin_url = f"http://127.0.0.1:{config.sdk.admin_port}"
-        #: One client for the WorldService calls (allocations are refreshed periodically).
-        self.http = httpx.Client(timeout=10)
+        #: One client for the WorldService calls (allocations are refreshed periodically),
+        #: with its admin token when one is configured (worlds, allocations and applies
+        #: change state).
+        token = config.worldservice.admin_token
+        headers = {"Authorization": f"Bearer {token}"} if token else {}
+        self.http = httpx.Client(timeout=10, headers=headers)
 
     # -- drills --------------------------------------------------------------------------------
     def faults_changed(self) -> None:

@@ -277,6 +277,38 @@ class QmtlConfig(_Section):
     sdk: SdkConfig = Field(default_factory=SdkConfig)
 
 
+class _StrictLoader(yaml.SafeLoader):
+    """YAML without the two surprises a configuration file can hide: a key given twice
+    (the last one silently won) and aliases (``&a`` / ``*a``), which let a few lines
+    expand into a structure of any size -- a ten-line file made a 522 MB error message."""
+
+    def compose_node(self, parent: Any, index: Any) -> Any:
+        if self.check_event(yaml.AliasEvent):
+            event = self.peek_event()
+            raise yaml.constructor.ConstructorError(
+                None, None,
+                f"alias *{event.anchor} is not accepted in QMTL configuration; write the value "
+                "out where it is used",
+                event.start_mark,
+            )  # fmt: skip
+        return super().compose_node(parent, index)
+
+    def construct_mapping(self, node: Any, deep: bool = False) -> dict[Any, Any]:
+        seen: set[Any] = set()
+        for key_node, _value in node.value:
+            key = self.construct_object(key_node, deep=deep)
+            if key in seen:
+                raise yaml.constructor.ConstructorError(
+                    None, None, f"key {key!r} appears twice; keep one", key_node.start_mark
+                )
+            seen.add(key)
+        return super().construct_mapping(node, deep=deep)
+
+
+def _load_yaml(text: str) -> Any:
+    return yaml.load(text, Loader=_StrictLoader)  # a SafeLoader subclass: no object tags
+
+
 def _read_yaml(path: Path) -> dict[str, Any]:
     try:
         text = path.read_text(encoding="utf-8")
@@ -287,7 +319,7 @@ def _read_yaml(path: Path) -> dict[str, Any]:
     except OSError as exc:
         raise ConfigError(f"{path}: cannot read config file: {exc.strerror}") from None
     try:
-        data = yaml.safe_load(text)
+        data = _load_yaml(text)
     except yaml.YAMLError as exc:
         mark = getattr(exc, "problem_mark", None)
         where = f" (line {mark.line + 1}, column {mark.column + 1})" if mark else ""
@@ -315,7 +347,7 @@ def _apply_env(data: dict[str, Any], env: Mapping[str, str]) -> list[str]:
                 f"environment variable {name}: empty key segment; use QMTL_SECTION__KEY"
             )
         try:
-            value = yaml.safe_load(raw) if raw != "" else None
+            value = _load_yaml(raw) if raw != "" else None
         except yaml.YAMLError:
             value = raw
         node = data
@@ -329,13 +361,21 @@ def _apply_env(data: dict[str, Any], env: Mapping[str, str]) -> list[str]:
     return applied
 
 
+#: Keys whose values are never echoed in an error message (a mistyped secret is a secret).
+_SECRET_PARTS = ("token", "password", "secret")
+
+
 def _describe(error: Any) -> str:
     key = ".".join(str(p) for p in error["loc"])
     if error["type"] == "extra_forbidden":
         parent = ".".join(str(p) for p in error["loc"][:-1]) or "top level"
         return f"{key}: unknown key in {parent}; check the spelling or remove it"
     got = error.get("input")
-    shown = "" if isinstance(got, dict) else f" (got {got!r})"
+    if isinstance(got, dict | list) or any(part in key.lower() for part in _SECRET_PARTS):
+        shown = ""
+    else:
+        text = repr(got)
+        shown = f" (got {text if len(text) <= 80 else text[:77] + '...'})"
     return f"{key}: {error['msg']}{shown}"
 
 

@@ -34,8 +34,9 @@ from contextvars import ContextVar
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
+from urllib.parse import urlsplit
 
-__all__ = ["Leases", "SqlDatabase", "WouldBlock", "without_waiting"]
+__all__ = ["Leases", "SqlDatabase", "WouldBlock", "describe_dsn", "without_waiting"]
 
 #: Set by :func:`without_waiting` (a caller on an event loop): a transaction that would
 #: wait for the database raises :class:`WouldBlock` instead of waiting.
@@ -218,6 +219,14 @@ class _Checkpointer:
         self._thread.join(timeout=self.interval + 5)
         with suppress(Exception):
             self._conn.close()
+
+
+def describe_dsn(spec: str) -> str:
+    """``postgresql://host:port/db``: a PostgreSQL DSN without user, password or options."""
+    parts = urlsplit(spec)
+    host = parts.hostname or "localhost"
+    port = f":{parts.port}" if parts.port else ""
+    return f"postgresql://{host}{port}{parts.path}"
 
 
 class SqlDatabase:
@@ -417,9 +426,11 @@ class SqlDatabase:
             self._checkpointer.wake()
 
     def describe(self) -> str:
+        """Where the data lives, for /status and logs: never a credential (a DSN can carry
+        one in its user part and in ``?password=``)."""
         if self.dialect == "sqlite":
             return f"sqlite:{self.path}"
-        return "postgresql://…@" + self.spec.split("@")[-1]
+        return describe_dsn(self.spec)
 
     def close(self) -> None:
         self._deadlines.close()

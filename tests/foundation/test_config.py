@@ -127,3 +127,38 @@ def test_non_finite_numbers_are_refused_by_key(tmp_path: Path) -> None:
     message = str(caught.value)
     assert "worldservice.ack_timeout_seconds: Input should be a finite number" in message
     assert "dagmanager.lag_thresholds.t: Input should be a finite number" in message
+
+
+def test_a_key_given_twice_is_refused_with_its_line(tmp_path: Path) -> None:
+    """Duplicate keys used to be accepted, the last one silently winning."""
+    path = write(tmp_path, "gateway:\n  port: 9000\n  port: 9001\n")
+    with pytest.raises(ConfigError, match=r"line 3, column 3\): key 'port' appears twice"):
+        load_config(path, env={})
+
+
+def test_yaml_aliases_are_refused_before_anything_is_expanded(tmp_path: Path) -> None:
+    """A ten-line alias bomb made a 522 MB error message; now one short line, at once."""
+    lines = ['a: &a ["x","x","x","x","x","x","x","x","x"]']
+    for i, name in enumerate("bcdefghij"):
+        prev = "abcdefghij"[i]
+        lines.append(f"{name}: &{name} [" + ",".join([f"*{prev}"] * 9) + "]")
+    path = write(tmp_path, "\n".join(lines) + "\n")
+    with pytest.raises(ConfigError) as caught:
+        load_config(path, env={})
+    assert "alias *a is not accepted" in str(caught.value) and len(str(caught.value)) < 300
+
+
+def test_a_secret_of_the_wrong_type_is_not_echoed(tmp_path: Path) -> None:
+    path = write(tmp_path, "gateway:\n  admin_token: 918273645\n  port: [1, 2]\n")
+    with pytest.raises(ConfigError) as caught:
+        load_config(path, env={})
+    message = str(caught.value)
+    assert "gateway.admin_token: Input should be a valid string" in message
+    assert "918273645" not in message
+
+
+def test_long_values_are_shortened_in_messages(tmp_path: Path) -> None:
+    path = write(tmp_path, "gateway:\n  host: " + "h" * 5000 + "\n  port: " + "9" * 500 + "\n")
+    with pytest.raises(ConfigError) as caught:
+        load_config(path, env={})
+    assert len(str(caught.value)) < 400 and "..." in str(caught.value)

@@ -115,3 +115,17 @@ def test_the_write_ahead_log_is_emptied_once_over_its_bound(
         assert db.select("SELECT COUNT(*) FROM t WHERE body <> 'wake'") == [(4000,)]
     finally:
         db.close()
+
+
+@pytest.mark.parametrize(
+    "dsn",
+    [
+        "postgresql://qmtl:hunter2@db.internal:5433/graph?password=hunter2&sslmode=require",
+        "postgres://qmtl:hunter2@db.internal:5433/graph",
+        "postgresql://db.internal:5433/graph?password=hunter2",
+    ],
+)
+def test_a_dsn_is_described_without_credentials(dsn: str) -> None:
+    from qmtl.foundation.sqldb import describe_dsn
+
+    assert describe_dsn(dsn) == "postgresql://db.internal:5433/graph"

@@ -159,6 +159,13 @@ def test_exposed_worldservice_and_gateway_need_tokens(tmp_path: Path) -> None:
             httpx.post(f"{ws}/worlds", json={"world_id": "w"}, headers=auth, timeout=10).status_code
             == 201
         )
+        # The ControlBus log takes its own token or the WorldService admin token.
+        event = Envelope(type="qmtl.world.deleted", source="t", subject="z",
+                         data={"world_id": "z"}).as_dict()  # fmt: skip
+        for token in ("bus-tok", "ws-tok"):
+            published = httpx.post(f"{ws}/controlbus/events", json={**event, "id": token},
+                                   headers={"Authorization": f"Bearer {token}"}, timeout=10)  # fmt: skip
+            assert published.status_code == 202, (token, published.text)
         wrong = httpx.post(
             f"{ws}/worlds",
             json={"world_id": "x"},
@@ -408,7 +415,17 @@ def test_slow_clients_are_cut_off_and_capped_per_address(tmp_path: Path) -> None
             lambda: scrape(f"{gw}/metrics").get_value("gateway_submissions_total", code="499") == 1,
             timeout=10, what="the cut-off body to be counted as 499",
         )  # fmt: skip
-        assert "Traceback" not in (stack.workdir / "gateway.log").read_text()
+        ws_port = int(stack.url("worldservice").rsplit(":", 1)[1])
+        for path in (b"/worlds", b"/controlbus/events"):
+            sock = _slow_client(
+                ws_port, "127.0.0.3",
+                b"POST " + path + b" HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\n"
+                b"Content-Length: 1000\r\n\r\n{\"world",
+            )  # fmt: skip
+            sock.close()  # the client goes away mid-body
+        assert httpx.get(f"{stack.url('worldservice')}/health", timeout=5).status_code == 200
+        for name in ("gateway", "worldservice"):
+            assert "Traceback" not in (stack.workdir / f"{name}.log").read_text(), name
 
 
 def test_a_burst_over_capacity_is_answered_429_and_the_sdk_waits_it_out(tmp_path: Path) -> None:
@@ -578,3 +595,37 @@ def test_a_full_disk_is_always_answered_in_json_and_nothing_is_lost(tmp_path: Pa
 def submit_fresh(gateway: str) -> httpx.Response:
     body = {"dag": json.loads(chain_dag(3, salt=uuid.uuid4().hex)), "world_id": "w"}
     return httpx.post(f"{gateway}/strategies", json=body, timeout=60)
+
+
+def test_status_never_shows_a_database_password(
+    tmp_path: Path, postgres: devstack.Postgres
+) -> None:
+    """A DSN with ``?password=`` appeared verbatim in the open /status of every service."""
+    dsns = {name: postgres.new_database() + "?password=hunter2&connect_timeout=5"
+            for name in ("graph", "log", "world")}  # fmt: skip
+    overrides = {
+        "dagmanager": {"graph_store": dsns["graph"]},
+        "gateway": {"submission_log": dsns["log"]},
+        "worldservice": {"store": dsns["world"]},
+    }
+    with LocalStack(tmp_path / "dsn", overrides) as stack:
+        for service in ("dagmanager", "gateway", "worldservice"):
+            status = httpx.get(f"{stack.url(service)}/status", timeout=10).text
+            assert "hunter2" not in status and "postgresql://127.0.0.1:" in status, status
+            assert "hunter2" not in (stack.workdir / f"{service}.log").read_text()
+
+
+def test_the_demo_works_with_a_worldservice_token(tmp_path: Path) -> None:
+    """With worldservice.admin_token set the demo's world, allocation and apply calls got
+    401; it now sends the token of its qmtl.yml."""
+    from qmtl.devstack.stack import start_demo
+
+    overrides = {"worldservice": {"admin_token": "ws-tok"}}
+    with LocalStack(tmp_path / "demo", overrides) as stack:
+        start_demo(stack, rate=5, canary_seconds=1, allocation_seconds=1)
+        ws = stack.url("worldservice")
+        devstack.wait_for(
+            lambda: httpx.get(f"{ws}/allocations", timeout=5).json()["allocations"],
+            timeout=60, what="the demo's allocations",
+        )  # fmt: skip
+        assert " 401 " not in (stack.workdir / "demo.log").read_text()

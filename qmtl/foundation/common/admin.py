@@ -49,7 +49,7 @@ def is_exposed(host: str) -> bool:
 
 def check_bearer(
     supplied: str | None,
-    token: str | None,
+    token: str | tuple[str | None, ...] | None,
     *,
     exposed: bool,
     what: str,
@@ -57,12 +57,17 @@ def check_bearer(
 ) -> None:
     """Apply the rule to one call; raise :class:`AuthError` when it is refused.
 
-    ``token_key`` names the config key of the token in messages.
+    ``token`` may be several tokens (any one of them is accepted); ``token_key`` names the
+    config key of the token in messages.
     """
-    if token:
+    tokens = [t for t in (token if isinstance(token, tuple) else (token,)) if t]
+    if tokens:
         if not supplied or not supplied.startswith("Bearer "):
             raise AuthError(f"{what} needs 'Authorization: Bearer <token>'")
-        if not hmac.compare_digest(supplied.removeprefix("Bearer ").encode(), token.encode()):
+        given = supplied.removeprefix("Bearer ").encode()
+        # Compare with every token, always: the time taken says nothing of which matched.
+        matches = [hmac.compare_digest(given, t.encode()) for t in tokens]
+        if not any(matches):
             raise AuthError(f"{what}: the bearer token does not match", forbidden=True)
         return
     if exposed:
@@ -74,9 +79,10 @@ def check_bearer(
 
 
 class AdminGuard:
-    """FastAPI dependency: ``Depends(AdminGuard(host, token))`` on state-changing routes."""
+    """FastAPI dependency: ``Depends(AdminGuard(host, token))`` on state-changing routes
+    (``token`` may be a tuple of tokens, any of which is accepted)."""
 
-    def __init__(self, bind_host: str, token: str | None) -> None:
+    def __init__(self, bind_host: str, token: str | tuple[str | None, ...] | None) -> None:
         self.bind_host = bind_host
         self.token = token
         self.exposed = is_exposed(bind_host)

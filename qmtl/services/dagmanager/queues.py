@@ -64,6 +64,10 @@ def context_namespace(world_id: str, domain: str, as_of: str = "", partition: st
     return f"{_clean(world_id or 'default')}.{_clean(domain)}.{digest}."
 
 
+#: Kafka's longest topic name.
+MAX_TOPIC = 249
+
+
 def queue_name(node: DagNode, *, namespace: str = "") -> str:
     """``[{namespace}]{asset}_{type}_{hash16}_{version}``, safe for Kafka (<= 249 chars).
 
@@ -73,8 +77,14 @@ def queue_name(node: DagNode, *, namespace: str = "") -> str:
     default), empty when the operator opted out (``dagmanager.namespace_queues: false``).
     """
     node_hash = node.node_id[1:17]
-    base = f"{_clean(node.asset)}_{_clean(node.node_type)}_{node_hash}_{_clean(node.version)}"
-    return (namespace + base)[:249]
+    asset, kind, version = _clean(node.asset), _clean(node.node_type), _clean(node.version)
+    name = f"{namespace}{asset}_{kind}_{node_hash}_{version}"
+    if len(name) <= MAX_TOPIC:
+        return name
+    # Too long for Kafka: shorten the free text, never the hash -- cutting the name's end
+    # dropped the hash, and different nodes collided (a false queue_name_collision).
+    share = (MAX_TOPIC - len(namespace) - len(node_hash) - 3) // 3
+    return f"{namespace}{asset[:share]}_{kind[:share]}_{node_hash}_{version[:share]}"
 
 
 def is_internal_topic(name: str) -> bool:

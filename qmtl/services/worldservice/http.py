@@ -66,7 +66,8 @@ def create_app(service: WorldService, *, faults: FaultSet | None = None) -> Fast
     install_common_routes(app)
     app.add_middleware(BodyLimit, limit=ws.max_request_bytes)
     guard = Depends(AdminGuard(ws.host, ws.admin_token))
-    bus_guard = Depends(AdminGuard(ws.host, service.config.controlbus.token or ws.admin_token))
+    # The ControlBus log takes its own token or the WorldService admin token, either one.
+    bus_guard = Depends(AdminGuard(ws.host, (service.config.controlbus.token, ws.admin_token)))
 
     @app.get("/health")
     def health() -> dict[str, str]:

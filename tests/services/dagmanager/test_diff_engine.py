@@ -469,3 +469,30 @@ def test_a_store_from_before_created_by_gains_the_column(tmp_path) -> None:  # t
         with opened.transaction() as cur:
             assert opened.lookup(cur, ["q"]) == {"q": ("k", "N", None)}
         opened.close()
+
+
+def test_a_long_asset_never_cuts_the_node_hash_out_of_a_queue_name(store: GraphStore) -> None:
+    """Names longer than Kafka's 249 characters used to be cut at the end, hash included:
+    two different nodes with one long asset got one name (a false queue_name_collision).
+    Short names are unchanged."""
+    import json
+
+    from qmtl.foundation.dag import SCHEMA, node
+    from qmtl.services.dagmanager.queues import MAX_TOPIC, context_namespace, queue_name
+
+    long_asset = "a" * 300
+    first = node("StreamInput", tags=["x"], interval=60, period=2, asset=long_asset, code_hash="1")
+    second = node("StreamInput", tags=["x"], interval=60, period=2, asset=long_asset, code_hash="2")
+    dag = json.dumps({"schema": SCHEMA, "nodes": [first, second]})
+    service, _ = make_service(store)
+    result = service.engine.diff(req(dag, world_id="w" * 64, execution_domain="backtest"))
+    names = set(result.queue_map.values())
+    assert len(names) == 2 and all(len(n) <= MAX_TOPIC for n in names)
+    parsed = parse_dag(dag)
+    short = parse_dag(chain_dag(1, salt="short")).nodes
+    only = next(iter(short.values()))
+    assert queue_name(only, namespace=context_namespace("w", "live")) == (
+        f"w.live.{context_namespace('w', 'live').split('.')[2]}.btc_streaminput_"
+        f"{only.node_id[1:17]}_v1"
+    )
+    assert all(parsed.nodes[n].node_id[1:17] in q for n, q in result.queue_map.items())
