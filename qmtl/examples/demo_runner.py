@@ -120,7 +120,7 @@ class DemoRunner:
         self.submitted = 0
         self.canaries = 0
         #: This process's admin endpoint, sent with submissions for the promotion guard.
-        self.admin_url = f"http://127.0.0.1:{config.sdk.admin_port}"
+        self.admin_url = config.sdk.advertise_url or f"http://127.0.0.1:{config.sdk.admin_port}"
         #: One client for the WorldService calls (allocations are refreshed periodically),
         #: with its admin token when one is configured (worlds, allocations and applies
         #: change state).
@@ -147,11 +147,27 @@ class DemoRunner:
                 self.ballast.append("drill", 60, float(i), bytes(1024 * 1024))
 
     def _cross_context_hit(self) -> None:
-        """Reuse a live cache from a backtest context: the hit the runbook is about."""
-        executor, _ = self.executors[0]
-        executor.set_context(ComputeContext(world_id="backtest-world", execution_domain="backtest"))
-        executor.set_context(ComputeContext(world_id=WORLD, execution_domain="live"))
-        self.faults.update({"cross_context": False})
+        """A backtest served from a cache a live run filled: the breach the runbook is about.
+
+        Isolated caches (the default) cannot serve another context's data, so the drill
+        runs its own executor with shared caches (``isolate_contexts=False``): live data
+        goes in, the context switches to a backtest, and the backtest's read is counted.
+        """
+        instance = Runner.build(Drill(self.faults))
+        stream: StreamInput = instance.nodes[0]  # type: ignore[assignment]
+        live = ComputeContext(world_id=WORLD, execution_domain="live")
+        executor = Executor(instance.ordered_nodes(), live, isolate_contexts=False)
+        try:
+            now = time.time()
+            for minute in range(5, 0, -1):
+                executor.feed(stream, now - 60 * minute, {"price": 100.0, "volume": 1.0})
+            executor.set_context(
+                ComputeContext(world_id="backtest-world", execution_domain="backtest")
+            )
+            executor.feed(stream, now, {"price": 100.0, "volume": 1.0})
+        finally:
+            executor.close()
+            self.faults.update({"cross_context": False})
 
     # -- workload ------------------------------------------------------------------------------
     def prepare(self) -> None:
@@ -278,6 +294,7 @@ def main(argv: list[str] | None = None) -> int:
     runner = DemoRunner(config, args.rate, args.canary_seconds, args.allocation_seconds)
     admin = start_admin_server(
         config.sdk.admin_port,
+        config.sdk.host,
         token=config.sdk.admin_token,
         faults=runner.faults,
         on_faults=runner.faults_changed,

@@ -2,7 +2,8 @@
 
     python -m qmtl.examples.questdb_parallel_example
         [--questdb 'http::addr=localhost:9000;'] [--recorder sqlite:events.db]
-        [--metrics-port 8000] [--events 600] [--rate 10] [--fail-every 0]
+        [--metrics-port 8000] [--metrics-host 127.0.0.1] [--events 600] [--rate 10]
+        [--fail-every 0]
 
 Prints its metrics URL first, serves ``/metrics`` while it runs -- about a minute with
 the defaults (600 events at 10/s), long enough to watch and scrape; ``--events`` and
@@ -150,6 +151,12 @@ def build_parser() -> argparse.ArgumentParser:
     )
     parser.add_argument("--recorder", help="sqlite:PATH to record into SQLite instead of QuestDB")
     parser.add_argument("--metrics-port", type=int, default=8000)
+    parser.add_argument(
+        "--metrics-host",
+        default=None,
+        help="address /metrics binds (default: sdk.host of qmtl.yml, else 127.0.0.1; "
+        "0.0.0.0 to be scraped from another host or pod)",
+    )
     parser.add_argument("--events", type=int, default=600, help="price events per strategy")
     parser.add_argument(
         "--rate",
@@ -173,7 +180,7 @@ def main(argv: list[str] | None = None) -> int:
         parser.error("--events must be positive")
 
     try:
-        server = metrics.start_metrics_server(port=args.metrics_port)
+        server = metrics.start_metrics_server(port=args.metrics_port, host=args.metrics_host)
     except MetricsServerError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2

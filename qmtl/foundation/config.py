@@ -237,8 +237,17 @@ class WorldServiceConfig(_Section):
 
 
 class SdkConfig(_Section):
-    #: Admin/metrics port of SDK runner processes started by `qmtl up` (cache purge, resets).
+    #: Address the strategy process's listeners bind (``metrics.start_metrics_server``
+    #: and the admin endpoint): loopback by default; ``0.0.0.0`` where a Prometheus in
+    #: another pod or host scrapes it (its admin actions then need ``admin_token``).
+    host: str = "127.0.0.1"
+    #: Admin/metrics port of SDK runner processes (``LiveRunner``, the `qmtl up` demo):
+    #: /metrics, cache purge and cross-context resets.
     admin_port: int = Field(default=8001, ge=0, le=65535)
+    #: The admin URL a strategy process gives the promotion guard when it submits, as the
+    #: WorldService reaches it (in Kubernetes: ``http://$(POD_IP):8001``).  Default: the
+    #: bound address and port.
+    advertise_url: str | None = Field(default=None, pattern=r"^https?://[^/\s]+/?$")
     #: Bearer token of the SDK admin endpoints when they listen beyond loopback.
     admin_token: str | None = None
     #: Sent as the bearer token of submissions (the Gateway's ``submit_token``).

@@ -107,3 +107,24 @@ def test_defaults_stay_scrapeable_and_ctrl_c_ends_with_a_summary(tmp_path: Path)
             proc.stop()
     log = proc.log_tail(40)
     assert "stopping early (Ctrl-C)" in log and "aggregated metrics:" in log
+
+
+def test_the_summary_shows_the_runs_real_totals(tmp_path: Path) -> None:
+    """The report: after 160 real failures the summary printed node_processed_total 0 and
+    node_process_failure_total 0 (the finished strategies' series were already gone)."""
+    import re
+
+    done = subprocess.run(
+        [sys.executable, "-m", "qmtl.examples.questdb_parallel_example", "--events", "200",
+         "--rate", "0", "--fail-every", "2", "--recorder", f"sqlite:{tmp_path / 'events.db'}",
+         "--metrics-port", str(devstack.free_port())],
+        capture_output=True, text=True, timeout=120, cwd=tmp_path,
+    )  # fmt: skip
+    assert done.returncode == 0, done.stderr[-2000:]
+    per_strategy = re.findall(r"(\d+) node executions, (\d+) failures", done.stdout)
+    assert len(per_strategy) == 2
+    processed = sum(int(p) for p, _ in per_strategy)
+    failed = sum(int(f) for _, f in per_strategy)
+    assert failed > 100
+    assert f"node_processed_total {processed}" in done.stdout, done.stdout
+    assert f"node_process_failure_total {failed}" in done.stdout, done.stdout

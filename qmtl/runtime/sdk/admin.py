@@ -18,6 +18,7 @@ exposed without a token.  Bodies are JSON objects of at most 64 KiB.
 from __future__ import annotations
 
 import json
+import logging
 import threading
 from collections.abc import Callable
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
@@ -29,7 +30,14 @@ from qmtl.foundation.errors import AuthError, InvalidRequest
 from qmtl.foundation.faults import FaultSet
 from qmtl.runtime.sdk import metrics
 
-__all__ = ["MAX_BODY_BYTES", "AdminServer", "purge_caches", "start_admin_server"]
+__all__ = [
+    "MAX_BODY_BYTES",
+    "AdminServer",
+    "advertised_url",
+    "process_admin_server",
+    "purge_caches",
+    "start_admin_server",
+]
 
 Action = Callable[[dict[str, Any]], tuple[int, dict[str, Any]]]
 MAX_BODY_BYTES = 64 * 1024
@@ -207,3 +215,41 @@ def start_admin_server(
     on_faults: Callable[[], None] | None = None,
 ) -> AdminServer:
     return AdminServer(host, port, token, actions, faults, on_faults)
+
+
+_process_server: AdminServer | None = None
+_process_lock = threading.Lock()
+
+
+def process_admin_server() -> AdminServer:
+    """This process's admin endpoint, started once on first use from qmtl.yml
+    (``sdk.host``, ``sdk.admin_port``, ``sdk.admin_token``).
+
+    If that port is taken (another strategy process on the host), a free port is used and
+    said in the log; the URL the promotion guard is given is :func:`advertised_url`.
+    """
+    global _process_server
+    from qmtl.runtime.sdk.telemetry import sdk_config
+
+    with _process_lock:
+        if _process_server is None:
+            sdk = sdk_config().sdk
+            try:
+                _process_server = start_admin_server(
+                    sdk.admin_port, sdk.host, token=sdk.admin_token
+                )
+            except OSError as exc:
+                _process_server = start_admin_server(0, sdk.host, token=sdk.admin_token)
+                logging.getLogger(__name__).warning(
+                    "sdk.admin_port %d is not free (%s); this process's admin endpoint is %s",
+                    sdk.admin_port, exc.strerror, _process_server.url,
+                )  # fmt: skip
+        return _process_server
+
+
+def advertised_url(server: AdminServer) -> str:
+    """The admin URL to give the promotion guard: ``sdk.advertise_url``, else the bound one."""
+    from qmtl.runtime.sdk.telemetry import sdk_config
+
+    advertise = sdk_config().sdk.advertise_url
+    return advertise.rstrip("/") if advertise else server.url

@@ -2,9 +2,12 @@
 
 Each processing node keeps, per (upstream, interval), a ring buffer of the last
 ``period`` items.  Every cache belongs to one compute context (world, execution
-domain, as_of, partition).  A read or write under another context never sees the old
-context's data: the cache is cleared and ``cross_context_cache_hit_total`` counts the
-hit with all five labels (``__unset__`` for missing values).
+domain, as_of, partition).  By default a cache is *isolated*: switching it to another
+context drops the old context's data, so nothing of it is ever served and there is
+nothing to count.  A cache shared between contexts (``isolated=False``, the SDK's
+counterpart of ``dagmanager.namespace_queues: false``) keeps its data; the first read
+that serves it under the new context is the breach ``cross_context_cache_hit_total``
+counts, with all five labels of the reading context (``__unset__`` for missing values).
 """
 
 from __future__ import annotations
@@ -42,6 +45,8 @@ class CacheView(Mapping[str, Mapping[int, list[tuple[float, Any]]]]):
         self._cache = cache
 
     def __getitem__(self, upstream_id: str) -> Mapping[int, list[tuple[float, Any]]]:
+        if self._cache.foreign is not None:
+            self._cache.served()
         return _UpstreamView(self._cache, upstream_id)
 
     def __iter__(self) -> Iterator[str]:
@@ -58,7 +63,10 @@ class CacheView(Mapping[str, Mapping[int, list[tuple[float, Any]]]]):
 
     def values(self, upstream_id: str | None = None, interval: int | None = None) -> list[Any]:  # type: ignore[override]
         """Payload values of one upstream (default: the first), oldest first."""
-        upstream, buffer = self._cache.pick(upstream_id, interval)
+        cache = self._cache
+        if cache.foreign is not None:
+            cache.served()
+        upstream, buffer = cache.pick(upstream_id, interval)
         metrics.read_stats(upstream, buffer[0]).hit()
         return [v for _, v in buffer[1]]
 
@@ -71,6 +79,8 @@ class _UpstreamView(Mapping[int, list[tuple[float, Any]]]):
         self._upstream = upstream
 
     def __getitem__(self, interval: int) -> list[tuple[float, Any]]:
+        if self._cache.foreign is not None:
+            self._cache.served()
         buffer = self._cache.buffers[(self._upstream, interval)]
         metrics.read_stats(self._upstream, interval).hit()
         return list(buffer)
@@ -85,31 +95,51 @@ class _UpstreamView(Mapping[int, list[tuple[float, Any]]]):
 class NodeCache:
     """Ring buffers of one node, owned by one compute context at a time."""
 
-    def __init__(self, node_id: str, period: int, context: ComputeContext | None = None) -> None:
+    def __init__(
+        self,
+        node_id: str,
+        period: int,
+        context: ComputeContext | None = None,
+        *,
+        isolated: bool = True,
+    ) -> None:
         if period < 1:
             raise ValueError(f"node {node_id}: period must be at least 1, got {period}")
         self.node_id = node_id
         self.period = period
         self.context = context or ComputeContext()
+        self.isolated = isolated
+        #: The context whose data a shared cache still holds after a switch (None: none).
+        self.foreign: ComputeContext | None = None
         self.buffers: dict[tuple[str, int], deque[tuple[float, Any]]] = {}
         self.view = CacheView(self)
         metrics.register_cache(node_id, self)
 
     def ensure_context(self, context: ComputeContext) -> None:
-        """Switch to ``context``; data of another context is dropped and counted as a hit."""
+        """Switch to ``context``.  Isolated: the old context's data goes, unseen.  Shared:
+        it stays, and the first read serving it is counted (:meth:`served`)."""
         if context == self.context:
             return
         if any(self.buffers.values()):
-            metrics.observe_cross_context_hit(
-                self.node_id,
-                context.world_id,
-                context.execution_domain,
-                context.as_of,
-                context.partition,
-            )
-            for buffer in self.buffers.values():
-                buffer.clear()
+            if self.isolated:
+                for buffer in self.buffers.values():
+                    buffer.clear()
+                self.foreign = None
+            elif self.foreign is None:
+                self.foreign = self.context
+        if self.foreign == context:  # back to the data's own context before any read
+            self.foreign = None
         self.context = context
+
+    def served(self) -> None:
+        """A read under :attr:`context` of data another context left: the breach."""
+        foreign, self.foreign = self.foreign, None
+        if foreign is not None and any(self.buffers.values()):
+            context = self.context
+            metrics.observe_cross_context_hit(
+                self.node_id, context.world_id, context.execution_domain, context.as_of,
+                context.partition,
+            )  # fmt: skip
 
     def buffer(self, upstream_id: str, interval: int) -> deque[tuple[float, Any]]:
         """The ring buffer of one (upstream, interval); created on first use."""

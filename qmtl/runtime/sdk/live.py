@@ -18,6 +18,7 @@ import threading
 import time
 from typing import Any
 
+from qmtl.runtime.sdk.admin import advertised_url, process_admin_server
 from qmtl.runtime.sdk.cache import ComputeContext
 from qmtl.runtime.sdk.gateway import submit
 from qmtl.runtime.sdk.node import StreamInput
@@ -38,6 +39,7 @@ class LiveRunner:
         world_id: str = "",
         execution_domain: str = "live",
         group: str = "qmtl-runtime",
+        admin_url: str | None = None,
     ) -> None:
         self.strategy = Runner.build(strategy)
         self.gateway_url = gateway_url
@@ -45,6 +47,9 @@ class LiveRunner:
         self.world_id = world_id
         self.execution_domain = execution_domain
         self.group = group
+        #: The admin URL given to the promotion guard; None: this process's own endpoint
+        #: (:func:`~qmtl.runtime.sdk.admin.process_admin_server`), started on ``start()``.
+        self.admin_url = admin_url
         self.queue_map: dict[str, str] = {}
         self.executor: Executor | None = None
         self._stop = threading.Event()
@@ -53,12 +58,19 @@ class LiveRunner:
         self.published = 0
 
     def start(self) -> dict[str, Any]:
-        """Submit through the Gateway, then run in a background thread; returns the Gateway's reply."""
+        """Submit through the Gateway, then run in a background thread; returns the Gateway's reply.
+
+        The submission names this process's admin endpoint, so the WorldService's
+        promotion guard reads its cross-context hits like any submitted strategy's.
+        """
+        if self.admin_url is None:
+            self.admin_url = advertised_url(process_admin_server())
         reply = submit(
             self.strategy,
             self.gateway_url,
             world_id=self.world_id,
             execution_domain=self.execution_domain,
+            admin_url=self.admin_url,
         )
         self.queue_map = dict(reply["queue_map"])
         context = ComputeContext(world_id=self.world_id, execution_domain=self.execution_domain)

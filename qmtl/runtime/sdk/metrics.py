@@ -58,6 +58,7 @@ __all__ = [
     "release_node",
     "release_reads",
     "reset_metrics",
+    "set_series_grace",
     "start_metrics_server",
     "unregister_cache",
 ]
@@ -77,7 +78,10 @@ class NodeStats:
     executors holding the slot; when the last one closes, the node's series go.
     """
 
-    __slots__ = ("buckets", "exemplars", "failures", "node_id", "sum_ms", "users")
+    __slots__ = (
+        "buckets", "exemplars", "failures", "node_id", "released_at", "scraped", "sum_ms",
+        "users",
+    )  # fmt: skip
 
     def __init__(self, node_id: str) -> None:
         self.node_id = node_id
@@ -85,6 +89,10 @@ class NodeStats:
         self.sum_ms = 0.0
         self.buckets = [0] * (len(_BOUNDS) + 1)  # last slot: +Inf
         self.users = 0
+        #: Set when the last executor let go (see :func:`release_node`); None while in use.
+        self.released_at: float | None = None
+        #: Whether a scrape saw the series since it was released.
+        self.scraped = False
         #: Latest traced execution per bucket (only with per-node tracing).
         self.exemplars: dict[int, Exemplar] | None = None
 
@@ -113,7 +121,7 @@ class NodeStats:
 
 
 class ReadStats:
-    __slots__ = ("count", "interval", "last", "upstream_id", "users")
+    __slots__ = ("count", "interval", "last", "released_at", "scraped", "upstream_id", "users")
 
     def __init__(self, upstream_id: str, interval: str) -> None:
         self.upstream_id = upstream_id
@@ -121,6 +129,8 @@ class ReadStats:
         self.count = 0
         self.last = 0.0
         self.users = 0
+        self.released_at: float | None = None
+        self.scraped = False
 
     def hit(self) -> None:
         self.count += 1
@@ -131,6 +141,18 @@ _nodes: dict[str, NodeStats] = {}
 _reads: dict[tuple[str, str], ReadStats] = {}
 _caches: weakref.WeakValueDictionary[str, Any] = weakref.WeakValueDictionary()
 _slots_lock = threading.Lock()
+
+#: A released series stays exported at least this long (two 15 s scrape intervals) and
+#: until a scrape has seen it, so the last counts of a finished run reach Prometheus.
+SERIES_GRACE_SECONDS = 30.0
+#: ...but never longer than this when nothing scrapes the process (bounded memory).
+SERIES_MAX_LINGER_SECONDS = 600.0
+
+
+def set_series_grace(seconds: float) -> None:
+    """How long released node and read series stay exported (default 30 s)."""
+    global SERIES_GRACE_SECONDS
+    SERIES_GRACE_SECONDS = max(0.0, float(seconds))
 
 
 def node_stats(node_id: str, *, acquire: bool = False) -> NodeStats:
@@ -144,18 +166,24 @@ def node_stats(node_id: str, *, acquire: bool = False) -> NodeStats:
             stats = _nodes.setdefault(node_id, NodeStats(node_id))
             if acquire:
                 stats.users += 1
+                stats.released_at = None  # in use again: its counts go on
     return stats
 
 
 def release_node(node_id: str) -> None:
-    """An executor closed: drop the node's series once no executor uses it (bounded series)."""
+    """An executor closed.  Once no executor uses the node its series are *released*:
+    still exported until a scrape has seen them and :data:`SERIES_GRACE_SECONDS` have
+    passed (a backtest's failures must reach Prometheus after it returns), then dropped
+    (bounded series)."""
     with _slots_lock:
         stats = _nodes.get(node_id)
         if stats is None:
             return
         stats.users -= 1
         if stats.users <= 0:
-            del _nodes[node_id]
+            stats.users = 0
+            stats.released_at = time.monotonic()
+            stats.scraped = False
 
 
 def release_reads(upstream_id: str, interval: int | str) -> None:
@@ -167,7 +195,9 @@ def release_reads(upstream_id: str, interval: int | str) -> None:
             return
         stats.users -= 1
         if stats.users <= 0:
-            del _reads[key]
+            stats.users = 0
+            stats.released_at = time.monotonic()
+            stats.scraped = False
 
 
 def read_stats(upstream_id: str, interval: int | str, *, acquire: bool = False) -> ReadStats:
@@ -178,7 +208,26 @@ def read_stats(upstream_id: str, interval: int | str, *, acquire: bool = False) 
             stats = _reads.setdefault(key, ReadStats(*key))
             if acquire:
                 stats.users += 1
+                stats.released_at = None
     return stats
+
+
+def _expired(stats: NodeStats | ReadStats, now: float) -> bool:
+    released = stats.released_at
+    if released is None:
+        return False
+    age = now - released
+    return (stats.scraped and age >= SERIES_GRACE_SECONDS) or age >= SERIES_MAX_LINGER_SECONDS
+
+
+def _drop_released() -> None:
+    """Forget released series whose time is up (called at each collection)."""
+    now = time.monotonic()
+    with _slots_lock:
+        for node_id in [k for k, v in _nodes.items() if _expired(v, now)]:
+            del _nodes[node_id]
+        for key in [k for k, v in _reads.items() if _expired(v, now)]:
+            del _reads[key]
 
 
 def register_cache(node_id: str, cache: Any) -> None:
@@ -203,6 +252,7 @@ _HELP = {
 
 class _HotPathCollector(Collector):
     def collect(self) -> Iterator[Any]:
+        _drop_released()
         processed = CounterMetricFamily(
             "node_processed", _HELP["node_processed_total"], labels=["node_id"]
         )
@@ -213,6 +263,8 @@ class _HotPathCollector(Collector):
             "node_process_duration_ms", _HELP["node_process_duration_ms"], labels=["node_id"]
         )
         for stats in list(_nodes.values()):
+            if stats.released_at is not None:
+                stats.scraped = True
             processed.add_metric([stats.node_id], stats.processed)
             failures.add_metric([stats.node_id], stats.failures)
             cumulative, buckets = 0, []
@@ -236,6 +288,8 @@ class _HotPathCollector(Collector):
             labels=["upstream_id", "interval"],
         )
         for read in list(_reads.values()):
+            if read.released_at is not None:
+                read.scraped = True
             reads.add_metric([read.upstream_id, read.interval], read.count)
             last.add_metric([read.upstream_id, read.interval], read.last)
         yield from (reads, last)
@@ -324,11 +378,17 @@ def observe_recorder_errors(recorder: str, rows: int) -> None:
 # ----------------------------------------------------------------- module API
 
 
-def start_metrics_server(port: int = 8000, host: str = "127.0.0.1") -> m.MetricsServer:
+def start_metrics_server(port: int = 8000, host: str | None = None) -> m.MetricsServer:
     """Serve ``/metrics`` (global registry) from a daemon thread; ``.stop()`` ends it.
 
+    ``host`` defaults to ``sdk.host`` of qmtl.yml (``QMTL_SDK__HOST``; loopback unless
+    set): use ``0.0.0.0`` where a Prometheus in another pod or host scrapes the process.
     Raises :class:`qmtl.foundation.metrics.MetricsServerError` if the port is taken.
     """
+    if host is None:
+        from qmtl.runtime.sdk.telemetry import sdk_config
+
+        host = sdk_config().sdk.host
     return m.start_metrics_server(port, host)
 
 

@@ -123,9 +123,14 @@ class Executor:
         *,
         metrics_enabled: bool = True,
         trace_nodes: bool = False,
+        isolate_contexts: bool = True,
     ) -> None:
         self.nodes = list(nodes)
         self.context = context or ComputeContext()
+        #: False shares each node's cache between compute contexts (as
+        #: ``dagmanager.namespace_queues: false`` shares queues): serving one context's data
+        #: to another is then possible, and counted as a cross-context hit.
+        self.isolate_contexts = isolate_contexts
         self.metrics_enabled = metrics_enabled
         self.trace_nodes = trace_nodes
         self.result = RunResult(strategy="")
@@ -182,12 +187,13 @@ class Executor:
         cache = self.caches.get(node.node_id)
         if cache is None:
             cache = self.caches[node.node_id] = NodeCache(
-                node.node_id, node.period or 1, self.context
+                node.node_id, node.period or 1, self.context, isolated=self.isolate_contexts
             )
         return cache
 
     def set_context(self, context: ComputeContext) -> None:
-        """Run later items under ``context``; caches holding another context's data are reset."""
+        """Run later items under ``context``.  Isolated caches drop another context's data
+        unseen; shared ones count a cross-context hit when they serve it."""
         self.context = context
         for cache in self.caches.values():
             cache.ensure_context(context)

@@ -6,6 +6,7 @@ import json
 import time
 from pathlib import Path
 
+import httpx
 import pytest
 
 from qmtl import devstack
@@ -38,6 +39,16 @@ def test_live_runner_consumes_stream_queue_and_publishes_outputs(tmp_path: Path)
                 strategy, stack.url("gateway"), brokers=broker.bootstrap, world_id="live-w"
             )
             reply = runner.start()
+            # Like submit(..., admin_url=...): the promotion guard reads this process.
+            assert runner.admin_url is not None
+            devstack.wait_for(
+                lambda: any(s["url"] == runner.admin_url and s["world_id"] == "live-w"
+                            for s in httpx.get(f"{stack.url('worldservice')}/promotion-guard/sources",
+                                               timeout=10).json()["sources"]),
+                timeout=30, what="the LiveRunner's admin URL registered with the guard",
+            )  # fmt: skip
+            report = httpx.get(f"{runner.admin_url}/admin/cross-context", timeout=10).json()
+            assert report["hits"] == []
             source_queue = reply["queue_map"][strategy.src.node_id]
             output_queue = reply["queue_map"][strategy.double.node_id]
             assert runner.assigned.wait(30), "the runner joined its consumer group"

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import time
+from pathlib import Path
 from statistics import fmean
 
 import httpx
@@ -97,25 +98,52 @@ def test_duration_histogram_can_cross_500ms(metrics_url: str) -> None:
     assert m.get_value("node_process_duration_ms_bucket", node_id="slow", le="1000.0") == 1
 
 
-def test_cross_context_hit_with_unset_labels(metrics_url: str) -> None:
+def test_an_isolated_cache_switching_context_serves_nothing_and_counts_nothing(
+    metrics_url: str,
+) -> None:
+    """The report: set_context counted a critical hit after clearing the cache, though
+    nothing of the other context was served -- a false page and a blocked promotion."""
     strategy = Pipeline()
     strategy.setup()
     executor = Executor(
         strategy.ordered_nodes(), ComputeContext(world_id="w1", execution_domain="live")
     )
     executor.feed(strategy.price, 1.0, 100.0)
-    executor.set_context(ComputeContext(world_id="w2"))  # domain, as_of, partition missing
-    m = scrape(metrics_url)
-    labels = {
-        "world_id": "w2",
-        "execution_domain": "__unset__",
-        "as_of": "__unset__",
-        "partition": "__unset__",
-    }
-    assert m.get_value("cross_context_cache_hit_total", node_id=strategy.avg.node_id, **labels) == 1
-    # The new context never sees the old context's data.
-    assert len(executor.caches[strategy.avg.node_id].buffers[(strategy.price.node_id, 60)]) == 0
     executor.set_context(ComputeContext(world_id="w2"))
+    executor.feed(strategy.price, 2.0, 101.0)
+    assert not scrape(metrics_url).series("cross_context_cache_hit_total")
+    # The new context never sees the old context's data.
+    assert [
+        v for _, v in executor.caches[strategy.avg.node_id].buffers[(strategy.price.node_id, 60)]
+    ] == [101.0]
+    executor.close()
+
+
+def test_a_shared_cache_serving_another_contexts_data_is_counted_once_with_unset_labels(
+    metrics_url: str,
+) -> None:
+    """Isolation off: the first read of live data under the new context is the breach."""
+    strategy = Pipeline()
+    strategy.setup()
+    executor = Executor(
+        strategy.ordered_nodes(), ComputeContext(world_id="w1", execution_domain="live"),
+        isolate_contexts=False,
+    )  # fmt: skip
+    executor.feed(strategy.price, 1.0, 100.0)
+    executor.set_context(ComputeContext(world_id="w2"))  # domain, as_of, partition missing
+    assert not scrape(metrics_url).series("cross_context_cache_hit_total"), "nothing served yet"
+    executor.feed(strategy.price, 2.0, 101.0)  # the compute reads the old context's item
+    executor.feed(strategy.price, 3.0, 102.0)
+    labels = {
+        "world_id": "w2", "execution_domain": "__unset__", "as_of": "__unset__",
+        "partition": "__unset__",
+    }  # fmt: skip
+    hits = scrape(metrics_url).get_value(
+        "cross_context_cache_hit_total", node_id=strategy.avg.node_id, **labels
+    )
+    assert hits == 1
+    executor.set_context(ComputeContext(world_id="w1", execution_domain="live"))
+    executor.set_context(ComputeContext(world_id="w2"))  # back and forth, no read: no hit
     assert (
         scrape(metrics_url).get_value(
             "cross_context_cache_hit_total", node_id=strategy.avg.node_id, **labels
@@ -168,7 +196,9 @@ def test_recorder_label_is_bounded() -> None:
 
 
 @pytest.mark.parametrize("trace_nodes", [False, True])
-def test_metrics_are_the_same_with_per_node_tracing(metrics_url: str, trace_nodes: bool) -> None:
+def test_metrics_are_the_same_with_per_node_tracing(
+    metrics_url: str, trace_nodes: bool, monkeypatch: pytest.MonkeyPatch
+) -> None:
     """trace_nodes=True used to drop failures and record 0 ms: NodeFailures and
     NodeSlowProcessing could not fire for traced strategies."""
 
@@ -197,8 +227,57 @@ def test_metrics_are_the_same_with_per_node_tracing(metrics_url: str, trace_node
     assert m.get_value("node_process_failure_total", node_id=slow) == 0
     assert m.get_value("node_process_duration_ms_sum", node_id=slow) >= 5 * 3
     assert m.get_value("node_process_duration_ms_bucket", node_id=slow, le="2.5") == 0
+    monkeypatch.setattr(metrics, "SERIES_GRACE_SECONDS", 0.0)
     executor.close()
+    assert scrape(metrics_url).get_value("node_processed_total", node_id=slow) == 5, "seen once"
     assert scrape(metrics_url).get_value("node_processed_total", node_id=slow) is None
+
+
+def test_a_closed_executors_series_reach_a_scrape_before_they_go(
+    metrics_url: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The report: ``Runner.offline`` closed its executor and dropped the node series at
+    once, so a backtest with 50 failing events exposed no node_process_failure_total once
+    it returned.  Released series stay until a scrape saw them and the grace passed; a
+    new executor of the same node picks its counts up again."""
+
+    class Failing(Strategy):
+        def setup(self) -> None:
+            self.price = StreamInput(tags=["lifetime"], interval=60, period=2)
+            self.bad = ProcessingNode(
+                input=self.price, compute_fn=Pipeline.explode, name="bad", period=2
+            )
+            self.add_nodes(self.price, self.bad)
+
+    def backtest() -> str:
+        strategy = Runner.build(Failing)
+        data = {strategy.price: [(float(ts), {"p": ts}) for ts in range(50)]}
+        Runner.offline(strategy, data=data)
+        return str(strategy.bad.node_id)
+
+    bad = backtest()
+    failed = scrape(metrics_url).get_value("node_process_failure_total", node_id=bad)
+    assert failed is not None and failed >= 48
+    for _ in range(3):  # within the grace, every scrape still has them
+        assert scrape(metrics_url).get_value("node_process_failure_total", node_id=bad) == failed
+    assert "node_process_failure_total" in metrics.collect_metrics()
+    monkeypatch.setattr(metrics, "SERIES_GRACE_SECONDS", 0.0)  # seen and past the grace
+    assert scrape(metrics_url).get_value("node_process_failure_total", node_id=bad) is None
+    assert backtest() == bad  # the node again: a new series, counted from zero
+    assert scrape(metrics_url).get_value("node_process_failure_total", node_id=bad) == failed
+
+
+def test_released_series_are_dropped_unscraped_after_the_longest_linger(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """Nothing scrapes: released series still go (memory stays bounded)."""
+    stats = metrics.node_stats("Nlinger", acquire=True)
+    stats.failures = 3
+    metrics.release_node("Nlinger")
+    assert "Nlinger" in metrics._nodes
+    monkeypatch.setattr(metrics, "SERIES_MAX_LINGER_SECONDS", 0.0)
+    metrics._drop_released()
+    assert "Nlinger" not in metrics._nodes
 
 
 EXEMPLAR_SCRIPT = r"""
@@ -253,3 +332,27 @@ def test_node_duration_exemplars_only_for_recorded_spans(
         # The printed spans (console exporter) include the exemplar's trace.
         trace_id = re.search(r'trace_id="([0-9a-f]{32})"', with_exemplar[0]).group(1)  # type: ignore[union-attr]
         assert f"0x{trace_id}" in result.stdout
+
+
+def test_the_metrics_server_binds_the_configured_host(tmp_path: Path) -> None:
+    """The report: start_metrics_server(port=8000) always bound 127.0.0.1, so a Prometheus
+    in another pod could never scrape a strategy.  ``sdk.host`` (qmtl.yml or
+    QMTL_SDK__HOST) and the ``host`` argument choose the address."""
+    import os
+    import subprocess
+    import sys
+
+    script = (
+        "from qmtl.runtime.sdk import metrics\n"
+        "server = metrics.start_metrics_server(port=0)\n"
+        "print(server._server.server_address[0])\n"
+        "explicit = metrics.start_metrics_server(port=0, host='127.0.0.1')\n"
+        "print(explicit._server.server_address[0])\n"
+    )
+    for env, expected in (({"QMTL_SDK__HOST": "0.0.0.0"}, "0.0.0.0"), ({}, "127.0.0.1")):
+        done = subprocess.run(
+            [sys.executable, "-c", script], capture_output=True, text=True, timeout=60,
+            cwd=tmp_path, env={**{k: v for k, v in os.environ.items() if not k.startswith("QMTL_SDK")}, **env},
+        )  # fmt: skip
+        assert done.returncode == 0, done.stderr
+        assert done.stdout.split() == [expected, "127.0.0.1"], (env, done.stdout)
