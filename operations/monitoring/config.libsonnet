@@ -2,8 +2,35 @@
 // The e2e suite renders the same mixin with shorter windows by overriding this object.
 {
   _config+:: {
-    // Selector for the scrape jobs of QMTL processes (used by the service-down alert).
-    qmtlJobSelector: 'job=~"qmtl-.*"',
+    // Selectors, one per component (kubernetes-mixin style): every alert, recording rule
+    // and panel selects QMTL's own series through these, so the bundle is safe in a
+    // Prometheus shared with other applications whose metrics have the same names.
+    // The defaults are the job names of `qmtl up` and of the services chart's
+    // ServiceMonitors / strategy PodMonitor.
+    dagmanagerSelector: 'job="qmtl-dagmanager"',
+    gatewaySelector: 'job="qmtl-gateway"',
+    worldserviceSelector: 'job="qmtl-worldservice"',
+    sdkSelector: 'job="qmtl-sdk"',
+    // ControlBus metrics come from Gateways and WorldServices.
+    controlbusSelector: 'job=~"qmtl-gateway|qmtl-worldservice"',
+    // Every QMTL process.
+    qmtlSelector: 'job=~"qmtl-dagmanager|qmtl-gateway|qmtl-worldservice|qmtl-sdk"',
+    // Prometheus' own metrics (self-alerts: rule failures, Alertmanager unreachable).
+    prometheusSelector: 'job="prometheus"',
+    // Render the Prometheus self-alerts (turn off where another bundle, e.g.
+    // kube-prometheus, already alerts on the shared Prometheus).
+    prometheusSelfAlerts: true,
+    // Dashboards: a cluster variable (and matcher) for Prometheus setups that hold several
+    // clusters' series, labelled by clusterLabel.
+    showMultiCluster: false,
+    clusterLabel: 'cluster',
+    // Jobs whose disappearance from Prometheus (no target at all) pages: QmtlJobAbsent.
+    // Strategies (qmtl-sdk) come and go, so they are not listed by default.
+    absentJobs: {
+      dagmanager: $._config.dagmanagerSelector,
+      gateway: $._config.gatewaySelector,
+      worldservice: $._config.worldserviceSelector,
+    },
     // Runbook sections live in docs/runbooks.md; anchors are the lower-cased alert names.
     // Operators point this at the URL their documentation is served from.
     runbookBaseUrl: 'docs/runbooks.md',  // set to where your docs are served
@@ -22,19 +49,24 @@
     diffThroughputMinPerMinute: '0.6',
     nodeCacheTotalBytes: '5e9',  // 5 GB
     gatewayLatencyP95Ms: '150',
-    // GatewayLatencyHigh needs this many submissions in rateWindow: the p95 of a handful of
-    // cold-start submissions on a busy machine is noise, not a slow Gateway.
-    gatewayLatencyMinSubmissions: '20',
+    // GatewayLatencyHigh needs this many submissions in rateWindow: one slow cold-start
+    // submission is noise, while QMTL's real traffic (a submission a minute) must page.
+    gatewayLatencyMinSubmissions: '3',
     gcStallSeconds: '600',
     nodeProcessP95Ms: '500',
     allocationStaleRatio: '0.1',
     freezeAckLatencyMs: '5000',
     worldApplyFailureRatio: '0.25',
+    // WorldApplyFailureRateHigh needs this many runs in applyRateWindow: one failed run of
+    // one is WorldApplyFailureDetected's, not a rate.
+    worldApplyMinRuns: '4',
 
     // Service level objectives (SRE workbook / Sloth style).  Each renders recording rules
     // slo:sli_error:ratio_rate<window>{slo=...} and one alert with a page (critical) and a
     // ticket (warning) severity.  5xx answers are errors; 4xx are the client's.
     slos: {
+      local gw = $._config.gatewaySelector,
+      local dm = $._config.dagmanagerSelector,
       submission_availability: {
         alert: 'GatewayErrorBudgetBurn',
         area: 'gateway',
@@ -42,8 +74,8 @@
         objective: 0.999,
         description: 'Answers to POST /strategies that are not 5xx.',
         // `or ... * 0`: no 5xx at all is a ratio of 0, not an empty result.
-        errorQuery: 'sum by (job) (rate(gateway_submissions_total{code=~"5.."}[%(window)s])) or sum by (job) (rate(gateway_submissions_total[%(window)s])) * 0',
-        totalQuery: 'sum by (job) (rate(gateway_submissions_total[%(window)s]))',
+        errorQuery: 'sum by (job) (rate(gateway_submissions_total{' + gw + ',code=~"5.."}[%(window)s])) or sum by (job) (rate(gateway_submissions_total{' + gw + '}[%(window)s])) * 0',
+        totalQuery: 'sum by (job) (rate(gateway_submissions_total{' + gw + '}[%(window)s]))',
       },
       diff_success: {
         alert: 'DiffErrorBudgetBurn',
@@ -51,8 +83,8 @@
         title: 'Diff success',
         objective: 0.999,
         description: 'Diff requests that succeed.',
-        errorQuery: 'sum by (job) (rate(diff_failures_total[%(window)s]))',
-        totalQuery: 'sum by (job) (rate(diff_requests_total[%(window)s]))',
+        errorQuery: 'sum by (job) (rate(diff_failures_total{' + dm + '}[%(window)s]))',
+        totalQuery: 'sum by (job) (rate(diff_requests_total{' + dm + '}[%(window)s]))',
       },
       submission_latency: {
         alert: 'GatewayLatencyBudgetBurn',
@@ -60,8 +92,8 @@
         title: 'Submission latency',
         objective: 0.99,
         description: 'Submissions answered within 150 ms.',
-        errorQuery: 'sum by (job) (rate(gateway_e2e_latency_ms_count[%(window)s])) - sum by (job) (rate(gateway_e2e_latency_ms_bucket{le="150.0"}[%(window)s]))',
-        totalQuery: 'sum by (job) (rate(gateway_e2e_latency_ms_count[%(window)s]))',
+        errorQuery: 'sum by (job) (rate(gateway_e2e_latency_ms_count{' + gw + '}[%(window)s])) - sum by (job) (rate(gateway_e2e_latency_ms_bucket{' + gw + ',le="150.0"}[%(window)s]))',
+        totalQuery: 'sum by (job) (rate(gateway_e2e_latency_ms_count{' + gw + '}[%(window)s]))',
       },
     },
     // Burn-rate policy (SRE workbook table 5-8): page on 2% of a 30-day budget in 1h or
@@ -100,6 +132,24 @@
       DagClientBreakerOpen: '1m',
       GraphStoreBreakerOpen: '1m',
       QmtlServiceDown: '2m',
+      // Meta: the dead-man's switch fires at once and for ever; a job gone from
+      // Prometheus for 5 minutes pages.
+      Watchdog: '0m',
+      QmtlJobAbsent: '5m',
+      PrometheusRuleEvaluationFailures: '5m',
+      AlertmanagerUnreachable: '1m',
+      // A dependency that stops answering is named within about a minute.
+      PostgresUnresponsive: '30s',
+      KafkaUnresponsive: '30s',
+      DagManagerUnresponsive: '30s',
+      WorldServiceUnresponsive: '30s',
+      PromotionGuardSourceUnreachable: '2m',
+      GatewaySheddingLoad: '5m',
+      // Counters of silent loss: fire on the first event.
+      EventRecorderErrors: '0m',
+      BackfillFailures: '0m',
+      ControlBusInvalidEvents: '0m',
+      MetricLabelValuesDropped: '0m',
     },
   },
 }

@@ -2,7 +2,7 @@
 // the end-to-end suite gets short windows from the very same source.
 function(overrides={})
   local base = import 'mixin.libsonnet';
-  local mixin = base + { _config:: std.mergePatch(base._config, overrides) };
+  local mixin = base { _config:: std.mergePatch(base._config, overrides) };
   {
     alerts: mixin.prometheusAlerts,
     rules: mixin.prometheusRules,

@@ -1,7 +1,7 @@
-// SLOs: recording rules, burn-rate alerts and the error-budget dashboard, all rendered
-// from the SLO objects of config.libsonnet (see lib/slo.libsonnet for the method).
+// SLOs: recording rules and burn-rate alerts rendered from the SLO objects of
+// config.libsonnet (see lib/slo.libsonnet for the method; the error-budget dashboard is
+// dashboards/slo.libsonnet).
 local alert = import 'lib/alert.libsonnet';
-local g = import 'lib/grafana.libsonnet';
 local slo = import 'lib/slo.libsonnet';
 
 {
@@ -26,47 +26,40 @@ local slo = import 'lib/slo.libsonnet';
         local budget = '%g' % ((1 - s.objective) * 100);
         [
           alert.withFor(
-            c, s.alert, slo.condition(name, s, policy(s).page, c.sloMinEvents.page),
-            'critical', '%s is burning its error budget fast.' % s.title,
+            c,
+            s.alert,
+            slo.condition(name, s, policy(s).page, c.sloMinEvents.page),
+            'critical',
+            '%s is burning its error budget fast.' % s.title,
             '{{ $labels.job }}: %s error ratio is {{ $value | humanizePercentage }}, over %s times the %s%% budget (windows %s); at this rate the %d-day budget is gone within %g days.' % [
-              s.title, std.join('x / ', ['%g' % p.factor for p in policy(s).page]) + 'x', budget,
-              std.join(', ', ['%s & %s' % [p.long, p.short] for p in policy(s).page]), c.sloBudgetDays,
+              s.title,
+              std.join('x / ', ['%g' % p.factor for p in policy(s).page]) + 'x',
+              budget,
+              std.join(', ', ['%s & %s' % [p.long, p.short] for p in policy(s).page]),
+              c.sloBudgetDays,
               c.sloBudgetDays / std.foldl(std.min, [p.factor for p in policy(s).page], 1e9),
             ],
-            s.area, c.sloFor.page,
+            s.area,
+            c.sloFor.page,
           ) + { labels+: { slo: name } },
           alert.withFor(
-            c, s.alert, slo.condition(name, s, policy(s).ticket, c.sloMinEvents.ticket),
-            'warning', '%s is burning its error budget.' % s.title,
+            c,
+            s.alert,
+            slo.condition(name, s, policy(s).ticket, c.sloMinEvents.ticket),
+            'warning',
+            '%s is burning its error budget.' % s.title,
             '{{ $labels.job }}: %s error ratio is {{ $value | humanizePercentage }}, over %s times the %s%% budget (windows %s).' % [
-              s.title, std.join('x / ', ['%g' % p.factor for p in policy(s).ticket]) + 'x', budget,
+              s.title,
+              std.join('x / ', ['%g' % p.factor for p in policy(s).ticket]) + 'x',
+              budget,
               std.join(', ', ['%s & %s' % [p.long, p.short] for p in policy(s).ticket]),
             ],
-            s.area, c.sloFor.ticket,
+            s.area,
+            c.sloFor.ticket,
           ) + { labels+: { slo: name } },
         ]
         for name in names
       ]),
     }],
-  },
-
-  grafanaDashboards+:: {
-    local days = '%dd' % c.sloBudgetDays,
-    'qmtl-slo.json': g.dashboard('qmtl-slo', 'QMTL / SLOs and error budgets', std.flattenArrays([
-      local s = c.slos[name];
-      assert slo.check(name, s, policy(s));
-      local budget = 1 - s.objective;
-      [
-        g.stat('%s: error budget left (%s)' % [s.title, days], [[
-          '1 - ((%s) / (%s)) / %g' % [s.errorQuery % { window: days }, s.totalQuery % { window: days }, budget],
-          '{{job}}',
-        ]], 'percentunit', '%s; objective %g%%. 100%% is an untouched budget, 0%% spent.' % [s.description, s.objective * 100]),
-        g.timeseries('%s: burn rate per window' % s.title, [
-          ['slo:sli_error:ratio_rate%s{slo="%s"} / %g' % [w, name, budget], '%s {{job}}' % w]
-          for w in slo.windows(policy(s))
-        ], 'short', 'Error ratio divided by the budget ratio: 1 spends the budget exactly in %s; pages at 14.4 (1h) and 6 (6h).' % days),
-      ]
-      for name in names
-    ])),
   },
 }

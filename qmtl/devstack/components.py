@@ -224,14 +224,19 @@ class Prometheus(_Handle):
 
 
 def start_prometheus(
-    workdir: Path, config_yaml: str, *, extra_args: list[str] | None = None
+    workdir: Path,
+    config_yaml: str,
+    *,
+    extra_args: list[str] | None = None,
+    port: int | None = None,
 ) -> Prometheus:
-    """Prometheus with ``config_yaml`` written to ``workdir/prometheus.yml``."""
+    """Prometheus with ``config_yaml`` written to ``workdir/prometheus.yml``; ``port`` when
+    the configuration must know it beforehand (Prometheus scraping itself)."""
     binary = find_binary(["prometheus"], "install it with: apt-get install prometheus")
     workdir.mkdir(parents=True, exist_ok=True)
     config = workdir / "prometheus.yml"
     config.write_text(config_yaml)
-    port = free_port()
+    port = port or free_port()
     proc = ManagedProcess(
         "prometheus",
         [

@@ -388,12 +388,11 @@ def start_monitoring(
             global_config: dict[str, Any] = {
                 "scrape_interval": scrape_interval, "evaluation_interval": scrape_interval,
             }  # fmt: skip
+            port = free_port()
             prom_config: dict[str, Any] = {
                 "global": global_config,
-                "rule_files": [
-                    str(rules_dir / "alert_rules.yml"),
-                    str(rules_dir / "recording_rules.yml"),
-                ],
+                # Every file of the directory: a drill adds a rules file and reloads.
+                "rule_files": [str(rules_dir / "*.yml")],
                 "alerting": alerting,
                 "scrape_configs": [
                     {
@@ -403,6 +402,14 @@ def start_monitoring(
                         ],
                     }
                     for job, urls in scrape_targets(stack).items()
+                ]
+                # Prometheus' own metrics: the self-alerts (rules failing, Alertmanager
+                # unreachable) read them under job="prometheus".
+                + [
+                    {
+                        "job_name": "prometheus",
+                        "static_configs": [{"targets": [f"127.0.0.1:{port}"]}],
+                    }
                 ],
             }
             if name:
@@ -417,6 +424,7 @@ def start_monitoring(
                 stack.workdir / (f"prometheus-{name}" if name else "prometheus"),
                 yaml.safe_dump(prom_config),
                 extra_args=["--rules.alert.resend-delay=1s"],
+                port=port,
             ))  # fmt: skip
     except Exception:
         for handle in (*replicas, *alertmanagers):

@@ -87,12 +87,16 @@ def _prometheus_status(client: httpx.Client, prometheus: str) -> list[str]:
     for label, expr in STATUS_QUERIES.items():
         value = _query(client, prometheus, expr)
         rates.append(f"{label}={'-' if value is None or math.isnan(value) else f'{value:.1f}'}")
+    # The Watchdog fires for ever (the dead-man's switch): shown apart, as a sign of life.
+    watchdog = any(a["labels"]["alertname"] == "Watchdog" for a in alerts)
+    alerts = [a for a in alerts if a["labels"]["alertname"] != "Watchdog"]
     firing = [a["labels"]["alertname"] for a in alerts if a["state"] == "firing"]
     pending = [a["labels"]["alertname"] for a in alerts if a["state"] == "pending"]
     return [
         "targets: " + "  ".join(parts),
         "rates:   " + "  ".join(rates),
-        f"alerts:  firing={summarise_alerts(firing)}  pending={summarise_alerts(pending)}",
+        f"alerts:  firing={summarise_alerts(firing)}  pending={summarise_alerts(pending)}"
+        f"  watchdog={'ok' if watchdog else 'not firing yet'}",
     ]
 
 

@@ -126,8 +126,12 @@ CATALOGUE: tuple[MetricSpec, ...] = (
        "Duration of the last dependency check (the time waited so far while one hangs)."),
 )  # fmt: skip
 
-#: Series Prometheus and prometheus_client add by themselves.
-PROMETHEUS_BUILTINS = frozenset({"up", "process_start_time_seconds"})
+#: Series Prometheus and prometheus_client add by themselves, and Prometheus' own metrics
+#: the self-alerts read (rule failures, notifications to Alertmanager).
+PROMETHEUS_BUILTINS = frozenset({
+    "up", "process_start_time_seconds", "prometheus_rule_evaluation_failures_total",
+    "prometheus_notifications_errors_total", "prometheus_notifications_sent_total",
+})  # fmt: skip
 
 _BY_NAME = {s.name: s for s in CATALOGUE}
 

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import re
 
-__all__ = ["referenced_metrics"]
+__all__ = ["grafana_expr", "referenced_metrics", "selectors_of"]
 
 _TOKEN = re.compile(r"[a-zA-Z_:][a-zA-Z0-9_:]*")
 _KEYWORDS = {
@@ -35,3 +35,19 @@ def referenced_metrics(expr: str) -> set[str]:
             continue
         names.add(token)
     return names
+
+
+#: Grafana variables of the dashboards, as "All" resolves them (their allValue).
+_VARIABLES = re.compile(r"\$(?:\{)?(job|instance|cluster)(?:\})?")
+
+
+def grafana_expr(expr: str, rate_interval: str = "5m") -> str:
+    """A dashboard query as Prometheus receives it with every variable at "All":
+    ``$job``/``$instance``/``$cluster`` match anything, ``$__rate_interval`` is
+    ``rate_interval``."""
+    return _VARIABLES.sub(".+", expr.replace("$__rate_interval", rate_interval))
+
+
+def selectors_of(expr: str, metric: str) -> list[str]:
+    """The label matchers ``metric`` is selected with in ``expr`` (one entry per use)."""
+    return re.findall(rf"\b{re.escape(metric)}(?:\{{([^}}]*)\}}|(?![a-zA-Z0-9_:{{]))", expr)

@@ -3,13 +3,14 @@
 from __future__ import annotations
 
 import json
+import re
 from pathlib import Path
 
 import pytest
 import yaml
 
 from qmtl.monitoring.catalogue import PROMETHEUS_BUILTINS, metric_names
-from qmtl.monitoring.promql import referenced_metrics
+from qmtl.monitoring.promql import grafana_expr, referenced_metrics, selectors_of
 from qmtl.monitoring.render import REPO_ROOT
 
 from .conftest import run_tool
@@ -64,7 +65,10 @@ def test_every_panel_query_parses_in_promtool(promtool: str, tmp_path: Path) -> 
     for path in DASHBOARDS:
         for index, (_title, expr) in enumerate(panel_exprs(json.loads(path.read_text()))):
             rules.append(
-                {"record": f"dashboard:{path.stem.replace('-', '_')}:q{index}", "expr": expr}
+                {
+                    "record": f"dashboard:{path.stem.replace('-', '_')}:q{index}",
+                    "expr": grafana_expr(expr),
+                }
             )
     rule_file = tmp_path / "panels.yml"
     rule_file.write_text(yaml.safe_dump({"groups": [{"name": "panels", "rules": rules}]}))
@@ -89,3 +93,57 @@ def test_panels_use_only_catalogue_metrics() -> None:
         for title, expr in panel_exprs(json.loads(path.read_text())):
             unknown = referenced_metrics(expr) - allowed
             assert not unknown, f"{path.name} panel {title!r} uses {unknown}"
+
+
+@pytest.mark.parametrize("path", DASHBOARDS, ids=lambda p: p.name)
+def test_every_panel_selects_qmtl_series_through_the_dashboard_variables(path: Path) -> None:
+    """In a Prometheus shared with other applications a bare metric name would chart
+    their series too: every catalogue metric a panel reads carries a job matcher (the
+    $job variable, or a component selector) and, per instance, $instance."""
+    catalogue = metric_names()
+    for title, expr in panel_exprs(json.loads(path.read_text())):
+        for metric in referenced_metrics(expr) & catalogue:
+            for matchers in selectors_of(expr, metric):
+                assert "job=" in matchers or "job=~" in matchers, (path.name, title, expr)
+        # Rates follow the dashboard's resolution; only error-budget panels read fixed
+        # windows of days (the SLO period).
+        if "rate(" in expr and not any(":" in m for m in referenced_metrics(expr)):
+            assert "$__rate_interval" in expr or re.search(r"\[\d+d\]", expr), (
+                path.name,
+                title,
+                expr,
+            )
+
+
+@pytest.mark.parametrize("path", DASHBOARDS, ids=lambda p: p.name)
+def test_dashboards_have_job_and_instance_variables_and_link_to_each_other(path: Path) -> None:
+    dashboard = json.loads(path.read_text())
+    variables = {v["name"]: v for v in dashboard["templating"]["list"]}
+    assert {"datasource", "job", "instance"} <= set(variables)
+    assert 'job=~"$job"' in variables["instance"]["query"]["query"]
+    assert variables["job"]["query"]["query"].startswith("label_values(up{job")
+    assert dashboard["links"][0]["type"] == "dashboards" and dashboard["links"][0]["tags"] == [
+        "qmtl"
+    ]
+
+
+def test_apply_runs_are_annotations() -> None:
+    apply = json.loads((REPO_ROOT / "dashboards" / "qmtl-worldservice-apply.json").read_text())
+    names = [a["name"] for a in apply["annotations"]["list"]]
+    assert "Apply runs" in names
+    run = next(a for a in apply["annotations"]["list"] if a["name"] == "Apply runs")
+    assert "world_apply_run_total" in run["expr"] and "{{run_id}}" in run["titleFormat"]
+
+
+def test_a_cluster_variable_when_the_config_asks_for_it() -> None:
+    from qmtl.monitoring.render import render
+
+    dashboards = render({"showMultiCluster": True}).dashboards
+    gateway = dashboards["qmtl-gateway.json"]
+    assert [v["name"] for v in gateway["templating"]["list"]][:2] == ["datasource", "cluster"]
+    assert all(
+        'cluster=~"$cluster"' in t["expr"]
+        for p in gateway["panels"]
+        for t in p["targets"]
+        if "$instance" in t["expr"]
+    )

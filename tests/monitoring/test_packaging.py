@@ -408,6 +408,25 @@ def test_example_alertmanager_config(amtool: str) -> None:
     assert set(blackhole) == {"name"}, "info alerts must not be routed anywhere"
 
 
+def test_the_watchdog_reaches_a_dead_mans_switch_every_minute(amtool: str) -> None:
+    """The always-firing Watchdog is routed, before any severity route, to a receiver that
+    alarms when its pings stop; amtool resolves the route as Alertmanager would."""
+    path = REPO_ROOT / "operations/monitoring/alertmanager.yml"
+    result = run_tool(
+        [amtool, "config", "routes", "test", "--config.file", str(path), "alertname=Watchdog",
+         "severity=none"]
+    )  # fmt: skip
+    assert result.returncode == 0 and result.stdout.strip() == "deadmansswitch", result.stdout
+    config = yaml.safe_load(path.read_text())
+    route = next(r for r in config["route"]["routes"] if r["receiver"] == "deadmansswitch")
+    assert route["repeat_interval"] == "1m"
+    critical = run_tool(
+        [amtool, "config", "routes", "test", "--config.file", str(path), "alertname=LostRequests",
+         "severity=critical"]
+    )  # fmt: skip
+    assert critical.stdout.strip() == "pager"
+
+
 def test_generated_files_match_source() -> None:
     result = subprocess.run(
         [sys.executable, "-m", "qmtl.monitoring", "--check"],

@@ -69,8 +69,15 @@
           and on (job, slo)
           slo:sli_total:rate%(long)s%(sel)s * %(seconds)d >= %(min)s
         )
-      ||| % { long: p.long, short: p.short, sel: sel, factor: '%g' % p.factor, budget: '%g' % budget,
-              seconds: $.seconds(p.long), min: minEvents }
+      ||| % {
+        long: p.long,
+        short: p.short,
+        sel: sel,
+        factor: '%g' % p.factor,
+        budget: '%g' % budget,
+        seconds: $.seconds(p.long),
+        min: minEvents,
+      }
       for p in pairs
     ]),
 }
