@@ -89,7 +89,8 @@ def test_up_runs_the_stack_and_ctrl_c_stops_every_process(tmp_path: Path) -> Non
         up.read_until(all_up)
         assert "ready. State, config and logs" in up.output
         assert re.search(
-            r"targets: dagmanager=up\s+gateway=up\s+sdk=up\s+worldservice=up", up.output
+            r"targets: dagmanager=up\s+gateway=up\s+prometheus=up\s+sdk=up\s+worldservice=up",
+            up.output,
         ), up.output
         pids = up.pids()
         assert len(pids) == 6, up.output  # 3 services, demo, Prometheus, Alertmanager
@@ -223,10 +224,14 @@ def test_up_with_kafka_and_postgres_is_healthy(tmp_path: Path) -> None:
         up.read_until(
             lambda line: "apply runs=1.0" in line or "apply runs=2.0" in line, timeout=240
         )
+        # Until Prometheus has scraped every job once, QmtlJobAbsent is pending (its 5m
+        # `for` keeps it from firing); from then on nothing may be pending or firing.
+        up.read_until(lambda line: "alerts:" in line and "pending=none" in line, timeout=60)
         healthy_blocks = 0
         while healthy_blocks < 6:  # 30 s of status after the apply
             line = up.read_until(lambda line: "alerts:" in line, timeout=60)
             assert "firing=none" in line and "pending=none" in line, up.output[-3000:]
+            assert "watchdog=ok" in line, line
             healthy_blocks += 1
         targets = [line for line in up.lines if "targets:" in line][-1]
         assert "DOWN" not in targets and "dagmanager=up" in targets, targets
@@ -297,7 +302,7 @@ def test_up_ha_runs_two_prometheus_and_two_clustered_alertmanagers(tmp_path: Pat
         )  # fmt: skip
         for replica, url in prometheus:
             devstack.wait_for(
-                lambda url=url: len(httpx.get(f"{url}/api/v1/query", params={"query": "up == 1"},
+                lambda url=url: len(httpx.get(f"{url}/api/v1/query", params={"query": 'up{job=~"qmtl-.*"} == 1'},
                                               timeout=10).json()["data"]["result"]) == 4,
                 timeout=60, what=f"Prometheus {replica} scraping all four processes",
             )  # fmt: skip

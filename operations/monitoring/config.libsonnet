@@ -57,6 +57,9 @@
     allocationStaleRatio: '0.1',
     freezeAckLatencyMs: '5000',
     worldApplyFailureRatio: '0.25',
+    // AlertmanagerUnreachable: this many failed requests to one Alertmanager in the window.
+    alertmanagerErrorWindow: '5m',
+    alertmanagerMinErrors: '3',
     // WorldApplyFailureRateHigh needs this many runs in applyRateWindow: one failed run of
     // one is WorldApplyFailureDetected's, not a rate.
     worldApplyMinRuns: '4',

@@ -269,11 +269,13 @@ def start_alertmanager(
     cluster_port: int | None = None,
     peers: Sequence[str] = (),
     peer_timeout: str = "5s",
+    port: int | None = None,
 ) -> Alertmanager:
     """Alertmanager with ``config_yaml``; alone, or a cluster peer gossiping on ``cluster_port``.
 
     Peers share silences and their notification log, so the alert both receive is sent
     once: the first peer notifies, the next waits ``peer_timeout`` and finds it done.
+    ``port``: bring one back on the address Prometheus already uses.
     """
     binary = find_binary(
         ["prometheus-alertmanager", "alertmanager"],
@@ -282,7 +284,7 @@ def start_alertmanager(
     workdir.mkdir(parents=True, exist_ok=True)
     config = workdir / "alertmanager.yml"
     config.write_text(config_yaml)
-    port = free_port()
+    port = port or free_port()
     proc = ManagedProcess(
         "alertmanager",
         [

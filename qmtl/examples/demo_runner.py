@@ -71,7 +71,23 @@ def demo_faults() -> FaultSet:
         Switch("cache_ballast_mb", 0.0, "a node cache holds this many MB of real bytes"),
         Switch("allocations_paused", False, "allocation snapshots stop being refreshed"),
         Switch("canary_paused", False, "no more canary diffs"),
+        Switch("recorder_fail", False, "the event recorder's storage refuses writes"),
+        Switch("backfill_fail", False, "a backfill job's history source fails every attempt"),
     )
+
+
+class DrillRecorder(SQLiteRecorder):
+    """The demo's SQLite recorder, whose storage refuses writes while ``recorder_fail``
+    is on: the recorder's own retry and error counting run (EventRecorderErrors)."""
+
+    def __init__(self, path: str, faults: FaultSet) -> None:
+        self.faults = faults
+        super().__init__(path, retries=1, backoff_seconds=0.05)
+
+    def _write(self, rows: list[Any]) -> None:
+        if self.faults.recorder_fail:
+            raise OSError("drill: the recorder's storage refuses writes (recorder_fail)")
+        super()._write(rows)
 
 
 class Drill(Strategy):
@@ -109,7 +125,7 @@ class DemoRunner:
         self.stop = threading.Event()
         self.ballast: NodeCache | None = None
         # The demo runs in the state directory: its payloads land in events.db there.
-        self.recorder = SQLiteRecorder("events.db")
+        self.recorder = DrillRecorder("events.db", self.faults)
         self.strategies: list[Strategy] = [
             MovingAverageCross("btc", 5, 20, self.recorder),
             MovingAverageCross("eth", 10, 40, self.recorder),
@@ -134,6 +150,8 @@ class DemoRunner:
         self._apply_ballast()
         if self.faults.cross_context:
             self._cross_context_hit()
+        if self.faults.backfill_fail:
+            self._failed_backfill()
 
     def _apply_ballast(self) -> None:
         """Real bytes in a real node cache, reported by nodecache_resident_bytes."""
@@ -145,6 +163,22 @@ class DemoRunner:
             self.ballast = NodeCache("drill_ballast", period=max(1, int(megabytes)))
             for i in range(max(1, int(megabytes))):
                 self.ballast.append("drill", 60, float(i), bytes(1024 * 1024))
+
+    def _failed_backfill(self) -> None:
+        """A backfill whose history source fails every attempt: the engine retries, gives
+        up and counts it (BackfillFailures); the node starts without that history."""
+        stream = StreamInput(tags=["drill"], interval=60, period=5, name="drill_backfill")
+
+        def unavailable(start: float, end: float) -> list[tuple[float, Any]]:
+            raise ConnectionError("drill: the history archive is unavailable (backfill_fail)")
+
+        now = time.time()
+        try:
+            self.backfill.run(stream, now - 600, now, unavailable)
+        except Exception as exc:  # the failure under drill: counted by the engine
+            log.warning("drill backfill failed as injected: %s", exc)
+        finally:
+            self.faults.update({"backfill_fail": False})
 
     def _cross_context_hit(self) -> None:
         """A backtest served from a cache a live run filled: the breach the runbook is about.

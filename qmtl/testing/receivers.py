@@ -52,7 +52,7 @@ class _Server(ThreadingHTTPServer):
 class _BaseReceiver(ABC):
     path = "/"
 
-    def __init__(self) -> None:
+    def __init__(self, port: int = 0) -> None:
         receiver = self
 
         class Handler(BaseHTTPRequestHandler):
@@ -103,7 +103,7 @@ class _BaseReceiver(ABC):
         #: TCP connections accepted so far (a client that keeps one alive opens one).
         self.connections = 0
         self._open: set[Any] = set()
-        self._server = _Server(("127.0.0.1", 0), Handler)
+        self._server = _Server(("127.0.0.1", port), Handler)
         self.port = int(self._server.server_address[1])
         self._thread = threading.Thread(target=self._server.serve_forever, daemon=True)
         self._lock = threading.Lock()
@@ -433,8 +433,8 @@ class ScriptedHttp(_BaseReceiver):
     can tell a client that keeps one connection alive from one that opens one per request.
     """
 
-    def __init__(self, answers: dict[str, list[tuple[int, Any]]]) -> None:
-        super().__init__()
+    def __init__(self, answers: dict[str, list[tuple[int, Any]]], port: int = 0) -> None:
+        super().__init__(port)
         self.answers = {prefix: list(script) for prefix, script in answers.items()}
         self.requests: list[tuple[str, str]] = []
         #: The headers of each request, in the order of :attr:`requests`.

@@ -13,6 +13,8 @@ to ``benchmarks/results/alert_timings.md``.
 
 from __future__ import annotations
 
+import contextlib
+import dataclasses
 import fcntl
 import functools
 import json
@@ -35,7 +37,7 @@ from qmtl.foundation.contracts import SubmissionRequest
 from qmtl.foundation.dag import chain_dag
 from qmtl.monitoring.render import REPO_ROOT, alert_names, render
 from qmtl.services.dagmanager.client import DagManagerClient
-from qmtl.testing.receivers import AlertWebhook
+from qmtl.testing.receivers import AlertWebhook, ScriptedHttp
 
 #: The same mixin with short windows and `for:` durations; thresholds unchanged except the
 #: node-cache budget (real bytes are allocated, 60 MB instead of 5 GB).
@@ -48,6 +50,7 @@ FAST: dict[str, Any] = {
     "gcStallSeconds": "6",
     "nodeCacheTotalBytes": "50e6",
     "gatewayLatencyMinSubmissions": "3",  # the drill sends 5 slow submissions
+    "alertmanagerErrorWindow": "40s",
     "for": dict.fromkeys(alert_names(render()), "2s"),
     # SLO burn-rate windows scaled from hours to seconds (same factors, same rule shapes).
     "sloPolicy": {
@@ -58,6 +61,13 @@ FAST: dict[str, Any] = {
     "sloFor": {"page": "2s", "ticket": "10s"},
 }  # fmt: skip
 LAG_GROUP = "qmtl-e2e-lag"
+#: Label values per metric in the drill stack (MetricLabelValuesDropped's drill exceeds it).
+LABEL_BUDGET = 40
+GUARD_ANSWER: dict[str, list[tuple[int, Any]]] = {
+    "/admin/cross-context": [(200, {"hits": [], "last_reset": None})]
+}
+#: The targets of the four QMTL jobs (Prometheus also scrapes itself, job="prometheus").
+QMTL_UP = 'up{job=~"qmtl-.*"}'
 
 
 @functools.cache
@@ -86,6 +96,7 @@ class E2E:
     kafka: devstack.Kafka
     postgres: devstack.Postgres
     workdir: Path
+    guard_source: ScriptedHttp
     notes: dict[str, Any] = field(default_factory=dict)
     #: One client for every poll: a client per request built an SSL context each time,
     #: ~40 s of CPU per drill module.
@@ -123,16 +134,20 @@ class E2E:
         return list(body["data"]["result"])
 
     def wait_quiet(self, alertname: str | None, timeout: float = 240) -> None:
-        """Until ``alertname`` (None: any alert) is neither pending nor firing in
-        Prometheus nor active in Alertmanager; the error names what is left."""
+        """Until ``alertname`` (None: any alert but the ever-firing Watchdog) is neither
+        pending nor firing in Prometheus nor active in Alertmanager; the error names
+        what is left."""
         left: list[str] = []
+
+        def wanted(name: str) -> bool:
+            return name == alertname if alertname else name != "Watchdog"
 
         def quiet() -> bool:
             left[:] = sorted(
                 f"prometheus {a['state']} {a['labels']['alertname']} {a['labels'].get('severity')}"
                 f" since {a.get('activeAt')}"
                 for a in self.active_alerts()
-                if alertname in (None, a["labels"]["alertname"])
+                if wanted(a["labels"]["alertname"])
             )
             notified = self.http.get(
                 f"{self.monitoring.alertmanager.url}/api/v2/alerts", params={"active": "true"},
@@ -141,7 +156,7 @@ class E2E:
             left.extend(
                 f"alertmanager {a['labels']['alertname']} {a['labels'].get('severity')}"
                 for a in notified
-                if alertname in (None, a["labels"]["alertname"])
+                if wanted(a["labels"]["alertname"])
             )
             return not left
 
@@ -163,6 +178,8 @@ def run_e2e_stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[E2E]:
     workdir = tmp_path_factory.mktemp("e2e")
     own_pg = devstack.start_postgres()  # paused and resumed by the graph-store drill
     kafka = devstack.start_kafka(workdir / "kafka")
+    # A source the operator configured for the promotion guard, stopped by its drill.
+    guard_source = ScriptedHttp(GUARD_ANSWER).start()
     overrides = {
         "dagmanager": {
             "graph_store": own_pg.new_database("qmtl_e2e"), "gc_interval_seconds": 1,
@@ -171,7 +188,10 @@ def run_e2e_stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[E2E]:
         },
         "gateway": {"p95_window_seconds": 8},
         "worldservice": {"stale_after_seconds": 3, "stale_interval_seconds": 0.5, "ack_timeout_seconds": 10,
-                         "runs_kept_per_world": 50, "promotion_hold_seconds": 2, "guard_poll_seconds": 0.5},
+                         "runs_kept_per_world": 50, "promotion_hold_seconds": 2, "guard_poll_seconds": 0.5,
+                         "cross_context_sources": [f"{guard_source.url}/admin/cross-context"]},
+        "telemetry": {"dependency_probe_seconds": 0.5, "dependency_deadline_seconds": 1,
+                      "max_series_per_metric": LABEL_BUDGET},
     }  # fmt: skip
     stack = LocalStack(workdir / "stack", overrides, kafka=kafka.bootstrap, kafka_controlbus=False)
     webhook = AlertWebhook().start()
@@ -183,9 +203,9 @@ def run_e2e_stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[E2E]:
         monitoring = start_monitoring(
             stack, rule_overrides=FAST, scrape_interval="1s", webhook_url=webhook.url
         )
-        env = E2E(stack, monitoring, webhook, kafka, own_pg, workdir)
+        env = E2E(stack, monitoring, webhook, kafka, own_pg, workdir, guard_source)
         devstack.wait_for(
-            lambda: all(r["value"][1] == "1" for r in env.query("up")) and len(env.query("up")) == 4,
+            lambda: all(r["value"][1] == "1" for r in env.query(QMTL_UP)) and len(env.query(QMTL_UP)) == 4,
             timeout=60, what="Prometheus scraping all four QMTL processes",
         )  # fmt: skip
         yield env
@@ -198,6 +218,9 @@ def run_e2e_stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[E2E]:
         webhook.stop()
         kafka.stop()
         own_pg.stop()
+        env_source = env.guard_source if env is not None else guard_source
+        with contextlib.suppress(OSError):
+            env_source.stop()
         if TIMINGS:
             write_timings()
 
@@ -324,7 +347,7 @@ def dagmanager_up(e: E2E) -> None:
 def apply_run(e: E2E, expect_ok: bool = True) -> None:
     """One apply of world demo that runs (waiting out a promotion hold of an earlier drill)."""
     devstack.wait_for(
-        lambda: not e.http.get(f"{e.stack.url('worldservice')}/promotion-guard", timeout=10).json()["blocked"],
+        lambda: not e.http.get(f"{e.stack.url('worldservice')}/promotion-guard", params={"world_id": "demo"}, timeout=10).json()["blocked"],
         timeout=30, what="the promotion guard to allow applies",
     )  # fmt: skip
     response = e.post("worldservice", "/worlds/demo/apply", {"wait": True})
@@ -486,19 +509,192 @@ CASES.update({
 })  # fmt: skip
 
 
+# ------------------------------------------------------- hangs, Prometheus, meta
+
+
+def frozen(component: Callable[[E2E], Any]) -> Case:
+    """A hang drill: SIGSTOP the component's whole process tree, SIGCONT to clear."""
+    return Case(
+        "SIGSTOP of the process tree (nothing answers, sockets stay open)",
+        lambda e: component(e).freeze(), lambda e: component(e).thaw(),
+    )  # fmt: skip
+
+
+def prometheus_reload(e: E2E) -> None:
+    response = e.http.post(f"{e.monitoring.prometheus.url}/-/reload", timeout=30)
+    response.raise_for_status()
+
+
+#: A recording rule Prometheus cannot evaluate: one-to-one matching on no labels
+#: between the several `up` series of the stack.
+FAILING_RULES = {
+    "groups": [{"name": "drill-failing", "rules": [
+        {"record": "drill:failing_rule:eval", "expr": "up * on () up"},
+    ]}],
+}  # fmt: skip
+
+
+def failing_rule_fire(e: E2E) -> None:
+    import yaml
+
+    (e.monitoring.rules_dir / "drill_failing.yml").write_text(yaml.safe_dump(FAILING_RULES))
+    prometheus_reload(e)
+
+
+def failing_rule_clear(e: E2E) -> None:
+    (e.monitoring.rules_dir / "drill_failing.yml").unlink()
+    prometheus_reload(e)
+
+
+def _prometheus_config(e: E2E) -> Path:
+    return e.monitoring.prometheus.process.log_path.parent / "prometheus.yml"
+
+
+def job_gone_fire(e: E2E) -> None:
+    """The WorldService's job keeps no target (as its Deployment scaled to zero: the
+    ServiceMonitor selects no endpoint).  Prometheus marks the series stale at once; a
+    job deleted from the configuration instead leaves them readable for its 5-minute
+    lookback, so QmtlJobAbsent then fires minutes later."""
+    import yaml
+
+    path = _prometheus_config(e)
+    config = yaml.safe_load(path.read_text())
+    e.notes["prometheus_config"] = path.read_text()
+    for job in config["scrape_configs"]:
+        if job["job_name"] == "qmtl-worldservice":
+            job["static_configs"] = [{"targets": []}]
+    path.write_text(yaml.safe_dump(config))
+    prometheus_reload(e)
+
+
+def job_gone_clear(e: E2E) -> None:
+    _prometheus_config(e).write_text(e.notes.pop("prometheus_config"))
+    prometheus_reload(e)
+
+
+def alertmanager_hung(e: E2E) -> None:
+    """SIGSTOP Alertmanager until Prometheus itself shows AlertmanagerUnreachable firing
+    (the hang is detected), then do what an operator does with a hung one: replace it on
+    its address.  The notification can only arrive through a running Alertmanager; the
+    new one gets it while the failed sends still dominate the rate window."""
+    hung = e.monitoring.alertmanager
+    hung.freeze()
+    try:
+        devstack.wait_for(
+            lambda: any(a["labels"]["alertname"] == "AlertmanagerUnreachable" and a["state"] == "firing"
+                        for a in e.active_alerts()),
+            timeout=120, what="AlertmanagerUnreachable firing in Prometheus",
+        )  # fmt: skip
+    finally:
+        hung.stop()  # a stopped process is thawed, then terminated
+    workdir = hung.process.log_path.parent
+    port = int(hung.url.rsplit(":", 1)[1])
+    config = (workdir / "alertmanager.yml").read_text()
+    e.monitoring.alertmanagers[0] = devstack.start_alertmanager(workdir, config, port=port)
+
+
+def guard_source_down(e: E2E) -> None:
+    e.notes["guard_port"] = e.guard_source.port
+    e.guard_source.stop()
+
+
+def guard_source_up(e: E2E) -> None:
+    e.guard_source = ScriptedHttp(GUARD_ANSWER, port=e.notes.pop("guard_port")).start()
+
+
+def invalid_event(e: E2E) -> None:
+    bad = {"specversion": "1.0", "type": "qmtl.evil", "source": "drill", "subject": "w",
+           "id": uuid.uuid4().hex, "time": "2026-01-01T00:00:00Z", "data": {}}  # fmt: skip
+    answer = e.http.post(f"{e.stack.url('worldservice')}/controlbus/events", json=bad)
+    assert answer.status_code == 422, answer.text
+
+
+def worlds_over_budget(e: E2E) -> None:
+    """More worlds than the label budget: their stale-ratio series go to __other__."""
+    names = e.notes["budget_worlds"] = [f"budget-{i}" for i in range(LABEL_BUDGET + 5)]
+    for name in names:
+        e.post("worldservice", "/worlds", {"world_id": name})
+
+
+def worlds_deleted(e: E2E) -> None:
+    for name in e.notes.pop("budget_worlds"):
+        e.post("worldservice", f"/worlds/{name}", method="DELETE")
+
+
+def _no_watchdog_case(e: E2E) -> None:
+    raise AssertionError("the Watchdog is checked by check_watchdog, not by a fault")
+
+
+CASES.update({
+    "Watchdog": Case("none: always firing", _no_watchdog_case, lambda e: None, {"severity": "none"}),
+    "QmtlJobAbsent": Case("the qmtl-worldservice job left without targets (reload)",
+                          job_gone_fire, job_gone_clear, {"service": "worldservice", "job": "qmtl-worldservice"}),
+    "PrometheusRuleEvaluationFailures": Case("a rules file Prometheus cannot evaluate (reload)",
+                                             failing_rule_fire, failing_rule_clear, {"job": "prometheus"}),
+    "AlertmanagerUnreachable": Case("SIGSTOP of Alertmanager (notified once it runs again)",
+                                    alertmanager_hung, lambda e: None, {"job": "prometheus"}),
+    "PostgresUnresponsive": dataclasses.replace(
+        frozen(lambda e: e.postgres), labels={"dependency": "graph_store", "kind": "postgresql"}),
+    "KafkaUnresponsive": dataclasses.replace(
+        frozen(lambda e: e.kafka), labels={"dependency": "queues", "kind": "kafka"}),
+    "DagManagerUnresponsive": dataclasses.replace(
+        frozen(lambda e: e.stack.services["dagmanager"].process), labels={"dependency": "dagmanager"}),
+    "WorldServiceUnresponsive": dataclasses.replace(
+        frozen(lambda e: e.stack.services["worldservice"].process), labels={"dependency": "worldservice"}),
+    "PromotionGuardSourceUnreachable": Case("the configured cross_context_sources URL stops answering",
+                                            guard_source_down, guard_source_up, {"kind": "static"}),
+    "GatewaySheddingLoad": Case("gateway shed_load=true + steady submissions",
+                                lambda e: burn_fire(e, shed_load=True), lambda e: burn_clear(e, {429}),
+                                {"job": "qmtl-gateway"}),
+    "EventRecorderErrors": Case("sdk recorder_fail=true (the recorder's storage refuses writes)",
+                                lambda e: e.fault("sdk", recorder_fail=True), lambda e: e.clear("sdk"),
+                                {"job": "qmtl-sdk", "recorder": "sqlite"}),
+    "BackfillFailures": Case("sdk backfill_fail=true (a history source that fails every attempt)",
+                             lambda e: e.fault("sdk", backfill_fail=True), lambda e: e.clear("sdk"),
+                             {"job": "qmtl-sdk"}),
+    "ControlBusInvalidEvents": Case("a malformed event posted to the WorldService's ControlBus log",
+                                    invalid_event, lambda e: None, {"job": "qmtl-worldservice"}),
+    "MetricLabelValuesDropped": Case(f"{LABEL_BUDGET + 5} worlds against a budget of {LABEL_BUDGET}",
+                                     worlds_over_budget, worlds_deleted,
+                                     {"job": "qmtl-worldservice", "metric": "world_id"}),
+})  # fmt: skip
+
+
 #: Alerts whose drill faults the DAG Manager, its graph store or its broker.
 DAGMANAGER_ALERTS = [
     "DiffDurationHigh", "DiffFailureRateHigh", "DiffThroughputLow", "QueueCreateErrors",
     "SentinelGap", "OrphanQueuesGrowing", "QueueLagHigh", "GCSchedulerStall",
     "KafkaAdminBreakerOpen", "GraphStoreBreakerOpen", "DagClientBreakerOpen", "QmtlServiceDown",
-    "DiffErrorBudgetBurn",
+    "DiffErrorBudgetBurn", "PostgresUnresponsive", "KafkaUnresponsive", "DagManagerUnresponsive",
+]  # fmt: skip
+#: Alerts about the monitoring itself and the WorldService's hang (a stack of their own).
+META_ALERTS = [
+    "Watchdog", "QmtlJobAbsent", "PrometheusRuleEvaluationFailures", "AlertmanagerUnreachable",
+    "WorldServiceUnresponsive", "ControlBusInvalidEvents", "MetricLabelValuesDropped",
 ]  # fmt: skip
 #: Alerts whose drill faults the Gateway, the SDK process or the WorldService.
-EDGE_ALERTS = [name for name in CASES if name not in DAGMANAGER_ALERTS]
+EDGE_ALERTS = [name for name in CASES if name not in DAGMANAGER_ALERTS + META_ALERTS]
+
+
+def check_watchdog(e2e: E2E) -> None:
+    """Always firing, from the first evaluation on, and delivered; never resolved."""
+    rule = fast_rules()["Watchdog"]
+    fired = e2e.webhook.wait("Watchdog", "firing", since=0, timeout=60, labels={"severity": "none"})
+    assert fired.annotations["summary"] == rule["annotations"]["summary"]
+    assert fired.annotations["runbook_url"] == rule["annotations"]["runbook_url"]
+    firing = [a for a in e2e.active_alerts() if a["labels"]["alertname"] == "Watchdog"]
+    assert [a["state"] for a in firing] == ["firing"]
+    assert not [
+        ev for ev in e2e.webhook.events if ev.alertname == "Watchdog" and ev.status == "resolved"
+    ]
+    TIMINGS["Watchdog"] = (CASES["Watchdog"].fault, 0.0, 0.0)
 
 
 def check_alert_fires_and_resolves(e2e: E2E, alertname: str) -> None:
     """Fire ``alertname``'s fault, see the notification, clear it, see it resolve."""
+    if alertname == "Watchdog":
+        check_watchdog(e2e)
+        return
     case = CASES[alertname]
     rule = fast_rules()[alertname]
     # Alerts an earlier case dragged along resolve in the background while other cases

@@ -90,7 +90,9 @@ def test_replica_pair_is_deduplicated(ha: tuple[LocalStack, Monitoring]) -> None
     window = 20
 
     def filled() -> dict[tuple[tuple[str, str], ...], float]:
-        counts = _query(store.url, f"count_over_time(up[{window}s])", time.time() - 2)
+        counts = _query(
+            store.url, f'count_over_time(up{{job=~"qmtl-.*"}}[{window}s])', time.time() - 2
+        )
         return counts if len(counts) == 4 and min(counts.values()) >= window * 0.7 else {}
 
     counts = devstack.wait_for(filled, timeout=90, what=f"{window}s of samples in VictoriaMetrics")

@@ -39,18 +39,18 @@ local alert = import '../lib/alert.libsonnet';
             'critical',
             'Prometheus fails to evaluate rules.',
             '{{ $labels.instance }} failed {{ $value | humanize }} evaluations of rule group {{ $labels.rule_group }} in the last %(rateWindow)s: alerts of that group may never fire.' % c),
-          // Every send fails, not one in five: Watchdog's notifications, resent every
-          // minute, keep a hung Alertmanager from going unnoticed even on a quiet system.
+          // Prometheus counts one error per failed request (a batch of alerts), not per
+          // alert: a hung Alertmanager times out a batch every 10 s; one that is down
+          // refuses every send.  A single failed request is not enough to page.
+          // Watchdog's notifications, resent every minute, keep a dead Alertmanager from
+          // going unnoticed even on a quiet system.
           a('AlertmanagerUnreachable',
             |||
-              sum by (job, instance, alertmanager) (rate(prometheus_notifications_errors_total{%(prom)s}[%(rateWindow)s]))
-              /
-              sum by (job, instance, alertmanager) (rate(prometheus_notifications_sent_total{%(prom)s}[%(rateWindow)s]))
-              > 0.5
+              sum by (job, instance, alertmanager) (increase(prometheus_notifications_errors_total{%(prom)s}[%(alertmanagerErrorWindow)s])) >= %(alertmanagerMinErrors)s
             ||| % (c { prom: c.prometheusSelector }),
             'critical',
             'Prometheus cannot deliver alerts to an Alertmanager.',
-            '{{ $labels.instance }} failed {{ $value | humanizePercentage }} of its notifications to {{ $labels.alertmanager }} over the last %(rateWindow)s: alerts are not reaching anyone through it.' % c),
+            '{{ $labels.instance }} failed {{ $value | humanize }} requests to {{ $labels.alertmanager }} in the last %(alertmanagerErrorWindow)s: alerts are not reaching anyone through it (prometheus_notifications_dropped_total counts what was lost).' % c),
         ] else []
       ),
     }],

@@ -168,5 +168,11 @@ class DagManagerClient:
             return False
         return bool(reply.ok)
 
+    async def reachable(self) -> bool:
+        """Whether the DAG Manager answers at all (its own backends aside): the Gateway's
+        dependency check.  Raises on no answer, so the check can say why."""
+        await self._stub.Health(pb.HealthRequest(), timeout=2.0, metadata=self._auth)
+        return True
+
     async def close(self) -> None:
         await self._channel.close()

@@ -200,11 +200,13 @@ class DagManagerServicer(pb_grpc.DagManagerServicer):
         return result_chunks(result, chunk_size=max(1, len(result.queue_map)))[0]
 
     async def Health(self, raw: bytes, context: grpc.aio.ServicerContext) -> pb.HealthReply:
-        """Health has nothing to read in its request: whatever bytes came are ignored."""
-        store_ok = await asyncio.to_thread(_safe_ping, self.service)
-        queues_ok = await asyncio.to_thread(self.service.queues.probe)
-        detail = f"store={'ok' if store_ok else 'down'} queues={'ok' if queues_ok else 'down'}"
-        return pb.HealthReply(ok=store_ok and queues_ok, detail=detail)
+        """From the service's dependency checks, at once: a hung store makes the reply
+        ``ok=false``, never a Health call that hangs (a caller could not tell a stuck DAG
+        Manager from a stuck database).  Nothing is read from the request."""
+        report = self.service.probes.report()
+        down = sorted(name for name, entry in report.items() if entry["ok"] is False)
+        detail = "; ".join(f"{n}: {report[n].get('error', 'down')}" for n in down) or "ok"
+        return pb.HealthReply(ok=not down, detail=detail)
 
 
 def _raw(data: bytes) -> bytes:
@@ -234,10 +236,3 @@ def register(servicer: DagManagerServicer, server: grpc.aio.Server) -> None:
         ),
     }  # fmt: skip
     server.add_generic_rpc_handlers((grpc.method_handlers_generic_handler(service, handlers),))
-
-
-def _safe_ping(service: DagManagerService) -> bool:
-    try:
-        return service.store.ping()
-    except Exception:
-        return False

@@ -8,6 +8,8 @@
 |                         |                  | answers after retries (GatewayErrorBudgetBurn)|
 | ack_delay_ms            | FaultyBus        | freeze/unfreeze ACKs are late                |
 |                         |                  | (ControlBusApplyAckLatencyHigh)              |
+| shed_load               | admission        | admission control refuses every submission   |
+|                         | (http.py)        | with 429 (GatewaySheddingLoad)               |
 """
 
 from __future__ import annotations
@@ -30,6 +32,7 @@ def gateway_faults() -> FaultSet:
         Switch("submission_delay_ms", 0.0, "every submission's diff call is delayed"),
         Switch("submission_error_ratio", 0.0, "this share of submissions is answered 503"),
         Switch("ack_delay_ms", 0.0, "ControlBus ACKs are sent this late"),
+        Switch("shed_load", False, "admission control refuses every submission (429)"),
     )
 
 

@@ -122,9 +122,18 @@ def create_app(service: GatewayService, *, faults: FaultSet | None = None) -> Fa
             metrics.observe_latency(elapsed_ms, status)
 
     app.add_middleware(BodyLimit, limit=gw.max_request_bytes, on_refused=refused)
+
+    def backlog() -> int:
+        return service.backlog
+
+    def drill_backlog() -> int:  # shed_load: as if the retry backlog were over its bound
+        assert faults is not None
+        return gw.max_pending_submissions if faults.shed_load else service.backlog
+
     app.add_middleware(
         Admission, max_in_flight=gw.max_in_flight_submissions, max_bytes=gw.max_in_flight_bytes,
-        max_backlog=gw.max_pending_submissions, backlog=lambda: service.backlog,
+        max_backlog=gw.max_pending_submissions,
+        backlog=backlog if faults is None else drill_backlog,
         body_limit=gw.max_request_bytes, on_refused=refused,
     )  # fmt: skip
     admin = Depends(AdminGuard(gw.host, gw.admin_token))

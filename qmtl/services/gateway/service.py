@@ -75,6 +75,8 @@ class DiffClient(Protocol):
 
     async def status(self) -> bool: ...
 
+    async def reachable(self) -> bool: ...
+
     async def close(self) -> None: ...
 
 
@@ -207,7 +209,7 @@ class GatewayService:
         self._unrecorded: set[str] = set()
         self.probes = probes or DependencyProbes()
         self.probes.add("submission_log", log_port.dialect, log_port.ping)
-        self.probes.add("dagmanager", "grpc", client.status)
+        self.probes.add("dagmanager", "grpc", client.reachable)
         bus_probe = getattr(bus, "probe", None)
         if bus_probe is not None:
             kind = "kafka" if config.controlbus.backend == "kafka" else "http"

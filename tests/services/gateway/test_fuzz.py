@@ -49,6 +49,9 @@ class EngineClient:
     async def status(self) -> bool:
         return True
 
+    async def reachable(self) -> bool:
+        return True
+
     async def close(self) -> None:
         pass
 

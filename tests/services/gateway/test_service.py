@@ -52,6 +52,9 @@ class FakeDagManager:
     async def status(self) -> bool:
         return self.healthy
 
+    async def reachable(self) -> bool:
+        return True
+
     async def close(self) -> None:
         pass
 
