@@ -86,9 +86,9 @@ def test_qmtl_up_runs_from_the_installed_wheel(installed: Path, tmp_path: Path) 
     output = result.stdout + result.stderr
     assert result.returncode == 0, output[-4000:]
     assert "ready. State, config and logs" in output and "Traceback" not in output
-    assert re.search(r"targets: dagmanager=up\s+gateway=up\s+sdk=up\s+worldservice=up", output), (
-        output[-3000:]
-    )
+    assert re.search(
+        r"targets: dagmanager=up\s+gateway=up\s+(prometheus=up\s+)?sdk=up\s+worldservice=up", output
+    ), output[-3000:]
     assert (empty / ".qmtl-stack" / "rules" / "alert_rules.yml").is_file()
 
 

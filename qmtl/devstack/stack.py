@@ -238,6 +238,9 @@ class LocalStack:
                 for name in names:  # through the balancer, once its checks see the replicas
                     url = f"{self.url(name)}/health"
                     wait_for(partial(http_ok, url), timeout=30, what=f"{name} through HAProxy")
+                if "dagmanager" in names:  # its gRPC backend is checked on its own
+                    wait_for(partial(grpc_health_ok, self.grpc_target), timeout=30,
+                             what="DAG Manager gRPC through HAProxy")  # fmt: skip
         except Exception:
             self.stop()
             raise
@@ -267,6 +270,22 @@ class LocalStack:
 
     def __exit__(self, *exc: object) -> None:
         self.stop()
+
+
+def grpc_health_ok(target: str) -> bool:
+    """Whether a DAG Manager answers ``Health`` at ``target`` (a balancer accepts the
+    connection before any backend is up, so connecting proves nothing)."""
+    import grpc
+
+    from qmtl.services.dagmanager.proto import dagmanager_pb2 as pb
+    from qmtl.services.dagmanager.proto import dagmanager_pb2_grpc as pb_grpc
+
+    with grpc.insecure_channel(target) as channel:
+        try:
+            pb_grpc.DagManagerStub(channel).Health(pb.HealthRequest(), timeout=2.0)
+        except grpc.RpcError:
+            return False
+    return True
 
 
 @dataclass

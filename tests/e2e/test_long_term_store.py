@@ -33,6 +33,7 @@ import pytest
 from qmtl import devstack
 from qmtl.devstack.stack import LocalStack, Monitoring, start_demo, start_monitoring
 from qmtl.monitoring.catalogue import MS_BUCKETS
+from qmtl.monitoring.promql import grafana_expr
 from qmtl.monitoring.render import render
 
 from .alert_cases import FAST
@@ -104,9 +105,10 @@ def test_replica_pair_is_deduplicated(ha: tuple[LocalStack, Monitoring]) -> None
     # sum). Compared per series at the same instant; a loaded machine misses scrapes, so
     # the replicas must together have written clearly more than one per interval.
     at = time.time() - 2
-    stored = _query(store.url, f"count_over_time(up[{window}s])", at)
+    stored = _query(store.url, f'count_over_time(up{{job=~"qmtl-.*"}}[{window}s])', at)
     per_replica = [
-        _query(p.url, f"count_over_time(up[{window}s])", at) for p in monitoring.replicas
+        _query(p.url, f'count_over_time(up{{job=~"qmtl-.*"}}[{window}s])', at)
+        for p in monitoring.replicas
     ]
     for labels, count in stored.items():
         written = [replica.get(labels, 0.0) for replica in per_replica]
@@ -130,7 +132,7 @@ def test_every_dashboard_query_answers_the_same_in_the_long_term_store(
         """Every target has 40 s of samples in both stores as of the comparison instant
         (now - 10 s): longer than the longest FAST rate window (30 s), with margin."""
         for url in (store.url, *(p.url for p in monitoring.replicas)):
-            counts = _query(url, "count_over_time(up[40s])", time.time() - 15)
+            counts = _query(url, 'count_over_time(up{job=~"qmtl-.*"}[40s])', time.time() - 15)
             if len(counts) != 4 or min(counts.values()) < 35:
                 return False
         return True
@@ -146,7 +148,9 @@ def test_every_dashboard_query_answers_the_same_in_the_long_term_store(
     for name, dashboard in sorted(rendered.dashboards.items()):
         for panel in dashboard["panels"]:
             for target in panel["targets"]:
-                expr = target["expr"].replace("$instance", ".*")
+                # Variables at "All"; $__rate_interval as Grafana sets it for a 1 s scrape
+                # interval at this zoom, within the filled 40 s.
+                expr = grafana_expr(target["expr"], "20s")
                 kind = "histogram_quantile" if any(q in expr for q in quantiles) else expr
                 # The store keeps either replica's sample of each interval: compare with both.
                 answers = [

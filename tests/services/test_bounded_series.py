@@ -94,11 +94,19 @@ def test_closed_executors_drop_their_node_series() -> None:
 
     metrics.reset_metrics()
     before = len(metrics.collect_metrics().splitlines())
-    for i in range(1000):
-        price = StreamInput(tags=[f"t{i}"], interval=60, period=2)
-        node = ProcessingNode(input=price, compute_fn=lambda v: 1, period=2, name=f"n{i}")
-        executor = Executor([price, node])
-        executor.feed(price, 1.0, {"p": 1})
-        executor.close()
-    after = len(metrics.collect_metrics().splitlines())
+    grace = metrics.SERIES_GRACE_SECONDS
+    metrics.set_series_grace(0)  # dropped at the first scrape after it has seen them
+    try:
+        for i in range(1000):
+            price = StreamInput(tags=[f"t{i}"], interval=60, period=2)
+            node = ProcessingNode(input=price, compute_fn=lambda v: 1, period=2, name=f"n{i}")
+            executor = Executor([price, node])
+            executor.feed(price, 1.0, {"p": 1})
+            executor.close()
+        # Closed, but not yet scraped: the last values are still there to be read once.
+        seen = len(metrics.collect_metrics().splitlines())
+        after = len(metrics.collect_metrics().splitlines())
+    finally:
+        metrics.set_series_grace(grace)
+    assert seen - before > 1000, (before, seen)
     assert after - before < 10, (before, after)
