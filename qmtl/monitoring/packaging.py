@@ -52,7 +52,6 @@ DEFAULT_SAMPLES = REPO_ROOT / "operations" / "monitoring" / "samples"
 SOURCES = MONITORING_DIR / "packaging"
 #: Kubernetes rejects ConfigMaps whose data exceeds 1 MiB; keep room for metadata.
 CONFIGMAP_LIMIT_BYTES = 1024 * 1024 - 16 * 1024
-#: Longest resource-name suffix we add (``-recording-rules``) must fit after the prefix.
 _KEY_RE = re.compile(r"^[-._a-zA-Z0-9]+$")
 _DNS1123_LABEL = re.compile(r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?$")
 
@@ -70,12 +69,13 @@ class Bundle:
     version: str
     description: str
     dashboards: dict[str, dict[str, Any]]
+    alerting_rules: dict[str, Any]
     recording_rules: dict[str, Any]
 
     @classmethod
     def load(cls, path: Path = DEFAULT_BUNDLE) -> Bundle:
         data = evaluate(Path(path))
-        missing = {"name", "dashboards", "recordingRules"} - set(data)
+        missing = {"name", "dashboards", "alertingRules", "recordingRules"} - set(data)
         if missing:
             raise MonitoringError(f"{path}: bundle lacks field(s) {', '.join(sorted(missing))}")
         bundle = cls(
@@ -83,6 +83,7 @@ class Bundle:
             version=str(data.get("version", "0.1.0")),
             description=str(data.get("description", "")),
             dashboards=dict(data["dashboards"]),
+            alerting_rules=dict(data["alertingRules"]),
             recording_rules=dict(data["recordingRules"]),
         )
         bundle.validate(str(path))
@@ -115,8 +116,10 @@ class Bundle:
                     f"{where}: dashboard {file_name} is {size} bytes, too large for a ConfigMap "
                     f"(limit {CONFIGMAP_LIMIT_BYTES} bytes); split it into smaller dashboards"
                 )
-        if not isinstance(self.recording_rules.get("groups"), list):
-            raise MonitoringError(f"{where}: recordingRules must be {{groups: [...]}}")
+        for field, rules in (("alertingRules", self.alerting_rules),
+                             ("recordingRules", self.recording_rules)):  # fmt: skip
+            if not isinstance(rules.get("groups"), list):
+                raise MonitoringError(f"{where}: {field} must be {{groups: [...]}}")
 
     def dashboard_texts(self) -> dict[str, str]:
         return {name: dump_json(d) for name, d in sorted(self.dashboards.items())}
@@ -161,20 +164,82 @@ def _values_yaml(bundle: Bundle) -> str:
                     }
                 }
             ),
-            "\n# PrometheusRule (Prometheus Operator) with the bundle's recording rules.\n",
-            "# namespace defaults to the release namespace.\n",
+            "\n# PrometheusRule (Prometheus Operator) with the bundle's alerting and recording\n",
+            "# rules, each list with its own toggle. namespace defaults to the release namespace;\n",
+            "# labels must match your Prometheus's ruleSelector.\n",
             dump_yaml(
                 {
                     "prometheusRule": {
                         "enabled": True,
                         "namespace": "",
                         "labels": {},
-                        "groups": bundle.recording_rules["groups"],
+                        "alerts": {"enabled": True, "groups": bundle.alerting_rules["groups"]},
+                        "recordingRules": {
+                            "enabled": True,
+                            "groups": bundle.recording_rules["groups"],
+                        },
                     }
                 }
             ),
         ]
     )
+
+
+def _strict(properties: dict[str, Any], **extra: Any) -> dict[str, Any]:
+    """An object schema that refuses keys it does not name (a typo is an error)."""
+    return {"type": "object", "additionalProperties": False, "properties": properties, **extra}
+
+
+_STRING_MAP = {"type": "object", "additionalProperties": {"type": "string"}}
+_DASHBOARD_ENTRY = _strict(
+    {
+        "name": {"type": "string", "pattern": r"^[-._a-zA-Z0-9]+\.json$"},
+        "uid": {"type": "string", "minLength": 1},
+        "title": {"type": "string"},
+        "json": {"type": "string", "minLength": 2},
+    },
+    required=["json"],
+)
+_RULE_GROUPS = {
+    "type": "array",
+    "items": {"type": "object", "required": ["name", "rules"],
+              "properties": {"name": {"type": "string"}, "rules": {"type": "array"}}},
+}  # fmt: skip
+
+
+def _values_schema() -> dict[str, Any]:
+    """values.schema.json: Helm checks every values file against it before rendering."""
+    return {
+        "$schema": "http://json-schema.org/draft-07/schema#",
+        "title": "seamless_v2_observability values",
+        **_strict(
+            {
+                "fullnameOverride": {"type": "string"},
+                "namespace": {"type": "string"},
+                "commonLabels": _STRING_MAP,
+                "grafanaDashboards": _strict(
+                    {
+                        "enabled": {"type": "boolean"},
+                        "labelKey": {"type": "string", "minLength": 1},
+                        "labelValue": {"type": "string"},
+                        "extraDashboards": {"type": "array", "items": _DASHBOARD_ENTRY},
+                        "dashboards": {"type": "array", "items": _DASHBOARD_ENTRY},
+                    }
+                ),
+                "prometheusRule": _strict(
+                    {
+                        "enabled": {"type": "boolean"},
+                        "namespace": {"type": "string"},
+                        "labels": _STRING_MAP,
+                        "alerts": _strict({"enabled": {"type": "boolean"}, "groups": _RULE_GROUPS}),
+                        "recordingRules": _strict(
+                            {"enabled": {"type": "boolean"}, "groups": _RULE_GROUPS}
+                        ),
+                    }
+                ),
+            }
+        ),
+    }
 
 
 SAMPLE_HELM_VALUES = """\
@@ -187,7 +252,8 @@ commonLabels:
   team: qmtl
 grafanaDashboards:
   enabled: true
-  # Appended to the default dashboards. Two entry shapes are accepted:
+  # Appended to the default dashboards; an entry named like a default replaces it.
+  # Two entry shapes are accepted:
   # {name, json} (name = the file name), or the upstream {uid, title, json}
   # (file name "<uid>.json"). For example:
   # extraDashboards:
@@ -205,6 +271,10 @@ prometheusRule:
   namespace: monitoring
   labels:
     release: kube-prometheus-stack
+  alerts:
+    enabled: true
+  recordingRules:
+    enabled: true
 """
 
 
@@ -215,6 +285,7 @@ def build_helm(bundle: Bundle, output_dir: Path) -> Path:
     shutil.copytree(SOURCES / "helm", chart, dirs_exist_ok=True)
     (chart / "Chart.yaml").write_text(_chart_yaml(bundle))
     (chart / "values.yaml").write_text(_values_yaml(bundle))
+    (chart / "values.schema.json").write_text(dump_json(_values_schema()))
     (chart / "values-sample.yaml").write_text(SAMPLE_HELM_VALUES)
     return chart
 
@@ -222,7 +293,8 @@ def build_helm(bundle: Bundle, output_dir: Path) -> Path:
 # ---------------------------------------------------------------------- Terraform
 
 SAMPLE_TFVARS = """\
-# Copy to terraform.tfvars and adjust. Every variable is optional.
+# Copy to terraform.tfvars in a root module that declares these variables (root/ does:
+# cd root && cp ../terraform.tfvars.example terraform.tfvars). Every variable is optional.
 namespace   = "qmtl-monitoring"
 name_prefix = "seamless-observability"
 
@@ -232,6 +304,8 @@ labels = {
 
 enable_dashboards      = true
 enable_prometheus_rule = true
+enable_alerts          = true
+enable_recording_rules = true
 
 prometheus_rule_namespace = "monitoring"
 
@@ -239,9 +313,10 @@ prometheus_rule_labels = {
   release = "kube-prometheus-stack"
 }
 
-# Added to the bundled dashboards: a map of file name => dashboard JSON, or a list in the
-# Helm chart's shape, e.g. [{ uid = "trading-desk", title = "Trading desk", json = "..." }]
-# (file name "<uid>.json" when name is absent).
+# Added to the bundled dashboards (one named like a bundled dashboard replaces it): a map
+# of file name => dashboard JSON, or a list in the Helm chart's shape, e.g.
+# [{ uid = "trading-desk", title = "Trading desk", json = "..." }] (file name
+# "<uid>.json" when name is absent). json is the dashboard JSON as a string.
 extra_dashboards = {}
 """
 
@@ -251,20 +326,37 @@ TERRAFORM_README = """\
 Generated by `python scripts/package_monitoring_bundle.py`; do not edit.
 
 Creates one ConfigMap per Grafana dashboard (labelled `grafana_dashboard = "1"` for the
-Grafana sidecar) and, optionally, a `PrometheusRule` holding the recording rules, on the
-`hashicorp/kubernetes` provider. The objects are the same as the Helm chart's.
+Grafana sidecar) and, optionally, a `PrometheusRule` holding the alerting and recording
+rules, on the `hashicorp/kubernetes` provider. The objects are the same as the Helm
+chart's for the same settings.
+
+Run it from `root/`, a root module that declares every variable and passes it on, so the
+values of `terraform.tfvars` take effect:
+
+```bash
+cd root
+cp ../terraform.tfvars.example terraform.tfvars
+terraform init
+terraform apply
+```
+
+From your own workspace, call the module with the variables you set (a module block
+without them ignores `terraform.tfvars`):
 
 ```hcl
 module "seamless_monitoring" {{
-  source = "../../operations/monitoring/dist/terraform/{name}"
+  source    = "../../operations/monitoring/dist/terraform/{name}"
+  namespace = var.namespace
+  # ... every variable you put in terraform.tfvars, as in root/main.tf
 }}
 ```
 
 Variables: `namespace`, `name_prefix`, `labels`, `enable_dashboards`,
 `dashboard_label_key`, `dashboard_label_value`, `extra_dashboards`,
-`enable_prometheus_rule`, `prometheus_rule_namespace`, `prometheus_rule_labels`
-(see `terraform.tfvars.example`). `modules/content` computes every object without a
-provider, so it can be evaluated offline.
+`enable_prometheus_rule`, `enable_alerts`, `enable_recording_rules`,
+`prometheus_rule_namespace`, `prometheus_rule_labels` (see `terraform.tfvars.example`).
+`modules/content` computes every object without a provider and checks every input, so
+it can be evaluated offline.
 """
 
 
@@ -277,7 +369,10 @@ def build_terraform(bundle: Bundle, output_dir: Path) -> Path:
     dashboards.mkdir(exist_ok=True)
     for name, text in bundle.dashboard_texts().items():
         (dashboards / name).write_text(text)
-    (module / "rules.json").write_text(dump_json(bundle.recording_rules))
+    (module / "alert_rules.json").write_text(dump_json(bundle.alerting_rules))
+    (module / "recording_rules.json").write_text(dump_json(bundle.recording_rules))
+    # The root module declares exactly the module's variables.
+    shutil.copyfile(module / "variables.tf", module / "root" / "variables.tf")
     (module / "terraform.tfvars.example").write_text(SAMPLE_TFVARS)
     (module / "README.md").write_text(TERRAFORM_README.format(name=bundle.name))
     return module

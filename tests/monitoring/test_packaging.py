@@ -77,8 +77,57 @@ def test_helm_template_defaults(helm: str) -> None:
         assert json.loads(text) == bundle.dashboards[key]
     (rule,) = [d for d in docs if d["kind"] == "PrometheusRule"]
     assert rule["metadata"]["namespace"] == "observability"
-    assert rule["spec"]["groups"] == bundle.recording_rules["groups"]
+    assert rule["spec"]["groups"] == (
+        bundle.alerting_rules["groups"] + bundle.recording_rules["groups"]
+    )
     assert_valid_objects(docs)
+
+
+def test_prometheus_rule_carries_every_alert_and_recording_rule(
+    helm: str, promtool: str, tmp_path: Path
+) -> None:
+    """What a chart user installs pages: the PrometheusRule's groups are exactly
+    alert_rules.yml + recording_rules.yml, and promtool accepts them."""
+    (rule,) = [d for d in template(helm) if d["kind"] == "PrometheusRule"]
+    shipped = [
+        group
+        for name in ("alert_rules.yml", "recording_rules.yml")
+        for group in yaml.safe_load((REPO_ROOT / name).read_text())["groups"]
+    ]
+    assert rule["spec"]["groups"] == shipped
+    alerts = [r for g in rule["spec"]["groups"] for r in g["rules"] if "alert" in r]
+    assert len(alerts) > 40, len(alerts)
+    extracted = tmp_path / "extracted.yml"
+    extracted.write_text(yaml.safe_dump({"groups": rule["spec"]["groups"]}))
+    result = run_tool([promtool, "check", "rules", str(extracted)])
+    assert result.returncode == 0, result.stdout + result.stderr
+
+
+@pytest.mark.parametrize(
+    ("toggles", "kinds"),
+    [
+        ({"alerts": {"enabled": False}}, {"record"}),
+        ({"recordingRules": {"enabled": False}}, {"alert"}),
+    ],
+)
+def test_alerting_and_recording_rules_toggle_separately(
+    helm: str, tmp_path: Path, toggles: dict, kinds: set[str]
+) -> None:
+    override = tmp_path / "toggle.yaml"
+    override.write_text(yaml.safe_dump({"prometheusRule": toggles}))
+    (rule,) = [d for d in template(helm, override) if d["kind"] == "PrometheusRule"]
+    found = {
+        k for g in rule["spec"]["groups"] for r in g["rules"] for k in ("alert", "record") if k in r
+    }
+    assert found == kinds
+
+
+def test_no_prometheus_rule_when_both_lists_are_off(helm: str, tmp_path: Path) -> None:
+    override = tmp_path / "off.yaml"
+    override.write_text(
+        "prometheusRule: {alerts: {enabled: false}, recordingRules: {enabled: false}}\n"
+    )
+    assert not [d for d in template(helm, override) if d["kind"] == "PrometheusRule"]
 
 
 def test_helm_template_sample_values(helm: str) -> None:
@@ -145,6 +194,59 @@ def test_dashboards_override_replaces_defaults(helm: str, tmp_path: Path) -> Non
     assert list(maps) == ["seamless-observability-only"]
 
 
+def test_an_extra_dashboard_named_like_a_default_replaces_it(helm: str, tmp_path: Path) -> None:
+    mine = {"uid": "my-gateway", "title": "My gateway", "panels": []}
+    override = tmp_path / "replace-one.yaml"
+    override.write_text(yaml.safe_dump({"grafanaDashboards": {"extraDashboards": [
+        {"name": "qmtl-gateway.json", "json": json.dumps(mine)}]}}))  # fmt: skip
+    maps = config_maps(template(helm, override))
+    assert len(maps) == SHIPPED_DASHBOARDS
+    assert (
+        json.loads(maps["seamless-observability-qmtl-gateway"]["data"]["qmtl-gateway.json"]) == mine
+    )
+
+
+BAD_VALUES = {
+    # json given as a map: Helm's schema check names the field
+    "json as a map": (
+        {"grafanaDashboards": {"extraDashboards": [{"name": "x.json", "json": {"title": "x"}}]}},
+        "grafanaDashboards.extraDashboards.0.json: Invalid type. Expected: string, given: object",
+    ),
+    "no name": (
+        {"grafanaDashboards": {"extraDashboards": [{"json": "{}"}]}},
+        "grafanaDashboards.extraDashboards[0]: needs `name` (file name) or `uid`",
+    ),
+    "duplicate name": (
+        {"grafanaDashboards": {"extraDashboards": [
+            {"name": "team.json", "json": "{}"}, {"name": "Team.json", "json": "{}"}]}},
+        "grafanaDashboards.extraDashboards[1] (Team.json): another entry of "
+        "grafanaDashboards.extraDashboards already makes ConfigMap seamless-observability-team",
+    ),
+    "json not JSON": (
+        {"grafanaDashboards": {"extraDashboards": [{"name": "x.json", "json": "{title: x"}]}},
+        "grafanaDashboards.extraDashboards[0] (x.json): `json` is not a JSON object",
+    ),
+    "unknown key": (
+        {"prometheusRule": {"namespaces": "monitoring"}},
+        "prometheusRule: Additional property namespaces is not allowed",
+    ),
+    "wrong type": (
+        {"prometheusRule": {"alerts": {"enabled": "yes"}}},
+        "prometheusRule.alerts.enabled: Invalid type. Expected: boolean, given: string",
+    ),
+}  # fmt: skip
+
+
+@pytest.mark.parametrize("case", sorted(BAD_VALUES))
+def test_bad_values_never_render(helm: str, tmp_path: Path, case: str) -> None:
+    values, message = BAD_VALUES[case]
+    override = tmp_path / "bad.yaml"
+    override.write_text(yaml.safe_dump(values))
+    result = run_tool([helm, "template", "seamless-observability", str(CHART), "-f", str(override)])
+    assert result.returncode != 0 and not result.stdout, result.stdout[:500]
+    assert message in result.stderr, result.stderr
+
+
 def test_disabled_prometheus_rule(helm: str, tmp_path: Path) -> None:
     override = tmp_path / "off.yaml"
     override.write_text("prometheusRule: {enabled: false}\n")
@@ -156,7 +258,7 @@ def test_dashboard_without_json_fails_clearly(helm: str, tmp_path: Path) -> None
     override.write_text("grafanaDashboards: {extraDashboards: [{name: x.json}]}\n")
     result = run_tool([helm, "template", "r", str(CHART), "-f", str(override)])
     assert result.returncode != 0
-    assert "needs `name` (file name) or `uid`, and `json`" in result.stderr
+    assert "grafanaDashboards.extraDashboards.0: json is required" in result.stderr
 
 
 # ---------------------------------------------------------------------- terraform
@@ -211,63 +313,202 @@ def test_terraform_hcl_parses_and_declares_resources() -> None:
     assert "outputs.tf" in parsed
 
 
-@pytest.mark.parametrize(
-    "extra",
-    [
-        '{"team-x.json" = "{}"}',
-        '[{ uid = "trading-desk", title = "Trading desk", json = "{}" }, { name = "n.json", json = "{}" }]',
-    ],
-)
-def test_terraform_accepts_both_extra_dashboard_shapes(tf_copy: Path, extra: str) -> None:
-    content = tf_copy / "modules" / "content"
-    assert terraform(content, "init", "-input=false", "-no-color").returncode == 0
-    apply = terraform(
-        content, "apply", "-auto-approve", "-input=false", "-no-color",
-        "-var", "name_prefix=p", "-var", "namespace=n", "-var", f"extra_dashboards={extra}",
-    )  # fmt: skip
-    assert apply.returncode == 0, apply.stdout + apply.stderr
-    names = set(json.loads(terraform(content, "output", "-json").stdout)["config_maps"]["value"])
-    expected = {"team-x.json"} if "team-x" in extra else {"trading-desk.json", "n.json"}
-    assert expected <= names
-
-
-def test_terraform_refuses_an_entry_without_json(tf_copy: Path) -> None:
-    content = tf_copy / "modules" / "content"
-    assert terraform(content, "init", "-input=false", "-no-color").returncode == 0
-    apply = terraform(
-        content, "apply", "-auto-approve", "-input=false", "-no-color",
-        "-var", "name_prefix=p", "-var", "namespace=n", "-var", 'extra_dashboards=[{ uid = "x" }]',
-    )  # fmt: skip
-    assert apply.returncode != 0 and "json" in apply.stderr
-
-
-def test_terraform_content_module_validates_and_matches_helm(helm: str, tf_copy: Path) -> None:
-    """Provider-free evaluation of what Terraform would create equals `helm template`."""
-    content = tf_copy / "modules" / "content"
+def content_apply(module: Path, *args: str) -> tuple[subprocess.CompletedProcess[str], dict]:
+    """``terraform apply`` of the provider-free content module; its outputs when it worked."""
+    content = module / "modules" / "content"
     init = terraform(content, "init", "-input=false", "-no-color")
-    assert init.returncode == 0, init.stderr
-    validate = terraform(content, "validate", "-no-color")
-    assert validate.returncode == 0, validate.stdout + validate.stderr
-    apply = terraform(
-        content, "apply", "-auto-approve", "-input=false", "-no-color",
-        "-var", "name_prefix=seamless-observability", "-var", "namespace=qmtl-monitoring",
-        "-var", "prometheus_rule_namespace=monitoring",
-    )  # fmt: skip
-    assert apply.returncode == 0, apply.stdout + apply.stderr
+    assert init.returncode == 0, init.stdout + init.stderr
+    apply = terraform(content, "apply", "-auto-approve", "-input=false", "-no-color", *args)
+    if apply.returncode != 0:
+        return apply, {}
     output = terraform(content, "output", "-json")
     assert output.returncode == 0, output.stderr
-    values = json.loads(output.stdout)
-    tf_maps = {cm["name"]: cm for cm in values["config_maps"]["value"].values()}
+    return apply, {k: v["value"] for k, v in json.loads(output.stdout).items()}
 
-    helm_maps = config_maps(template(helm, CHART / "values-sample.yaml"))
-    assert set(tf_maps) == set(helm_maps)
-    for name, cm in helm_maps.items():
-        assert tf_maps[name]["data"] == cm["data"], name
-        assert tf_maps[name]["namespace"] == cm["metadata"]["namespace"]
-        assert tf_maps[name]["labels"]["grafana_dashboard"] == "1"
-    rule = values["prometheus_rule"]["value"]
+
+@pytest.mark.parametrize(
+    ("extra", "expected"),
+    [
+        ('{"team-x.json" = "{}"}', {"p-team-x": "team-x.json"}),
+        (
+            '[{ uid = "trading-desk", title = "Trading desk", json = "{}" }, { name = "n.json", json = "{}" }]',
+            {"p-trading-desk": "trading-desk.json", "p-n": "n.json"},
+        ),
+    ],
+)
+def test_terraform_accepts_both_extra_dashboard_shapes(
+    tf_copy: Path, extra: str, expected: dict[str, str]
+) -> None:
+    apply, out = content_apply(
+        tf_copy, "-var", "name_prefix=p", "-var", "namespace=n", "-var", f"extra_dashboards={extra}"
+    )
+    assert apply.returncode == 0, apply.stdout + apply.stderr
+    for name, file in expected.items():
+        assert list(out["config_maps"][name]["data"]) == [file]
+    assert len(out["config_maps"]) == SHIPPED_DASHBOARDS + len(expected)
+
+
+BAD_TFVARS = {
+    "no json": ('[{ uid = "x" }]', "give a map of file name => dashboard JSON, or a list"),
+    "no name": ('[{ json = "{}" }]', "give a map of file name => dashboard JSON, or a list"),
+    "json as an object": ('[{ name = "x.json", json = { title = "x" } }]', "not an HCL object"),
+    "json as an object in a map": ('{ "x.json" = { title = "x" } }', "not an HCL object"),
+    "json not JSON": ('{ "x.json" = "{title: x" }', "not an HCL object"),
+    "duplicate name": (
+        '[{ name = "team.json", json = "{}" }, { name = "Team.json", json = "{}" }]',
+        "two entries make the same ConfigMap name",
+    ),
+}
+
+
+@pytest.mark.parametrize("case", sorted(BAD_TFVARS))
+def test_terraform_refuses_bad_extra_dashboards(tf_copy: Path, case: str) -> None:
+    extra, message = BAD_TFVARS[case]
+    apply, out = content_apply(
+        tf_copy, "-var", "name_prefix=p", "-var", "namespace=n", "-var", f"extra_dashboards={extra}"
+    )
+    assert apply.returncode != 0 and not out
+    assert message in " ".join(apply.stderr.split()), apply.stderr
+
+
+#: One deployment described once, as Helm values and as Terraform variables.
+SETTINGS = {
+    "sample": None,  # values-sample.yaml and terraform.tfvars.example as shipped
+    "custom": {
+        "namespace": "trading", "labels": {"team": "desk", "env": "prod"},
+        "rule_namespace": "prom", "rule_labels": {"release": "prom-stack", "role": "alerts"},
+        "extra": [{"name": "qmtl-gateway.json", "json": '{"uid": "gw2", "title": "Gateway (ours)"}'},
+                  {"uid": "desk", "title": "Desk", "json": '{"uid": "desk", "title": "Desk"}'}],
+        "alerts": False,
+    },
+}  # fmt: skip
+
+
+def _helm_values(settings: dict) -> dict:
+    return {
+        "namespace": settings["namespace"], "commonLabels": settings["labels"],
+        "grafanaDashboards": {"extraDashboards": settings["extra"]},
+        "prometheusRule": {"namespace": settings["rule_namespace"], "labels": settings["rule_labels"],
+                           "alerts": {"enabled": settings["alerts"]}},
+    }  # fmt: skip
+
+
+def _tfvars(settings: dict) -> dict:
+    return {
+        "name_prefix": "seamless-observability", "namespace": settings["namespace"],
+        "labels": settings["labels"], "extra_dashboards": settings["extra"],
+        "prometheus_rule_namespace": settings["rule_namespace"],
+        "prometheus_rule_labels": settings["rule_labels"], "enable_alerts": settings["alerts"],
+    }  # fmt: skip
+
+
+@pytest.mark.parametrize("name", sorted(SETTINGS))
+def test_terraform_creates_what_helm_renders(
+    helm: str, tf_copy: Path, tmp_path: Path, name: str
+) -> None:
+    """Same settings, same objects: names, namespaces, labels (beyond Helm's own
+    app.kubernetes.io/helm.sh labels), dashboard data and rule groups."""
+    settings = SETTINGS[name]
+    if settings is None:
+        helm_docs = template(helm, CHART / "values-sample.yaml")
+        var_file = tf_copy / "terraform.tfvars.example"
+    else:
+        values = tmp_path / "values.yaml"
+        values.write_text(yaml.safe_dump(_helm_values(settings)))
+        helm_docs = template(helm, values)
+        var_file = tmp_path / "settings.tfvars.json"
+        var_file.write_text(json.dumps(_tfvars(settings)))
+    apply, out = content_apply(tf_copy, f"-var-file={var_file}")
+    assert apply.returncode == 0, apply.stdout + apply.stderr
+
+    def own(labels: dict[str, str]) -> dict[str, str]:
+        return {
+            k: v for k, v in labels.items() if not k.startswith(("app.kubernetes.io/", "helm.sh/"))
+        }
+
+    helm_maps = config_maps(helm_docs)
+    assert set(out["config_maps"]) == set(helm_maps)
+    for cm_name, cm in helm_maps.items():
+        tf = out["config_maps"][cm_name]
+        assert tf["data"] == cm["data"], cm_name
+        assert tf["namespace"] == cm["metadata"]["namespace"]
+        assert tf["labels"] == own(cm["metadata"]["labels"])
+    (rule,) = [d for d in helm_docs if d["kind"] == "PrometheusRule"]
+    tf_rule = out["prometheus_rule"]
+    assert tf_rule["metadata"]["name"] == rule["metadata"]["name"]
+    assert tf_rule["metadata"]["namespace"] == rule["metadata"]["namespace"]
+    assert tf_rule["metadata"]["labels"] == own(rule["metadata"]["labels"])
+    assert tf_rule["spec"]["groups"] == rule["spec"]["groups"]
+    if settings is not None:  # the settings took effect, not just agreed
+        assert {cm["metadata"]["namespace"] for cm in helm_maps.values()} == {"trading"}
+        assert rule["metadata"]["labels"]["role"] == "alerts"
+        assert not any("alert" in r for g in tf_rule["spec"]["groups"] for r in g["rules"])
+        gateway = helm_maps["seamless-observability-qmtl-gateway"]["data"]["qmtl-gateway.json"]
+        assert json.loads(gateway)["title"] == "Gateway (ours)"
+
+
+def test_the_documented_terraform_steps_honour_every_tfvars_value(
+    tf_copy: Path, tmp_path: Path
+) -> None:
+    """``cd root; cp ../terraform.tfvars.example terraform.tfvars; terraform init; terraform
+    apply``: every value reaches the module.  The kubernetes provider cannot be downloaded
+    here (no registry.terraform.io), so the root's module block is pointed at the
+    provider-free content module (same variables) with a Terraform override file."""
+    root = tmp_path / "module"
+    shutil.copytree(tf_copy, root)
+    (root / "root" / "outputs.tf").unlink()
+    (root / "root" / "versions.tf").unlink()
+    (root / "root" / "main_override.tf").write_text(
+        'module "seamless_monitoring" {\n  source = "../modules/content"\n}\n'
+    )
+    (root / "root" / "objects.tf").write_text(
+        'output "objects" {\n  value = module.seamless_monitoring\n}\n'
+    )
+    shutil.copyfile(root / "terraform.tfvars.example", root / "root" / "terraform.tfvars")
+    init = terraform(root / "root", "init", "-input=false", "-no-color")
+    assert init.returncode == 0, init.stdout + init.stderr
+    apply = terraform(root / "root", "apply", "-auto-approve", "-input=false", "-no-color")
+    assert apply.returncode == 0, apply.stdout + apply.stderr
+    assert "undeclared variable" not in apply.stdout + apply.stderr
+    objects = json.loads(terraform(root / "root", "output", "-json").stdout)["objects"]["value"]
+    tfvars = hcl2.loads((root / "terraform.tfvars.example").read_text())
+    rule = objects["prometheus_rule"]
     assert rule["metadata"]["namespace"] == "monitoring"
-    assert rule["spec"]["groups"] == Bundle.load().recording_rules["groups"]
+    assert rule["metadata"]["labels"]["release"] == "kube-prometheus-stack"
+    for cm in objects["config_maps"].values():
+        assert cm["namespace"] == "qmtl-monitoring"
+        assert cm["labels"]["team"] == "qmtl"
+        assert cm["name"].startswith("seamless-observability-")
+    # Every variable the example sets is declared by the root and passed to the module.
+    root_main = hcl2.loads((tf_copy / "root" / "main.tf").read_text())
+    passed = set(_module_block(root_main, "seamless_monitoring")) - {"source", "__is_block__"}
+    declared = {
+        k.strip('"')
+        for b in hcl2.loads((tf_copy / "root" / "variables.tf").read_text())["variable"]
+        for k in b
+    }
+    assert {k for k in tfvars if not k.startswith("__")} <= passed == declared
+
+
+def _module_block(parsed: dict, name: str) -> dict:
+    return next(block[key] for block in parsed["module"] for key in block if key.strip('"') == name)
+
+
+def test_the_module_passes_every_variable_to_its_content() -> None:
+    module_main = hcl2.loads((MODULE / "main.tf").read_text())
+    passed = set(_module_block(module_main, "content")) - {"source", "__is_block__"}
+    declared = {
+        k.strip('"')
+        for b in hcl2.loads((MODULE / "variables.tf").read_text())["variable"]
+        for k in b
+    }
+    content = {
+        k.strip('"')
+        for b in hcl2.loads((MODULE / "modules/content/variables.tf").read_text())["variable"]
+        for k in b
+    }
+    assert passed == declared == content
+    assert (MODULE / "root" / "variables.tf").read_text() == (MODULE / "variables.tf").read_text()
 
 
 # ---------------------------------------------------------------------- packager
@@ -326,17 +567,17 @@ def test_format_option_limits_output(tmp_path: Path) -> None:
 BAD_BUNDLES = {
     "jsonnet error": ("{ name: 'x', dashboards: error 'boom' }", "bundle.jsonnet: boom"),
     "duplicate uid": (
-        "{ name: 'x', recordingRules: {groups: []}, dashboards: {"
+        "{ name: 'x', alertingRules: {groups: []}, recordingRules: {groups: []}, dashboards: {"
         "'a.json': {uid: 'same', title: 'A'}, 'b.json': {uid: 'same', title: 'B'}} }",
         "duplicate dashboard uid 'same'",
     ),
     "bad file name": (
-        "{ name: 'x', recordingRules: {groups: []}, "
+        "{ name: 'x', alertingRules: {groups: []}, recordingRules: {groups: []}, "
         "dashboards: {'a b.json': {uid: 'u', title: 'A'}} }",
         "must end in .json",
     ),
     "too large": (
-        "{ name: 'x', recordingRules: {groups: []}, dashboards: "
+        "{ name: 'x', alertingRules: {groups: []}, recordingRules: {groups: []}, dashboards: "
         "{'big.json': {uid: 'u', title: 'B', "
         "blob: std.join('', std.makeArray(1100000, function(i) 'x'))}} }",
         "too large for a ConfigMap",

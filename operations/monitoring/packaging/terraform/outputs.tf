@@ -4,6 +4,6 @@ output "dashboard_config_maps" {
 }
 
 output "prometheus_rule_name" {
-  description = "Name of the PrometheusRule, or null when disabled."
-  value       = var.enable_prometheus_rule ? module.content.prometheus_rule.metadata.name : null
+  description = "Name of the PrometheusRule, or null when there is none."
+  value       = module.content.prometheus_rule == null ? null : module.content.prometheus_rule.metadata.name
 }

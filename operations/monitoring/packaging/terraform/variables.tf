@@ -5,14 +5,9 @@ variable "namespace" {
 }
 
 variable "name_prefix" {
-  description = "Prefix of every resource name; must be a DNS-1123 label. Matches the Helm release name."
+  description = "Prefix of every resource name; must be a DNS-1123 label of at most 40 characters. Matches the Helm release name."
   type        = string
   default     = "seamless-observability"
-
-  validation {
-    condition     = can(regex("^[a-z0-9]([-a-z0-9]*[a-z0-9])?$", var.name_prefix)) && length(var.name_prefix) <= 40
-    error_message = "name_prefix must be lower-case letters, digits and '-', start and end alphanumeric, at most 40 characters."
-  }
 }
 
 variable "labels" {
@@ -40,20 +35,25 @@ variable "dashboard_label_value" {
 }
 
 variable "extra_dashboards" {
-  description = "Additional dashboards, added to the bundled ones: a map of file name => dashboard JSON, or a list of {name or uid, title, json} entries as the Helm chart's grafanaDashboards.extraDashboards (file name \"<uid>.json\" when name is absent)."
+  description = "Additional dashboards, added to the bundled ones: a map of file name => dashboard JSON, or a list of {name or uid, title, json} entries as the Helm chart's grafanaDashboards.extraDashboards (file name \"<uid>.json\" when name is absent). One named like a bundled dashboard replaces it. Checked in modules/content."
   type        = any
   default     = {}
-
-  validation {
-    condition = can(tomap(var.extra_dashboards)) || alltrue([
-      for d in var.extra_dashboards : can(d.json) && (can(d.name) || can(d.uid))
-    ])
-    error_message = "extra_dashboards: give a map of file name => dashboard JSON, or a list of {name or uid, json} entries."
-  }
 }
 
 variable "enable_prometheus_rule" {
-  description = "Create the PrometheusRule with the recording rules (needs the Prometheus Operator CRDs)."
+  description = "Create the PrometheusRule (needs the Prometheus Operator CRDs)."
+  type        = bool
+  default     = true
+}
+
+variable "enable_alerts" {
+  description = "Put the alerting rules in the PrometheusRule."
+  type        = bool
+  default     = true
+}
+
+variable "enable_recording_rules" {
+  description = "Put the recording rules in the PrometheusRule."
   type        = bool
   default     = true
 }

@@ -2,36 +2,44 @@
 # evaluated (and compared with the Helm chart) without a Kubernetes cluster.
 locals {
   dashboard_dir = "${path.module}/../../dashboards"
-  bundled       = { for f in fileset(local.dashboard_dir, "*.json") : f => file("${local.dashboard_dir}/${f}") }
+  bundled       = [for f in sort(fileset(local.dashboard_dir, "*.json")) : { file = f, json = file("${local.dashboard_dir}/${f}") }]
   # Either shape of extra_dashboards: a map file name => JSON, or the Helm list shape.
-  extra = can(tomap(var.extra_dashboards)) ? tomap(var.extra_dashboards) : {
-    for d in var.extra_dashboards : (try(d.name, null) != null ? d.name : "${d.uid}.json") => d.json
-  }
-  dashboards = merge(local.bundled, local.extra)
+  extra = can(tomap(var.extra_dashboards)) ? [for f, json in tomap(var.extra_dashboards) : { file = f, json = json }] : [
+    for d in var.extra_dashboards : { file = try(d.name, null) != null ? d.name : "${d.uid}.json", json = d.json }
+  ]
+  # A dashboard is known by its ConfigMap name, as in the Helm chart: an extra dashboard
+  # named like a bundled one replaces it.
+  by_config_map = merge(
+    { for d in local.bundled : trimsuffix("${var.name_prefix}-${replace(lower(trimsuffix(d.file, ".json")), "/[^a-z0-9-]/", "-")}", "-") => d },
+    { for d in local.extra : trimsuffix("${var.name_prefix}-${replace(lower(trimsuffix(d.file, ".json")), "/[^a-z0-9-]/", "-")}", "-") => d },
+  )
 
-  config_maps = {
-    for f, json in local.dashboards : f => {
-      name      = "${var.name_prefix}-${replace(lower(trimsuffix(f, ".json")), "/[^a-z0-9-]/", "-")}"
+  config_maps = var.enable_dashboards ? {
+    for name, d in local.by_config_map : name => {
+      name      = name
       namespace = var.namespace
       labels    = merge(var.labels, { (var.dashboard_label_key) = var.dashboard_label_value })
-      data      = { (f) = json }
+      data      = { (d.file) = d.json }
     }
-  }
+  } : {}
 
-  rules = jsondecode(file("${path.module}/../../rules.json"))
+  groups = concat(
+    [for g in jsondecode(file("${path.module}/../../alert_rules.json")).groups : g if var.enable_alerts],
+    [for g in jsondecode(file("${path.module}/../../recording_rules.json")).groups : g if var.enable_recording_rules],
+  )
 
-  prometheus_rule = {
+  prometheus_rule = var.enable_prometheus_rule && length(local.groups) > 0 ? {
     apiVersion = "monitoring.coreos.com/v1"
     kind       = "PrometheusRule"
     metadata = {
-      name      = "${var.name_prefix}-recording-rules"
+      name      = "${var.name_prefix}-rules"
       namespace = coalesce(var.prometheus_rule_namespace, var.namespace)
       labels    = merge(var.labels, var.prometheus_rule_labels)
     }
     spec = {
-      groups = local.rules.groups
+      groups = local.groups
     }
-  }
+  } : null
 }
 
 output "config_maps" {
