@@ -24,32 +24,19 @@ from typing import Any
 import httpx
 import yaml
 
-from qmtl.foundation.config import QmtlConfig
+from qmtl.foundation.config import QmtlConfig, local_url
 from qmtl.foundation.errors import InvalidRequest
 
 __all__ = ["cache", "cross_context", "fault", "gc_trigger", "service_urls"]
 
 
-def _url(host: str, port: int) -> str:
-    host = host or "127.0.0.1"
-    if host in ("0.0.0.0", "::"):
-        host = "127.0.0.1"
-    return f"http://[{host}]:{port}" if ":" in host else f"http://{host}:{port}"
-
-
 def service_urls(config: QmtlConfig) -> dict[str, tuple[str, str | None]]:
     """Base URL and admin token of every process the ops commands talk to."""
     return {
-        "dagmanager": (
-            _url(config.dagmanager.host, config.dagmanager.http_port),
-            config.dagmanager.admin_token,
-        ),
-        "gateway": (_url(config.gateway.host, config.gateway.port), config.gateway.admin_token),
-        "worldservice": (
-            _url(config.worldservice.host, config.worldservice.port),
-            config.worldservice.admin_token,
-        ),
-        "sdk": (_url("127.0.0.1", config.sdk.admin_port), config.sdk.admin_token),
+        "dagmanager": (config.dagmanager.url, config.dagmanager.admin_token),
+        "gateway": (config.gateway.url, config.gateway.admin_token),
+        "worldservice": (config.worldservice.url, config.worldservice.admin_token),
+        "sdk": (local_url("127.0.0.1", config.sdk.admin_port), config.sdk.admin_token),
     }
 
 

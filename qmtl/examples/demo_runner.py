@@ -119,8 +119,8 @@ class DemoRunner:
         self.rate = rate
         self.canary_seconds = canary_seconds
         self.allocation_seconds = allocation_seconds
-        self.gateway = f"http://{config.gateway.host}:{config.gateway.port}"
-        self.worldservice = f"http://{config.worldservice.host}:{config.worldservice.port}"
+        self.gateway = config.gateway.url
+        self.worldservice = config.worldservice.url
         self.faults = demo_faults()
         self.stop = threading.Event()
         self.ballast: NodeCache | None = None

@@ -51,6 +51,16 @@ class ConfigError(Exception):
     """Raised when configuration cannot be loaded; the message is meant for humans."""
 
 
+def local_url(host: str, port: int) -> str:
+    """The http URL of a listener on this machine: a wildcard bind is reached on loopback."""
+    host = host if host not in ("", "0.0.0.0", "::") else "127.0.0.1"
+    return f"http://[{host}]:{port}" if ":" in host else f"http://{host}:{port}"
+
+
+#: ``advertise_url``: scheme, host and port, nothing after.
+_ADVERTISE = r"^https?://[^/\s]+/?$"
+
+
 class _Section(BaseModel):
     # No NaN or infinity anywhere (YAML spells them .nan and .inf): a timeout of .inf is
     # a wait that never ends, and a NaN compares false with every bound.
@@ -131,6 +141,14 @@ class DagManagerConfig(_Section):
     #: Bearer token of the admin endpoints and, beyond loopback, of the gRPC port
     #: (Gateways send it as ``authorization`` metadata).
     admin_token: str | None = None
+    #: The HTTP URL other processes reach this DAG Manager at (the WorldService's guard
+    #: reads its /admin/cross-context); default: the bound address and ``http_port``.
+    #: In Kubernetes: the Service, ``http://qmtl-dagmanager:8010``.
+    advertise_url: str | None = Field(default=None, pattern=_ADVERTISE)
+
+    @property
+    def url(self) -> str:
+        return (self.advertise_url or local_url(self.host, self.http_port)).rstrip("/")
 
 
 class GatewayConfig(_Section):
@@ -177,8 +195,15 @@ class GatewayConfig(_Section):
     max_freeze_seconds: float = Field(default=120.0, gt=0)
     admin_token: str | None = None
     #: Bearer token of ``POST /strategies`` when the Gateway listens beyond loopback
-    #: (SDK processes send ``sdk.gateway_token``); exposed without it, submissions are refused.
+    #: (SDK processes send ``sdk.gateway_token``).
     submit_token: str | None = None
+    #: The URL strategies and operators reach this Gateway at; default: the bound
+    #: address and port.
+    advertise_url: str | None = Field(default=None, pattern=_ADVERTISE)
+
+    @property
+    def url(self) -> str:
+        return (self.advertise_url or local_url(self.host, self.port)).rstrip("/")
 
     @model_validator(mode="after")
     def _lease_outlives_a_call(self) -> GatewayConfig:
@@ -230,6 +255,13 @@ class WorldServiceConfig(_Section):
     #: Largest accepted request body (worlds, allocations, apply plans, events).
     max_request_bytes: int = Field(default=1024 * 1024, gt=0)
     admin_token: str | None = None
+    #: The URL other processes reach this WorldService at (Gateways register SDK admin
+    #: URLs with its promotion guard); default: the bound address and port.
+    advertise_url: str | None = Field(default=None, pattern=_ADVERTISE)
+
+    @property
+    def url(self) -> str:
+        return (self.advertise_url or local_url(self.host, self.port)).rstrip("/")
 
     @property
     def freeze_deadline(self) -> float:
@@ -247,7 +279,7 @@ class SdkConfig(_Section):
     #: The admin URL a strategy process gives the promotion guard when it submits, as the
     #: WorldService reaches it (in Kubernetes: ``http://$(POD_IP):8001``).  Default: the
     #: bound address and port.
-    advertise_url: str | None = Field(default=None, pattern=r"^https?://[^/\s]+/?$")
+    advertise_url: str | None = Field(default=None, pattern=_ADVERTISE)
     #: Bearer token of the SDK admin endpoints when they listen beyond loopback.
     admin_token: str | None = None
     #: Sent as the bearer token of submissions (the Gateway's ``submit_token``).

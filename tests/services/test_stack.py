@@ -233,7 +233,8 @@ def test_promotion_guard_blocks_until_reset_then_holds(tmp_path: Path) -> None:
     """With defaults the guard reads the DAG Manager; after a reset it holds promotions."""
     overrides = {
         "dagmanager": {"namespace_queues": False},
-        "worldservice": {"promotion_hold_seconds": 4, "guard_poll_seconds": 0.5},
+        # Long enough for the two CLI runs inside it on a loaded machine (4 s was not).
+        "worldservice": {"promotion_hold_seconds": 12, "guard_poll_seconds": 0.5},
     }
     with LocalStack(tmp_path / "guard", overrides) as stack:
         ws = stack.url("worldservice")

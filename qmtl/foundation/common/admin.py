@@ -22,7 +22,7 @@ from fastapi import HTTPException, Request
 
 from qmtl.foundation.errors import AuthError
 
-__all__ = ["AdminGuard", "check_bearer", "is_exposed", "is_loopback"]
+__all__ = ["AdminGuard", "check_bearer", "is_exposed", "is_loopback", "missing_tokens"]
 
 
 def is_loopback(host: str) -> bool:
@@ -45,6 +45,23 @@ def is_exposed(host: str) -> bool:
         return True  # unknown: treat as exposed (the bind will fail anyway)
     addresses = {info[4][0] for info in infos}
     return not addresses or not all(is_loopback(str(a)) for a in addresses)
+
+
+def missing_tokens(section: str, host: str, tokens: dict[str, str | None]) -> str | None:
+    """Why a service bound to ``host`` must not start, or None.
+
+    Exposed with a token unset, the endpoints it guards would refuse every call: the
+    service would look healthy and do nothing.  Refusing to start says so at once.
+    """
+    unset = [f"{section}.{key}" for key, value in tokens.items() if not value]
+    if not unset or not is_exposed(host):
+        return None
+    return (
+        f"cannot start: {section}.host {host!r} listens beyond loopback and "
+        f"{' and '.join(unset)} {'is' if len(unset) == 1 else 'are'} not set; set "
+        f"{'it' if len(unset) == 1 else 'them'} in qmtl.yml (or QMTL_{section.upper()}__"
+        f"{unset[0].split('.')[1].upper()}) or bind 127.0.0.1"
+    )
 
 
 def check_bearer(

@@ -26,9 +26,7 @@ __all__ = ["Exporter", "main", "upstream_url"]
 
 
 def upstream_url(config: DagManagerConfig) -> str:
-    host = config.host if config.host not in ("", "0.0.0.0", "::") else "127.0.0.1"
-    host = f"[{host}]" if ":" in host else host
-    return f"http://{host}:{config.http_port}/metrics"
+    return f"{config.url}/metrics"
 
 
 class Exporter:

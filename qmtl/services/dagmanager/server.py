@@ -8,7 +8,7 @@ import logging
 import grpc
 
 from qmtl.foundation.common import eventloop, httpserver
-from qmtl.foundation.common.admin import is_exposed
+from qmtl.foundation.common.admin import is_exposed, missing_tokens
 from qmtl.foundation.common.interrupts import interrupt_on_ctrl_c_and_term
 from qmtl.foundation.common.memory import return_large_blocks_to_os
 from qmtl.foundation.common.tracing import setup_tracing, shutdown_tracing
@@ -34,14 +34,11 @@ def grpc_address(host: str, port: int) -> str:
 
 async def serve(config: QmtlConfig) -> int:
     cfg = config.dagmanager
-    exposed = is_exposed(cfg.host)
-    if exposed and not cfg.admin_token:
-        log.error(
-            "cannot start: dagmanager.host %r listens beyond loopback and dagmanager.admin_token "
-            "is not set; set the token (Gateways send it as gRPC metadata) or bind 127.0.0.1",
-            cfg.host,
-        )
+    refused = missing_tokens("dagmanager", cfg.host, {"admin_token": cfg.admin_token})
+    if refused:
+        log.error("%s (Gateways send the token as gRPC metadata)", refused)
         return 2
+    exposed = is_exposed(cfg.host)
     setup_tracing("dagmanager", config)
     set_series_budget(config.telemetry.max_series_per_metric)
     tune_gc()

@@ -11,6 +11,7 @@ from typing import Any
 import httpx
 
 from qmtl.foundation.common import eventloop, httpserver
+from qmtl.foundation.common.admin import missing_tokens
 from qmtl.foundation.common.interrupts import interrupt_on_ctrl_c_and_term
 from qmtl.foundation.common.tracing import setup_tracing, shutdown_tracing
 from qmtl.foundation.config import QmtlConfig
@@ -35,8 +36,7 @@ def source_registrar(
 ) -> Callable[[SubmissionRequest], Coroutine[Any, Any, None]]:
     """Relay an SDK admin URL to the WorldService's promotion guard (with retries)."""
     ws = config.worldservice
-    host = ws.host if ws.host not in ("", "0.0.0.0", "::") else "127.0.0.1"
-    url = f"http://{host}:{ws.port}/promotion-guard/sources"
+    url = f"{ws.url}/promotion-guard/sources"
     headers = {"Authorization": f"Bearer {ws.admin_token}"} if ws.admin_token else {}
 
     async def register(request: SubmissionRequest) -> None:
@@ -110,6 +110,12 @@ def build_service(config: QmtlConfig) -> tuple[GatewayService, Any]:
 
 async def serve(config: QmtlConfig) -> int:
     cfg = config.gateway
+    refused = missing_tokens(
+        "gateway", cfg.host, {"admin_token": cfg.admin_token, "submit_token": cfg.submit_token}
+    )
+    if refused:
+        log.error("%s (strategies send sdk.gateway_token as the submit token)", refused)
+        return 2
     setup_tracing("gateway", config)
     set_series_budget(config.telemetry.max_series_per_metric)
     try:

@@ -7,6 +7,7 @@ import logging
 from typing import Any
 
 from qmtl.foundation.common import httpserver
+from qmtl.foundation.common.admin import missing_tokens
 from qmtl.foundation.common.interrupts import interrupt_on_ctrl_c_and_term
 from qmtl.foundation.common.tracing import setup_tracing, shutdown_tracing
 from qmtl.foundation.config import QmtlConfig
@@ -46,6 +47,10 @@ def build_service(config: QmtlConfig) -> tuple[WorldService, Any]:
 def main(args: argparse.Namespace) -> int:
     config: QmtlConfig = args.qmtl_config
     cfg = config.worldservice
+    refused = missing_tokens("worldservice", cfg.host, {"admin_token": cfg.admin_token})
+    if refused:
+        log.error("%s (Gateways also publish ControlBus ACKs with controlbus.token)", refused)
+        return 2
     setup_tracing("worldservice", config)
     set_series_budget(config.telemetry.max_series_per_metric)
     try:

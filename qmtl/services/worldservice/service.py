@@ -69,11 +69,6 @@ class _Pending:
     received_at: float = 0.0
 
 
-def _base_url(host: str, port: int) -> str:
-    host = host if host not in ("", "0.0.0.0", "::") else "127.0.0.1"
-    return f"http://[{host}]:{port}" if ":" in host else f"http://{host}:{port}"
-
-
 class WorldService:
     def __init__(
         self,
@@ -114,7 +109,7 @@ class WorldService:
         if bus_probe is not None and config.controlbus.backend == "kafka":
             self.probes.add("controlbus", "kafka", bus_probe)
         dm = config.dagmanager
-        dagmanager_source = f"{_base_url(dm.host, dm.http_port)}/admin/cross-context"
+        dagmanager_source = f"{dm.url}/admin/cross-context"
         self.guard = PromotionGuard(
             config, store, http_get, [dagmanager_source, *self.ws.cross_context_sources]
         )
