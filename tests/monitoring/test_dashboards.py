@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import copy
 import json
 import re
 from pathlib import Path
@@ -11,7 +12,8 @@ import yaml
 
 from qmtl.monitoring.catalogue import PROMETHEUS_BUILTINS, metric_names
 from qmtl.monitoring.promql import grafana_expr, referenced_metrics, selectors_of
-from qmtl.monitoring.render import REPO_ROOT
+from qmtl.monitoring.render import REPO_ROOT, render
+from qmtl.testing import kube
 
 from .conftest import run_tool
 from .test_rules import recording_rule_names
@@ -132,7 +134,10 @@ def test_apply_runs_are_annotations() -> None:
     names = [a["name"] for a in apply["annotations"]["list"]]
     assert "Apply runs" in names
     run = next(a for a in apply["annotations"]["list"] if a["name"] == "Apply runs")
-    assert "world_apply_run_total" in run["expr"] and "{{run_id}}" in run["titleFormat"]
+    assert (
+        "world_apply_run_total" in run["target"]["expr"]
+        and "{{run_id}}" in run["target"]["titleFormat"]
+    )
 
 
 def test_a_cluster_variable_when_the_config_asks_for_it() -> None:
@@ -147,3 +152,18 @@ def test_a_cluster_variable_when_the_config_asks_for_it() -> None:
         for t in p["targets"]
         if "$instance" in t["expr"]
     )
+
+
+def test_every_dashboard_type_checks_against_grafana_schema() -> None:
+    """tsc --noEmit of each dashboard as @grafana/schema's Dashboard (see
+    qmtl.testing.kube for the two fields we allow beyond it, and why)."""
+    assert kube.check_dashboards(render().dashboards) == []
+
+
+def test_the_grafana_check_catches_what_grafana_would_not_load() -> None:
+    dashboard = copy.deepcopy(next(iter(render().dashboards.values())))
+    dashboard["templating"]["list"][0]["current"] = {}  # a selection without text/value
+    dashboard["panels"][0]["gridPos"]["width"] = 12  # not a gridPos field
+    problems = kube.check_dashboards({"broken.json": dashboard})
+    assert any("current" in p or "text" in p for p in problems), problems
+    assert any("width" in p for p in problems), problems

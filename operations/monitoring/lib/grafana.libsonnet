@@ -56,6 +56,8 @@
   },
 
   // Annotations from a PromQL query (e.g. apply runs): one per series step where it is > 0.
+  // The query sits in `target`, where Grafana keeps it (older dashboards had the
+  // Prometheus fields at the top level; Grafana moves them there when it loads them).
   annotation(name, expr, title, text='', color='blue')::
     {
       name: name,
@@ -63,11 +65,14 @@
       enable: true,
       hide: false,
       iconColor: color,
-      expr: expr,
-      step: '60s',
-      titleFormat: title,
-      textFormat: text,
-      useValueForTime: false,
+      target: {
+        refId: 'Anno',
+        expr: expr,
+        interval: '60s',
+        titleFormat: title,
+        textFormat: text,
+        useValueForTime: false,
+      },
     },
 
   // ``selector`` picks the jobs of this dashboard's component (a _config selector).
