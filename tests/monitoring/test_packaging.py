@@ -16,6 +16,7 @@ import yaml
 
 from qmtl.monitoring.packaging import DEFAULT_OUTPUT, Bundle, build_helm, build_terraform
 from qmtl.monitoring.render import REPO_ROOT
+from qmtl.testing import kube
 
 from .conftest import run_tool
 
@@ -700,3 +701,18 @@ def test_ha_prometheus_replicas_differ_only_in_their_replica_label() -> None:
     )
     b["global"]["external_labels"]["replica"] = "a"
     assert a == b
+
+
+# ------------------------------------------------------------ schemas of what we ship
+
+
+@pytest.mark.parametrize("version", kube.KUBERNETES_VERSIONS)
+@pytest.mark.parametrize("values", [[], ["values-sample.yaml"]], ids=["defaults", "sample"])
+def test_chart_objects_validate_against_kubernetes_and_the_operator(
+    helm: str, values: list[str], version: str
+) -> None:
+    docs = template(helm, *(CHART / v for v in values))
+    assert kube.validate_core(docs, version) == []
+    assert [d["kind"] for d in docs].count("PrometheusRule") == 1
+    if version == kube.KUBERNETES_VERSIONS[0]:  # the operator schemas do not depend on it
+        assert kube.check_operator_objects(docs) == []
