@@ -35,7 +35,7 @@
     // Operators point this at the URL their documentation is served from.
     runbookBaseUrl: 'docs/runbooks.md',  // set to where your docs are served
 
-    // Windows of rate()/increase(); the seed fixes 5m for the diff SLOs.
+    // Windows of rate()/increase(); the diff SLOs are defined over 5m.
     rateWindow: '5m',
     eventWindow: '10m',  // how long a one-off event (lost request, failure) keeps an alert firing
     orphanGrowthWindow: '3h',

@@ -136,7 +136,7 @@ class DagManagerConfig(_Section):
     #: Per-topic overrides of :attr:`lag_threshold_seconds`.
     lag_thresholds: dict[str, float] = Field(default_factory=dict)
     breaker_probe_seconds: float = Field(default=5.0, gt=0)
-    #: Window of the diff_duration_ms_p95 gauge (the seed's 5 minutes).
+    #: Window of the diff_duration_ms_p95 gauge (5 minutes: the diff SLO window).
     p95_window_seconds: float = Field(default=300.0, gt=0)
     #: Bearer token of the admin endpoints and, beyond loopback, of the gRPC port
     #: (Gateways send it as ``authorization`` metadata).
@@ -173,7 +173,7 @@ class GatewayConfig(_Section):
     #: Admission: pending submissions in the log (waiting for a retry); beyond it new
     #: submissions get ``429`` until the backlog drains.
     max_pending_submissions: int = Field(default=10_000, gt=0)
-    #: Window of the gateway_e2e_latency_p95 gauge (the seed's 5 minutes).
+    #: Window of the gateway_e2e_latency_p95 gauge (5 minutes, the window of the latency alerts).
     p95_window_seconds: float = Field(default=300.0, gt=0)
     #: This replica's name: lease owner in the submission log, ControlBus consumer group,
     #: gateway_id of its ACKs.  Keep it stable across restarts; unique per replica.
@@ -239,8 +239,8 @@ class WorldServiceConfig(_Section):
     #: URLs.  When ``prometheus_url`` is set it also asks Prometheus.
     cross_context_sources: list[str] = Field(default_factory=list)
     prometheus_url: str | None = None
-    #: The seed: the counter must stay at zero this long after the last hit is cleared
-    #: before promotions resume.
+    #: The cross-context counter must stay at zero this long after the last hit is
+    #: cleared before promotions resume.
     promotion_hold_seconds: float = Field(default=600.0, ge=0)
     #: How often the guard reads its sources between applies (to notice resets).
     guard_poll_seconds: float = Field(default=15.0, gt=0)

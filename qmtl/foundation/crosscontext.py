@@ -4,7 +4,7 @@ Defined once here; both emit it through :func:`observe_hit`, and both serve
 ``/admin/cross-context`` (hits, last hit, last reset) and its reset from this module.
 The promotion guard of the WorldService reads those endpoints: it blocks while any
 hit is unresolved and holds promotions for ``promotion_hold_seconds`` after the last
-reset (the seed's "counter returns to zero for at least 10 minutes").
+reset: the counter must stay at zero for that long (10 minutes by default).
 """
 
 from __future__ import annotations

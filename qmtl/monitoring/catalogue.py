@@ -1,6 +1,7 @@
 """The metric catalogue: every metric QMTL promises, its type, labels, help and owners.
 
-This is the contract of ``shared/design.md`` section 2 in code, and the only place a
+Every name here is a public contract (alerts, dashboards, runbooks and users' own
+queries rely on it), and this is the only place a
 collector is described: :func:`qmtl.foundation.metrics.create` builds each one from its
 entry here, exactly once per process (a second registration raises, as
 prometheus_client does).  Alerts and dashboards may only reference these names (plus

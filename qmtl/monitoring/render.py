@@ -33,7 +33,7 @@ __all__ = [
 ]
 
 #: The Jsonnet mixin.  In a checkout ``qmtl/monitoring/mixin`` is a symlink to
-#: ``operations/monitoring`` (the path the seed documents); a wheel carries the files
+#: ``operations/monitoring`` (where operators find and edit it); a wheel carries the files
 #: themselves, so an installed ``qmtl up`` renders its rules from the same source.
 MONITORING_DIR = (Path(__file__).resolve().parent / "mixin").resolve()
 _CHECKOUT = MONITORING_DIR.parents[1]

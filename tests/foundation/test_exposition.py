@@ -174,6 +174,31 @@ def test_negotiation_is_the_librarys_and_only_the_default_escaping_is_fast(
     assert encoder(registry) == library(registry)
 
 
+def test_the_fast_path_runs_only_on_verified_library_versions() -> None:
+    from importlib.metadata import version
+
+    assert exposition.fast_path_supported(version("prometheus_client")), (
+        "the installed prometheus_client is not in VERIFIED_LIBRARY_VERSIONS: run this "
+        "module's byte-equality tests against it, then add it"
+    )
+    assert exposition.FAST_PATH
+    assert not exposition.fast_path_supported("0.27.0")
+    assert not exposition.fast_path_supported("1.0.0")
+
+
+@pytest.mark.parametrize("accept", [PROMETHEUS_ACCEPT, None])
+def test_an_unverified_library_is_served_by_its_own_encoders(
+    monkeypatch: pytest.MonkeyPatch, accept: str | None
+) -> None:
+    monkeypatch.setattr(exposition, "FAST_PATH", False)
+    encoder, content_type = exposition.encoder_for(accept)
+    library, library_type = choose_encoder(accept or "")
+    assert encoder not in (exposition.openmetrics_latest, exposition.text_latest)
+    assert content_type == library_type
+    registry = rich_registry(True)
+    assert exposition.render(accept, registry) == (library(registry), library_type)
+
+
 def test_metrics_server_serves_both_formats_and_gzip() -> None:
     registry = rich_registry(False)
     server = qm.start_metrics_server(port=0, registry=registry)

@@ -1,7 +1,7 @@
 """QMTL SDK: build strategies from nodes, run them, observe them.
 
-``from qmtl.runtime.sdk import metrics`` gives the metrics module of the seed
-(``metrics.start_metrics_server(port=8000)``).
+``from qmtl.runtime.sdk import metrics`` gives the strategy's metrics module
+(``metrics.start_metrics_server(port=8000)`` serves ``/metrics``).
 """
 
 from qmtl.runtime.sdk import metrics

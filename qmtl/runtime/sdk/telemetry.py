@@ -1,6 +1,6 @@
 """Tracing for strategy processes, from the same ``qmtl.yml`` the services read.
 
-The seed's promise: define ``telemetry.otel_exporter_endpoint`` once and every process
+Define ``telemetry.otel_exporter_endpoint`` once and every process
 -- Gateway, DAG Manager and SDK -- exports spans there.  ``Runner``, ``LiveRunner`` and
 ``submit`` call :func:`ensure_tracing` themselves, so a strategy needs no set-up code;
 a process that already called ``setup_tracing`` keeps its own provider.

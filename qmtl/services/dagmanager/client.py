@@ -3,7 +3,7 @@
 ``diff`` calls ``DiffUnary`` (the whole queue map in one reply: half the CPU of the
 ``Diff`` stream; a server that predates it gets the stream) through :attr:`breaker` --
 every client has one, the ``dagclient`` breaker (three consecutive failures) -- and
-``status`` never does, so the seed's recipe works even while the breaker is open::
+``status`` never does, so a health check can close an open breaker::
 
     if await client.status():
         client.breaker.reset()
@@ -42,7 +42,8 @@ __all__ = ["BREAKER_THRESHOLD", "DagManagerClient", "is_remote_failure"]
 
 log = logging.getLogger(__name__)
 
-#: The seed: both breakers open after three consecutive failures and are not configurable.
+#: Both breakers (dagclient, kafka_admin) open after three consecutive failures; a
+#: fixed number, so the BreakerOpen alerts mean the same everywhere.
 BREAKER_THRESHOLD = 3
 ERROR_TRAILER = "qmtl-error-code"
 #: The largest DAG the client sends (a DiffRequest); replies may be up to twice that.

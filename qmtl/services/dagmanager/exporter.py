@@ -1,7 +1,7 @@
 """``qmtl service dagmanager metrics [--port 8000]``: the DAG Manager's live metrics on a port.
 
 The DAG Manager already serves ``/metrics`` on its HTTP port; this command makes the
-same live values available on another port (the seed's default 8000), for a scrape
+same live values available on another port (8000 by default), for a scrape
 config or a firewall rule that expects them there.  Every scrape is forwarded to the
 DAG Manager configured in ``qmtl.yml`` (``Accept`` included, so OpenMetrics exemplars
 pass through).  There is never a registry of its own: when the DAG Manager does not
