@@ -23,6 +23,7 @@ from functools import partial
 from pathlib import Path
 from typing import Any
 
+import httpx
 import yaml
 
 from qmtl.devstack.components import (
@@ -241,6 +242,12 @@ class LocalStack:
                 if "dagmanager" in names:  # its gRPC backend is checked on its own
                     wait_for(partial(grpc_health_ok, self.grpc_target), timeout=30,
                              what="DAG Manager gRPC through HAProxy")  # fmt: skip
+            if "gateway" in names and "dagmanager" in names:
+                # Each Gateway reached the DAG Manager before it takes submissions (replicas
+                # start before the balancer they dial, so their first attempts fail).
+                for replica in self.replica_names("gateway"):
+                    wait_for(partial(gateway_sees_dagmanager, self.url(replica)),
+                             timeout=30, what=f"{replica} reaching the DAG Manager")  # fmt: skip
         except Exception:
             self.stop()
             raise
@@ -270,6 +277,15 @@ class LocalStack:
 
     def __exit__(self, *exc: object) -> None:
         self.stop()
+
+
+def gateway_sees_dagmanager(gateway_url: str) -> bool:
+    """Whether the Gateway at ``gateway_url`` reports its DAG Manager reachable."""
+    try:
+        reply = httpx.get(f"{gateway_url}/status", timeout=3.0)
+        return reply.status_code == 200 and bool(reply.json()["dagmanager"]["reachable"])
+    except (httpx.HTTPError, ValueError, KeyError, TypeError):
+        return False
 
 
 def grpc_health_ok(target: str) -> bool:

@@ -293,6 +293,32 @@ def test_declared_oversized_bodies_are_refused_before_reading(stack: LocalStack)
     )
 
 
+def _get_health(sock: socket.socket) -> bytes:
+    sock.sendall(b"GET /health HTTP/1.1\r\nHost: x\r\n\r\n")
+    answer = b""
+    while not answer.endswith(b"}"):  # one small JSON body, then the connection stays open
+        chunk = sock.recv(4096)
+        if not chunk:
+            break
+        answer += chunk
+    return answer
+
+
+def test_an_idle_connection_outlives_the_clients_idle_expiry(stack: LocalStack) -> None:
+    """An httpx client reuses an idle connection for 5 s; the server must not close it
+    first, or a request sent in that instant is lost ("server disconnected")."""
+    port = int(stack.url("gateway").rsplit(":", 1)[1])
+    client_expiry = httpx.Limits().keepalive_expiry
+    assert client_expiry is not None
+    with socket.create_connection(("127.0.0.1", port), timeout=10) as sock:
+        assert _get_health(sock).startswith(b"HTTP/1.1 200")
+        sock.settimeout(client_expiry + 1.0)
+        with pytest.raises(TimeoutError):  # nothing arrives: in particular, no close
+            sock.recv(1)
+        sock.settimeout(10)
+        assert _get_health(sock).startswith(b"HTTP/1.1 200")
+
+
 def test_a_submitter_chosen_admin_url_gets_no_token_and_blocks_only_its_world(
     tmp_path: Path,
 ) -> None:

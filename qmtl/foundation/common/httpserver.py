@@ -37,6 +37,11 @@ __all__ = ["LimitedHttpProtocol", "ListenerLimits", "server"]
 log = logging.getLogger(__name__)
 #: Descriptors kept free below the process limit for files, sockets to dependencies, logs.
 _RESERVED_FDS = 128
+#: How long an idle keep-alive connection stays open.  Longer than the idle expiry of
+#: common clients (httpx: 5 s), so the client drops an idle connection
+#: first; with equal timers a request sent as the server closes is lost mid-flight
+#: ("server disconnected without sending a response").
+KEEP_ALIVE_SECONDS = 20
 
 
 @dataclass(frozen=True)
@@ -180,6 +185,6 @@ def server(app: Any, host: str, port: int, http: HttpConfig) -> uvicorn.Server:
     )
     config = uvicorn.Config(
         app, host=host, port=port, log_level="warning", lifespan="off", http=protocol,
-        timeout_keep_alive=5,
+        timeout_keep_alive=KEEP_ALIVE_SECONDS,
     )  # fmt: skip
     return uvicorn.Server(config)

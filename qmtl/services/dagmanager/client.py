@@ -92,6 +92,15 @@ def _domain_error(exc: grpc.aio.AioRpcError) -> QmtlError:
     return cls(details)
 
 
+#: gRPC waits up to 120 s between attempts to reach an unreachable server; a DAG Manager
+#: back from a restart (a rollout, a failover) would go unused for that long.  Capped so
+#: a Gateway retries every few seconds, as often as its dependency probe looks.
+RECONNECT_OPTIONS: tuple[tuple[str, int], ...] = (
+    ("grpc.initial_reconnect_backoff_ms", 500),
+    ("grpc.max_reconnect_backoff_ms", 3000),
+)
+
+
 class DagManagerClient:
     def __init__(
         self,
@@ -116,6 +125,7 @@ class DagManagerClient:
                 # The whole queue map comes in one reply; an entry (node id, queue name
                 # made of the node's own fields) is about as long as the node in the DAG.
                 ("grpc.max_receive_message_length", 2 * MAX_MESSAGE_BYTES),
+                *RECONNECT_OPTIONS,
             ],
         )
         self._stub = pb_grpc.DagManagerStub(self._channel)  # type: ignore[no-untyped-call]

@@ -5,8 +5,12 @@ call answer alike.  A real gRPC server in this process, the real client."""
 from __future__ import annotations
 
 import asyncio
+import contextlib
+import itertools
 import json
+import socket
 import threading
+import time
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -197,3 +201,45 @@ def test_a_dag_manager_without_diff_unary_is_diffed_through_the_stream(tmp_path:
     (created, _) = _serve(service, body, Older)
     assert created == [3, 1]
     assert asked == ["DiffUnary", "Diff", "Diff"]
+
+
+def test_an_unreachable_dag_manager_is_retried_every_few_seconds() -> None:
+    """gRPC's own backoff grows to 120 s; a DAG Manager back from a restart must be found
+    again within seconds.  A listener that drops every connection counts the attempts of
+    a client that keeps asking; the gaps between them stay under 5 s (gRPC's defaults
+    reach 6.5 s by the 16th second)."""
+    listener = socket.create_server(("127.0.0.1", 0))
+    listener.settimeout(0.2)
+    attempts: list[float] = []
+    done = threading.Event()
+
+    def drop_every_connection() -> None:
+        while not done.is_set():
+            try:
+                conn, _ = listener.accept()
+            except TimeoutError:
+                continue
+            attempts.append(time.monotonic())
+            conn.close()
+
+    async def keep_asking(target: str, seconds: float) -> None:
+        client = DagManagerClient(target)
+        end = time.monotonic() + seconds
+        while time.monotonic() < end:
+            with contextlib.suppress(grpc.aio.AioRpcError):
+                await client.reachable()
+            await asyncio.sleep(0.2)
+        await client.close()
+
+    dropper = threading.Thread(target=drop_every_connection, daemon=True)
+    dropper.start()
+    try:
+        port = listener.getsockname()[1]
+        asyncio.run(keep_asking(f"127.0.0.1:{port}", 20.0))
+    finally:
+        done.set()
+        dropper.join()
+        listener.close()
+    gaps = [b - a for a, b in itertools.pairwise(attempts)]
+    assert len(attempts) >= 6, attempts
+    assert max(gaps) < 5.0, [round(g, 1) for g in gaps]
