@@ -35,6 +35,7 @@ BENCHMARKS = {
     "bench_gateway.py": ["--requests", "32", "--runs", "1"],
     "bench_metrics.py": ["--sizes", "1000", "--scrape-series", "1000", "--scrapes", "3"],
     "bench_replicas.py": ["--requests", "24"],
+    "bench_burst.py": ["--rates", "20,200", "--seconds", "1"],
     "bench_soak.py": [
         "--seconds",
         "12",
