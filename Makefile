@@ -30,3 +30,10 @@ bench: setup
 # Regenerate alert_rules.yml, recording_rules.yml, dashboards/ and the packaged bundle.
 monitoring: setup
 	$(PY) -m qmtl.monitoring
+	$(PY) scripts/gen_docs_reference.py
+
+.PHONY: docs
+# Regenerate the reference pages and build the documentation site into site/.
+docs: setup
+	$(PY) scripts/gen_docs_reference.py
+	.venv/bin/mkdocs build --strict

