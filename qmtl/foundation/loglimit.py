@@ -1,8 +1,7 @@
 """Log lines that a client can cause, at a bounded rate.
 
 A malformed request or event is worth one line naming the problem; two thousand of them
-a second are a log flood that the sender controls (1.5 MB in a second, measured, before
-this limiter).  :class:`LogLimiter` lets ``burst`` lines through per ``period`` seconds
+a second are a log flood that the sender controls.  :class:`LogLimiter` lets ``burst`` lines through per ``period`` seconds
 and counts the rest; the next line that gets through says how many were left out.
 """
 

@@ -71,8 +71,8 @@ LOCK_STRIPES = 64
 #: SQLite page cache per connection (KiB; SQLite's default is 2 MiB).  Queue names and
 #: compute keys are hashes, so a diff's inserts land on pages all over the indexes; with
 #: the default cache a 1,000-node diff re-read most of them from the OS.  It fills as the
-#: database grows and is resident memory: 32 MiB showed in the soak benchmark as ~10 MB
-#: of DAG Manager RSS per 1,000 submissions for minutes, so it stays small.
+#: database grows and is resident memory that a long-running DAG Manager keeps, so it
+#: stays small.
 SQLITE_CACHE_KIB = 8 * 1024
 #: Pages of WAL after which a commit checkpoints by itself: only a backstop for a
 #: checkpointer thread that cannot keep up (the thread normally runs long before).

@@ -15,8 +15,8 @@ log).
 The event loop that also serves ``/metrics`` and ``/health`` never waits on a store, a
 broker or a drill delay.  Diffs run in worker threads, except a small DAG on embedded
 backends (SQLite store, in-process queues, no drills): that one runs on the loop, where
-it costs ~1 ms of CPU against ~0.5 ms more for the thread hop and GIL hand-offs (15 %
-more Gateway submissions per second, measured), and only while the store is free
+the thread hop and GIL hand-offs would cost half as much again as the diff itself,
+and only while the store is free
 (:func:`~qmtl.foundation.sqldb.without_waiting`); a busy store sends it to a thread.
 """
 
