@@ -4,17 +4,20 @@
 
     QmtlError                       code, message, retryable
     ├── InvalidInput                the caller sent something wrong        HTTP 4xx  gRPC INVALID_ARGUMENT
+    │   ├── BadRequest                  the HTTP request itself is malformed 400
     │   ├── InvalidJson                 body is not JSON                    400
     │   ├── InvalidRequest              fields missing, wrong type/shape     422
     │   ├── InvalidDag                  the DAG itself is malformed          422
     │   ├── GuardSourceRefused          an admin URL the guard may not contact 422
     │   └── PayloadTooLarge             over the configured size limit       413
-    ├── AuthError                   credentials missing or wrong           HTTP 401/403  gRPC UNAUTHENTICATED
+    ├── AuthError                   credentials missing                    HTTP 401  gRPC UNAUTHENTICATED
+    │   └── Forbidden                   credentials wrong, or none accepted    HTTP 403  gRPC PERMISSION_DENIED
     ├── NotFound                    the named thing does not exist         HTTP 404  gRPC NOT_FOUND
     │   ├── UnknownWorld
     │   ├── UnknownStrategy
     │   ├── UnknownSubmission
-    │   └── UnknownRun
+    │   ├── UnknownRun
+    │   └── UnknownNode
     ├── Conflict                    valid input refused by current state   HTTP 409  gRPC FAILED_PRECONDITION
     │   ├── CrossContextViolation       a queue bound under another compute context
     │   ├── QueueNameCollision          two different nodes map to one queue name
@@ -24,6 +27,8 @@
     └── Unavailable                 a dependency is down; retry later      HTTP 503  gRPC UNAVAILABLE
         ├── Overloaded                  over the service's admission bounds    HTTP 429  gRPC RESOURCE_EXHAUSTED
         ├── BackendUnavailable          store, broker or breaker open
+        ├── SubmissionNotPersisted      the submission log refused the write (nothing accepted)
+        ├── SubmissionAbandoned         retries of a submission ran out
         ├── QueueCreationFailed         the queue backend refused new topics
         └── GuardUnavailable            a promotion-guard source cannot be read
 
@@ -31,7 +36,9 @@ The split that matters most: :class:`InvalidInput` and :class:`Conflict` are the
 *client's* problem and never count against a circuit breaker, never get retried and
 never become a lost request; :class:`Unavailable` is an outage.  ``code`` is the
 machine-readable error string of HTTP bodies and of the ``qmtl-error-code`` gRPC
-trailer, so a client can rebuild the exact class with :func:`from_code`.
+trailer, so a client can rebuild the exact class with :func:`from_code`.  The status
+each class gets is decided once per adapter: :mod:`qmtl.foundation.http_errors` for
+HTTP, :mod:`qmtl.services.dagmanager.grpc_errors` for gRPC.
 """
 
 from __future__ import annotations
@@ -42,8 +49,10 @@ __all__ = [
     "ApplyInProgress",
     "AuthError",
     "BackendUnavailable",
+    "BadRequest",
     "Conflict",
     "CrossContextViolation",
+    "Forbidden",
     "GuardBlocked",
     "GuardSourceRefused",
     "GuardUnavailable",
@@ -57,7 +66,10 @@ __all__ = [
     "QmtlError",
     "QueueCreationFailed",
     "QueueNameCollision",
+    "SubmissionAbandoned",
+    "SubmissionNotPersisted",
     "Unavailable",
+    "UnknownNode",
     "UnknownRun",
     "UnknownStrategy",
     "UnknownSubmission",
@@ -105,6 +117,12 @@ class InvalidInput(QmtlError, ValueError):
     code = "invalid_input"
 
 
+class BadRequest(InvalidInput):
+    """The HTTP request cannot be read as one (a malformed ``Content-Length``, say)."""
+
+    code = "bad_request"
+
+
 class InvalidJson(InvalidInput):
     code = "invalid_json"
 
@@ -130,9 +148,12 @@ class PayloadTooLarge(InvalidInput):
 class AuthError(QmtlError):
     code = "auth_required"
 
-    def __init__(self, message: str, *, forbidden: bool = False, **details: Any) -> None:
-        super().__init__(message, **details)
-        self.forbidden = forbidden
+
+class Forbidden(AuthError):
+    """Credentials were given and are wrong, or the call is refused whatever they are
+    (a service exposed beyond loopback with no token configured)."""
+
+    code = "auth_invalid"
 
 
 class NotFound(QmtlError, LookupError):
@@ -153,6 +174,10 @@ class UnknownSubmission(NotFound):
 
 class UnknownRun(NotFound):
     code = "unknown_run"
+
+
+class UnknownNode(NotFound):
+    code = "unknown_node"
 
 
 class Conflict(QmtlError):
@@ -200,6 +225,18 @@ class Overloaded(Unavailable):
 
 class BackendUnavailable(Unavailable):
     code = "backend_unavailable"
+
+
+class SubmissionNotPersisted(Unavailable):
+    """The submission log refused the write: nothing was accepted, the client retries."""
+
+    code = "submission_not_persisted"
+
+
+class SubmissionAbandoned(Unavailable):
+    """Every retry of a submission failed; submitting it again starts afresh."""
+
+    code = "abandoned"
 
 
 class QueueCreationFailed(Unavailable):

@@ -1,5 +1,10 @@
 """Cross-cutting building blocks shared by every QMTL process."""
 
-from qmtl.foundation.common.circuit_breaker import AsyncCircuitBreaker, CircuitOpenError, breakers
+from qmtl.foundation.common.circuit_breaker import (
+    BREAKER_THRESHOLD,
+    AsyncCircuitBreaker,
+    CircuitOpenError,
+    breakers,
+)
 
-__all__ = ["AsyncCircuitBreaker", "CircuitOpenError", "breakers"]
+__all__ = ["BREAKER_THRESHOLD", "AsyncCircuitBreaker", "CircuitOpenError", "breakers"]

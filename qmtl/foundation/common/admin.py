@@ -20,7 +20,8 @@ from typing import Any
 
 from fastapi import HTTPException, Request
 
-from qmtl.foundation.errors import AuthError
+from qmtl.foundation.errors import AuthError, Forbidden
+from qmtl.foundation.http_errors import http_status
 
 __all__ = ["AdminGuard", "check_bearer", "is_exposed", "is_loopback", "missing_tokens"]
 
@@ -85,13 +86,12 @@ def check_bearer(
         # Compare with every token, always: the time taken says nothing of which matched.
         matches = [hmac.compare_digest(given, t.encode()) for t in tokens]
         if not any(matches):
-            raise AuthError(f"{what}: the bearer token does not match", forbidden=True)
+            raise Forbidden(f"{what}: the bearer token does not match")
         return
     if exposed:
-        raise AuthError(
+        raise Forbidden(
             f"{what} is refused: this service listens beyond loopback and has no {token_key}; "
-            f"set {token_key} in qmtl.yml (or bind 127.0.0.1)",
-            forbidden=True,
+            f"set {token_key} in qmtl.yml (or bind 127.0.0.1)"
         )
 
 
@@ -113,10 +113,11 @@ class AdminGuard:
                 what=f"{request.method} {request.url.path}",
             )
         except AuthError as exc:
-            status = 403 if exc.forbidden else 401
-            headers: dict[str, Any] = {} if exc.forbidden else {"WWW-Authenticate": "Bearer"}
+            forbidden = isinstance(exc, Forbidden)
+            status = http_status(exc)
+            headers: dict[str, Any] = {} if forbidden else {"WWW-Authenticate": "Bearer"}
             code = "admin_disabled" if "refused" in exc.message else (
-                "admin_auth_invalid" if exc.forbidden else "admin_auth_required"
+                "admin_auth_invalid" if forbidden else "admin_auth_required"
             )  # fmt: skip
             raise HTTPException(
                 status, {"error": code, "message": exc.message}, headers=headers

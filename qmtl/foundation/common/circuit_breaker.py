@@ -23,8 +23,11 @@ from typing import Any, ParamSpec, TypeVar
 
 from qmtl.foundation.errors import Unavailable
 
-__all__ = ["AsyncCircuitBreaker", "CircuitOpenError", "breakers"]
+__all__ = ["BREAKER_THRESHOLD", "AsyncCircuitBreaker", "CircuitOpenError", "breakers"]
 
+#: Every QMTL breaker (dagclient, kafka_admin, graph_store) opens after three consecutive
+#: failures: one number, so the BreakerOpen alerts mean the same everywhere.
+BREAKER_THRESHOLD = 3
 P = ParamSpec("P")
 R = TypeVar("R")
 

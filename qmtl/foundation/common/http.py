@@ -1,8 +1,8 @@
 """Pieces every QMTL FastAPI service shares: /metrics, the error table, body limits.
 
-Handlers raise the domain errors of :mod:`qmtl.foundation.errors`; :data:`HTTP_STATUS`
-maps them to status codes once, for the Gateway and the WorldService alike, and every
-error body has the same shape: ``{"error": code, "message": ..., ...}``.
+Handlers raise the domain errors of :mod:`qmtl.foundation.errors`;
+:mod:`qmtl.foundation.http_errors` maps them to status codes once, for every service,
+and every error body has the same shape: ``{"error": code, "message": ..., ...}``.
 """
 
 from __future__ import annotations
@@ -19,16 +19,14 @@ from fastapi.routing import APIRoute
 
 from qmtl.foundation import exposition, strictjson
 from qmtl.foundation.errors import (
-    AuthError,
-    Conflict,
-    InvalidInput,
+    BadRequest,
     InvalidJson,
-    NotFound,
+    InvalidRequest,
     Overloaded,
     PayloadTooLarge,
     QmtlError,
-    Unavailable,
 )
+from qmtl.foundation.http_errors import HTTP_STATUS, http_status
 
 __all__ = [
     "HTTP_STATUS",
@@ -42,19 +40,6 @@ __all__ = [
     "install_common_routes",
     "metrics_response",
 ]
-
-#: Domain error -> HTTP status; the most specific class in an error's MRO wins.
-HTTP_STATUS: dict[type[QmtlError], int] = {
-    InvalidJson: 400,
-    PayloadTooLarge: 413,
-    InvalidInput: 422,
-    AuthError: 401,
-    NotFound: 404,
-    Conflict: 409,
-    Overloaded: 429,
-    Unavailable: 503,
-    QmtlError: 500,
-}
 
 
 class SafeJSONResponse(JSONResponse):
@@ -92,15 +77,6 @@ class StrictJsonRoute(APIRoute):
             return await handler(StrictJsonRequest(request.scope, request.receive))
 
         return strict
-
-
-def http_status(exc: QmtlError) -> int:
-    if isinstance(exc, AuthError) and exc.forbidden:
-        return 403
-    for cls in type(exc).__mro__:
-        if cls in HTTP_STATUS:
-            return HTTP_STATUS[cls]
-    return 500
 
 
 def error_response(exc: QmtlError) -> JSONResponse:
@@ -156,12 +132,12 @@ def install_common_routes(app: FastAPI) -> None:
         for e in errors:
             if e.get("type") == "json_invalid":
                 reason = (e.get("ctx") or {}).get("error") or "body is not valid JSON"
-                return error(400, "invalid_json", str(reason))
+                return error_response(InvalidJson(str(reason)))
         problems = "; ".join(
             f"{'.'.join(str(p) for p in e['loc'] if p != 'body') or 'body'}: {e['msg']}"
             for e in errors
         )
-        return error(422, "invalid_request", problems)
+        return error_response(InvalidRequest(problems))
 
 
 class _TooLarge(Exception):
@@ -178,7 +154,7 @@ class BodyLimit:
 
     A declared ``Content-Length`` over the limit is answered 413 at once, without
     reading a byte; a streamed (chunked) body is counted as it arrives and reading
-    stops at the limit.  A malformed ``Content-Length`` is a 400.
+    stops at the limit.  A malformed ``Content-Length`` is a :class:`BadRequest`.
     """
 
     def __init__(
@@ -193,8 +169,9 @@ class BodyLimit:
         #: services can count these answers like any other (e.g. gateway_submissions_total).
         self.on_refused = on_refused
 
-    async def _reply(self, send: Send, status: int, code: str, message: str) -> None:
-        body = SafeJSONResponse({"error": code, "message": message}).body
+    async def _reply(self, send: Send, exc: QmtlError) -> int:
+        status = http_status(exc)
+        body = SafeJSONResponse(exc.body()).body
         await send(
             {
                 "type": "http.response.start",
@@ -207,6 +184,7 @@ class BodyLimit:
             }
         )
         await send({"type": "http.response.body", "body": body})
+        return status
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http":
@@ -214,8 +192,8 @@ class BodyLimit:
             return
         started = time.perf_counter()
 
-        async def refuse(status: int, code: str, message: str) -> None:
-            await self._reply(send, status, code, message)
+        async def refuse(exc: QmtlError) -> None:
+            status = await self._reply(send, exc)
             if self.on_refused is not None:
                 elapsed = (time.perf_counter() - started) * 1000.0
                 self.on_refused(scope.get("method", ""), scope.get("path", ""), status, elapsed)
@@ -231,10 +209,10 @@ class BodyLimit:
                     if declared < 0:
                         raise ValueError
                 except ValueError:
-                    await refuse(400, "invalid_request", "malformed Content-Length")
+                    await refuse(BadRequest("malformed Content-Length"))
                     return
                 if declared > self.limit:
-                    await refuse(413, "payload_too_large", too_large)
+                    await refuse(PayloadTooLarge(too_large))
                     return
         received = 0
         responded = False
@@ -258,4 +236,4 @@ class BodyLimit:
             await self.app(scope, limited_receive, tracking_send)
         except _TooLarge:
             if not responded:
-                await refuse(413, "payload_too_large", too_large)
+                await refuse(PayloadTooLarge(too_large))

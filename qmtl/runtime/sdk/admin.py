@@ -26,8 +26,17 @@ from typing import Any
 
 from qmtl.foundation import crosscontext, exposition, strictjson
 from qmtl.foundation.common.admin import check_bearer, is_exposed
-from qmtl.foundation.errors import AuthError, InvalidRequest
+from qmtl.foundation.errors import (
+    BadRequest,
+    InvalidJson,
+    InvalidRequest,
+    NotFound,
+    PayloadTooLarge,
+    QmtlError,
+    UnknownNode,
+)
 from qmtl.foundation.faults import FaultSet
+from qmtl.foundation.http_errors import http_status
 from qmtl.runtime.sdk import metrics
 
 __all__ = [
@@ -55,13 +64,10 @@ def purge_caches(node_id: str | None) -> dict[str, int]:
 def _purge(body: dict[str, Any]) -> tuple[int, dict[str, Any]]:
     node_id = body.get("node_id")
     if node_id is not None and not isinstance(node_id, str):
-        return 400, {"error": "invalid_node_id", "message": "node_id must be a string"}
+        raise InvalidRequest("node_id must be a string")
     purged = purge_caches(node_id)
     if node_id is not None and not purged:
-        return 404, {
-            "error": "unknown_node",
-            "message": f"no cache for node {node_id} in this process",
-        }
+        raise UnknownNode(f"no cache for node {node_id} in this process")
     return 200, {"service": "sdk", "purged": purged}
 
 
@@ -101,14 +107,17 @@ class AdminServer:
             def _json(self, status: int, data: dict[str, Any]) -> None:
                 self._send(status, json.dumps(data).encode())
 
+            def _error(self, exc: QmtlError) -> None:
+                self._json(http_status(exc), exc.body())
+
             def _authorized(self) -> bool:
                 try:
                     check_bearer(
                         self.headers.get("Authorization"), server.token, exposed=server.exposed,
                         what=f"{self.command} {self.path}", token_key="sdk.admin_token",
                     )  # fmt: skip
-                except AuthError as exc:
-                    self._json(403 if exc.forbidden else 401, exc.body())
+                except QmtlError as exc:
+                    self._error(exc)
                     return False
                 return True
 
@@ -120,14 +129,14 @@ class AdminServer:
                         raise ValueError
                 except ValueError:
                     self.close_connection = True
-                    raise InvalidRequest(f"malformed Content-Length {raw_length[:20]!r}") from None
+                    raise BadRequest(f"malformed Content-Length {raw_length[:20]!r}") from None
                 if length > MAX_BODY_BYTES:
                     self.close_connection = True
-                    raise InvalidRequest(f"body over {MAX_BODY_BYTES} bytes")
+                    raise PayloadTooLarge(f"body over {MAX_BODY_BYTES} bytes")
                 try:
                     body = strictjson.loads(self.rfile.read(length) or b"{}", "body")
                 except ValueError as exc:
-                    raise InvalidRequest(str(exc)) from None
+                    raise InvalidJson(str(exc)) from None
                 if not isinstance(body, dict):
                     raise InvalidRequest("body must be a JSON object")
                 return body
@@ -147,14 +156,14 @@ class AdminServer:
                     if self._authorized():
                         self._json(200, server.faults.as_dict())
                 else:
-                    self._json(404, {"error": "not_found", "message": self.path[:200]})
+                    self._error(NotFound(f"no route {self.path[:200]}"))
 
             def do_POST(self) -> None:
                 path = self.path.split("?")[0]
                 faults = path == "/admin/faults" and server.faults is not None
                 action = server.actions.get(path)
                 if action is None and not faults:
-                    self._json(404, {"error": "not_found", "message": self.path[:200]})
+                    self._error(NotFound(f"no route {self.path[:200]}"))
                     return
                 if not self._authorized():
                     return
@@ -169,14 +178,14 @@ class AdminServer:
                         return
                     assert action is not None
                     status, data = action(body)
-                except InvalidRequest as exc:
-                    self._json(400, exc.body())
+                except QmtlError as exc:
+                    self._error(exc)
                     return
                 self._json(status, data)
 
             def do_DELETE(self) -> None:
                 if self.path.split("?")[0] != "/admin/faults" or server.faults is None:
-                    self._json(404, {"error": "not_found", "message": self.path[:200]})
+                    self._error(NotFound(f"no route {self.path[:200]}"))
                     return
                 if self._authorized():
                     state = server.faults.clear()

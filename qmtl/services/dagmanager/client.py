@@ -22,40 +22,24 @@ import logging
 
 import grpc
 
-from qmtl.foundation.common import AsyncCircuitBreaker
+from qmtl.foundation.common import BREAKER_THRESHOLD, AsyncCircuitBreaker
 from qmtl.foundation.common.tracing import grpc_metadata
 from qmtl.foundation.contracts import BufferInstruction, DiffResult, SubmissionRequest
 from qmtl.foundation.errors import (
-    AuthError,
     BackendUnavailable,
-    Conflict,
-    InvalidRequest,
-    NotFound,
     QmtlError,
     Unavailable,
-    from_code,
 )
+from qmtl.services.dagmanager.grpc_errors import domain_error
 from qmtl.services.dagmanager.proto import dagmanager_pb2 as pb
 from qmtl.services.dagmanager.proto import dagmanager_pb2_grpc as pb_grpc
 
-__all__ = ["BREAKER_THRESHOLD", "DagManagerClient", "is_remote_failure"]
+__all__ = ["DagManagerClient", "is_remote_failure"]
 
 log = logging.getLogger(__name__)
 
-#: Both breakers (dagclient, kafka_admin) open after three consecutive failures; a
-#: fixed number, so the BreakerOpen alerts mean the same everywhere.
-BREAKER_THRESHOLD = 3
-ERROR_TRAILER = "qmtl-error-code"
 #: The largest DAG the client sends (a DiffRequest); replies may be up to twice that.
 MAX_MESSAGE_BYTES = 64 * 1024 * 1024
-#: Fallback when a server sends no trailer: gRPC status -> domain error class.
-_BY_STATUS: dict[grpc.StatusCode, type[QmtlError]] = {
-    grpc.StatusCode.INVALID_ARGUMENT: InvalidRequest,
-    grpc.StatusCode.FAILED_PRECONDITION: Conflict,
-    grpc.StatusCode.NOT_FOUND: NotFound,
-    grpc.StatusCode.UNAUTHENTICATED: AuthError,
-    grpc.StatusCode.PERMISSION_DENIED: AuthError,
-}
 
 
 def is_remote_failure(exc: BaseException) -> bool:
@@ -78,18 +62,6 @@ def _result(queue_map: dict[str, str], final: pb.DiffChunk | None) -> DiffResult
         new_queues=final.new_queues,
         total_nodes=final.total_nodes,
     )
-
-
-def _domain_error(exc: grpc.aio.AioRpcError) -> QmtlError:
-    trailers = dict(exc.trailing_metadata() or ())
-    code = trailers.get(ERROR_TRAILER)
-    details = exc.details() or exc.code().name
-    if isinstance(code, str):
-        return from_code(code, details, BackendUnavailable)
-    cls = _BY_STATUS.get(exc.code(), BackendUnavailable)
-    if cls is BackendUnavailable:
-        details = f"DAG Manager unavailable: {exc.code().name}: {details}"
-    return cls(details)
 
 
 #: gRPC waits up to 120 s between attempts to reach an unreachable server; a DAG Manager
@@ -156,7 +128,7 @@ class DagManagerClient:
                 if chunk.final:
                     final = chunk
         except grpc.aio.AioRpcError as exc:
-            raise _domain_error(exc) from None
+            raise domain_error(exc) from None
         return _result(queue_map, final)
 
     async def diff(self, request: SubmissionRequest) -> DiffResult:

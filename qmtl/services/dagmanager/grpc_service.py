@@ -4,7 +4,7 @@
 answers the same diff in one message (the Gateway's call: a unary call costs about half
 the CPU of a stream on each end).  Both run one code path and fail the same way.
 
-Domain errors map to gRPC status codes with :data:`GRPC_STATUS`, once; the error's
+Domain errors map to gRPC status codes in :mod:`~qmtl.services.dagmanager.grpc_errors`; the error's
 ``code`` travels in the ``qmtl-error-code`` trailer so clients rebuild the exact
 domain class.  Client input is never answered UNKNOWN: requests arrive as bytes
 (:func:`register`), so a caller is authenticated before any parsing work and a message
@@ -34,24 +34,18 @@ from qmtl.foundation.common.admin import check_bearer
 from qmtl.foundation.common.tracing import context_from_grpc_metadata, get_tracer
 from qmtl.foundation.contracts import DiffResult, SubmissionRequest
 from qmtl.foundation.errors import (
-    AuthError,
-    Conflict,
-    InvalidInput,
     InvalidRequest,
-    NotFound,
     QmtlError,
-    Unavailable,
 )
 from qmtl.foundation.loglimit import LogLimiter
 from qmtl.foundation.sqldb import WouldBlock, without_waiting
+from qmtl.services.dagmanager.grpc_errors import ERROR_TRAILER, grpc_status
 from qmtl.services.dagmanager.proto import dagmanager_pb2 as pb
 from qmtl.services.dagmanager.proto import dagmanager_pb2_grpc as pb_grpc
 from qmtl.services.dagmanager.service import DagManagerService
 
 __all__ = [
     "CHUNK_SIZE",
-    "ERROR_TRAILER",
-    "GRPC_STATUS",
     "DagManagerServicer",
     "register",
     "result_chunks",
@@ -61,24 +55,7 @@ log = logging.getLogger(__name__)
 _malformed = LogLimiter(log)
 #: Queue-map entries per streamed chunk; keeps each message far below gRPC's 4 MiB default.
 CHUNK_SIZE = 2000
-ERROR_TRAILER = "qmtl-error-code"
-#: Domain error -> gRPC status; the most specific class in an error's MRO wins.
-GRPC_STATUS: dict[type[QmtlError], grpc.StatusCode] = {
-    InvalidInput: grpc.StatusCode.INVALID_ARGUMENT,
-    AuthError: grpc.StatusCode.UNAUTHENTICATED,
-    NotFound: grpc.StatusCode.NOT_FOUND,
-    Conflict: grpc.StatusCode.FAILED_PRECONDITION,
-    Unavailable: grpc.StatusCode.UNAVAILABLE,
-    QmtlError: grpc.StatusCode.INTERNAL,
-}
 _tracer = get_tracer("qmtl.dagmanager")
-
-
-def grpc_status(exc: QmtlError) -> grpc.StatusCode:
-    for cls in type(exc).__mro__:
-        if cls in GRPC_STATUS:
-            return GRPC_STATUS[cls]
-    return grpc.StatusCode.INTERNAL
 
 
 def result_chunks(result: DiffResult, chunk_size: int = CHUNK_SIZE) -> list[pb.DiffChunk]:

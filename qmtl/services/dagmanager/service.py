@@ -25,7 +25,7 @@ from typing import Any
 
 from qmtl import __version__
 from qmtl.foundation import crosscontext
-from qmtl.foundation.common import AsyncCircuitBreaker
+from qmtl.foundation.common import BREAKER_THRESHOLD, AsyncCircuitBreaker
 from qmtl.foundation.config import DagManagerConfig, QmtlConfig
 from qmtl.foundation.dependencies import DependencyProbes, bounded
 from qmtl.foundation.faults import FaultSet
@@ -41,7 +41,6 @@ __all__ = ["LEADER_LEASE", "DagManagerService", "build_service", "tune_gc", "wir
 
 log = logging.getLogger(__name__)
 #: Both breakers open after three consecutive failures (fixed, as documented).
-BREAKER_THRESHOLD = 3
 LEADER_LEASE = "dagmanager-leader"
 
 

@@ -150,8 +150,7 @@ def create_app(service: GatewayService, *, faults: FaultSet | None = None) -> Fa
 
         async def submit_core(request: SubmissionRequest) -> Outcome:
             if drill_error(faults):
-                error = Unavailable("the Gateway is failing this submission (fault injection)")
-                return Outcome(503, error.body())
+                raise Unavailable("the Gateway is failing this submission (fault injection)")
             return await service.submit(request)
 
     @app.get("/health")
@@ -184,8 +183,8 @@ def create_app(service: GatewayService, *, faults: FaultSet | None = None) -> Fa
                 submission, _nodes = await validated(raw)
                 span.set_attribute("qmtl.strategy_id", submission.strategy_id)
                 outcome = await submit_core(submission)
-                code = outcome.status
-                return SafeJSONResponse(outcome.body, status_code=outcome.status)
+                code = 202 if outcome.queued else 200
+                return SafeJSONResponse(outcome.body, status_code=code)
             except QmtlError as exc:
                 span.set_attribute("qmtl.error", exc.code)
                 code = http_status(exc)

@@ -10,7 +10,7 @@ from typing import Any
 
 import httpx
 
-from qmtl.foundation.common import eventloop, httpserver
+from qmtl.foundation.common import BREAKER_THRESHOLD, eventloop, httpserver
 from qmtl.foundation.common.admin import missing_tokens
 from qmtl.foundation.common.interrupts import interrupt_on_ctrl_c_and_term
 from qmtl.foundation.common.tracing import setup_tracing, shutdown_tracing
@@ -19,7 +19,7 @@ from qmtl.foundation.contracts import SubmissionRequest
 from qmtl.foundation.dependencies import DependencyProbes
 from qmtl.foundation.metrics import set_series_budget
 from qmtl.services.controlbus import open_bus
-from qmtl.services.dagmanager.client import BREAKER_THRESHOLD, DagManagerClient, is_remote_failure
+from qmtl.services.dagmanager.client import DagManagerClient, is_remote_failure
 from qmtl.services.gateway import metrics
 from qmtl.services.gateway.faults import FaultyBus, FaultyClient, FaultyLog, gateway_faults
 from qmtl.services.gateway.http import create_app

@@ -39,9 +39,12 @@ from qmtl.foundation.errors import (
     InvalidInput,
     NotFound,
     QmtlError,
+    SubmissionAbandoned,
+    SubmissionNotPersisted,
     Unavailable,
     UnknownSubmission,
     WorldFrozen,
+    from_code,
 )
 from qmtl.foundation.loglimit import LogLimiter
 from qmtl.foundation.sqldb import WouldBlock, without_waiting
@@ -146,14 +149,12 @@ REGISTERED_KEPT = 10_000
 
 @dataclass
 class Outcome:
-    status: int
+    """A submission the Gateway took: diffed (``queued`` false) or logged for a retry.
+    Everything it refuses is raised as a :class:`~qmtl.foundation.errors.QmtlError`;
+    the HTTP adapter decides the status of both."""
+
     body: dict[str, Any]
-
-
-def _status_of(exc: QmtlError) -> int:
-    from qmtl.foundation.common.http import http_status
-
-    return http_status(exc)
+    queued: bool = False
 
 
 class GatewayService:
@@ -274,8 +275,7 @@ class GatewayService:
     async def submit(self, request: SubmissionRequest) -> Outcome:
         world = request.world_id
         if world and self.frozen_until(world) is not None:
-            error = WorldFrozen(f"world {world} is frozen by an apply run; retry shortly")
-            return Outcome(409, error.body())
+            raise WorldFrozen(f"world {world} is frozen by an apply run; retry shortly")
         sid = request.submission_id()
         sub = Submission(sid, request, "pending")
         try:
@@ -287,9 +287,9 @@ class GatewayService:
             log.error(
                 "lost request strategy_id=%s submission_id=%s cause=%s", sub.strategy_id, sid, exc
             )
-            return Outcome(503, {"error": "submission_not_persisted", "retryable": True,
-                                 "message": f"the submission log refused the write ({exc}); retry",
-                                 "submission_id": sid})  # fmt: skip
+            raise SubmissionNotPersisted(
+                f"the submission log refused the write ({exc}); retry", submission_id=sid
+            ) from None
         if existing is not None:
             return self._outcome_of(existing, duplicate=True)
         self._note_source(request)
@@ -313,7 +313,8 @@ class GatewayService:
             result = await self.client.diff(sub.request)
         except (InvalidInput, Conflict, NotFound) as exc:
             await self._record(self.log.reject, sid, exc.code, exc.message)
-            return Outcome(_status_of(exc), {**exc.body(), "submission_id": sid})
+            exc.details["submission_id"] = sid
+            raise
         except Unavailable as exc:
             return await self._retry_later(sub, exc.message)
         except QmtlError as exc:  # e.g. auth between Gateway and DAG Manager: an outage here
@@ -333,8 +334,8 @@ class GatewayService:
             _unstored.log("submission %s: result not stored: %s", sid, exc)
             return await self._retry_later(sub, f"the result could not be stored ({exc})")
         return Outcome(
-            200, {**result.to_dict(), "strategy_id": sub.strategy_id, "submission_id": sid,
-                  "status": "completed"},
+            {**result.to_dict(), "strategy_id": sub.strategy_id, "submission_id": sid,
+             "status": "completed"},
         )  # fmt: skip
 
     async def _record(self, fn: Any, *args: Any) -> bool:
@@ -359,25 +360,25 @@ class GatewayService:
         return self._queued(sub, reason)
 
     def _queued(self, sub: Submission, reason: str) -> Outcome:
-        return Outcome(202, {"status": "queued", "submission_id": sub.submission_id,
-                             "strategy_id": sub.strategy_id,
-                             "message": f"{reason}; the submission is logged and will be retried"})  # fmt: skip
+        return Outcome({"status": "queued", "submission_id": sub.submission_id,
+                        "strategy_id": sub.strategy_id,
+                        "message": f"{reason}; the submission is logged and will be retried"},
+                       queued=True)  # fmt: skip
 
     def _outcome_of(self, sub: Submission, *, duplicate: bool) -> Outcome:
         extra = {"submission_id": sub.submission_id, "duplicate": duplicate}
         if sub.status == "completed" and sub.result is not None:
-            return Outcome(200, {**sub.result.to_dict(), "strategy_id": sub.strategy_id,
-                                 "status": "completed", **extra})  # fmt: skip
+            return Outcome({**sub.result.to_dict(), "strategy_id": sub.strategy_id,
+                            "status": "completed", **extra})  # fmt: skip
         if sub.status == "rejected":
-            from qmtl.foundation.errors import from_code
-
             exc = from_code(sub.error_code or "invalid_request", sub.error or "", InvalidInput)
-            return Outcome(_status_of(exc), {**exc.body(), **extra})
+            exc.details.update(extra)
+            raise exc
         if sub.status == "abandoned":
-            return Outcome(503, {"error": "abandoned", "retryable": True,
-                                 "message": f"gave up after {sub.attempts} attempts: {sub.error}",
-                                 **extra})  # fmt: skip
-        return Outcome(202, {**sub.as_dict(), **extra})
+            raise SubmissionAbandoned(
+                f"gave up after {sub.attempts} attempts: {sub.error}", **extra
+            )
+        return Outcome({**sub.as_dict(), **extra}, queued=True)
 
     async def submission(self, submission_id: str) -> Submission:
         found = await self._db(self.log.get, submission_id)
@@ -419,9 +420,12 @@ class GatewayService:
                 log.error("lost request strategy_id=%s submission_id=%s cause=abandoned after %d attempts",
                           sub.strategy_id, sub.submission_id, sub.attempts)  # fmt: skip
                 continue
-            outcome = await self._process(sub)
-            log.info("retried submission %s: %s", sub.submission_id,
-                     outcome.body.get("status", outcome.status))  # fmt: skip
+            try:
+                outcome = await self._process(sub)
+            except QmtlError as exc:  # refused for good: stored as rejected by _process
+                log.info("retried submission %s: rejected (%s)", sub.submission_id, exc.code)
+                continue
+            log.info("retried submission %s: %s", sub.submission_id, outcome.body["status"])
         return len(due)
 
     async def _retry_loop(self) -> None:

@@ -70,12 +70,12 @@ def test_all_interfaces_is_exposed_whatever_the_string(tmp_path) -> None:  # typ
     [
         ("Content-Length: abc\r\n", b"", b"400"),
         ("Content-Length: -1\r\n", b"", b"400"),
-        ("Content-Length: 99999999\r\n", b"", b"400"),
-        ("Content-Length: 2\r\n", b"[]", b"400"),
+        ("Content-Length: 99999999\r\n", b"", b"413"),
+        ("Content-Length: 2\r\n", b"[]", b"422"),
         ("Content-Length: 5\r\n", b"{oops", b"400"),
     ],
 )
-def test_hostile_requests_get_a_clear_400(server, headers: str, body: bytes, status: bytes) -> None:  # type: ignore[no-untyped-def]
+def test_hostile_requests_get_a_clear_4xx(server, headers: str, body: bytes, status: bytes) -> None:  # type: ignore[no-untyped-def]
     request = (
         f"POST /admin/cache/purge HTTP/1.1\r\nHost: x\r\n{headers}Connection: close\r\n\r\n"
     ).encode() + body
@@ -99,5 +99,6 @@ def test_cross_context_report_and_faults(server) -> None:  # type: ignore[no-unt
         "node_fail": True
     }
     bad = httpx.post(f"{server.url}/admin/faults", json={"nope": 1}, timeout=5)
-    assert bad.status_code == 400 and "unknown fault" in bad.json()["message"]
+    assert bad.status_code == 422 and "unknown fault" in bad.json()["message"]
+    assert bad.json()["error"] == "invalid_request"
     assert httpx.delete(f"{server.url}/admin/faults", timeout=5).json() == {"node_fail": False}

@@ -309,6 +309,10 @@ def test_exposed_grpc_needs_the_token(start_dagmanager, tmp_path: Path) -> None:
     for rpc in RPCS:
         code, _details, error = raw_diff(target, chain_dag(2), rpc=rpc)
         assert code == grpc.StatusCode.UNAUTHENTICATED and error == "auth_required", rpc
+        wrong = (("authorization", "Bearer nope"),)
+        code, _details, error = raw_diff(target, chain_dag(2), metadata=wrong, rpc=rpc)
+        # A wrong token is forbidden, as over HTTP (403): not a request to log in.
+        assert code == grpc.StatusCode.PERMISSION_DENIED and error == "auth_invalid", rpc
         token = (("authorization", "Bearer tok"),)
         assert raw_diff(target, chain_dag(2), metadata=token, rpc=rpc)[0] == grpc.StatusCode.OK
     # An empty host is every interface: the admin surface needs the token too.

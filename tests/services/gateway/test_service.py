@@ -19,10 +19,18 @@ from qmtl.foundation.common import AsyncCircuitBreaker
 from qmtl.foundation.config import QmtlConfig
 from qmtl.foundation.contracts import DiffResult, SubmissionRequest
 from qmtl.foundation.dag import chain_dag
-from qmtl.foundation.errors import BackendUnavailable, InvalidDag, QueueNameCollision
+from qmtl.foundation.errors import (
+    BackendUnavailable,
+    InvalidDag,
+    QmtlError,
+    QueueNameCollision,
+    SubmissionNotPersisted,
+    WorldFrozen,
+)
+from qmtl.foundation.http_errors import http_status
 from qmtl.services.controlbus import ACK, FREEZE, UNFREEZE, Envelope, InProcessBus
 from qmtl.services.dagmanager.client import is_remote_failure
-from qmtl.services.gateway.service import GatewayService
+from qmtl.services.gateway.service import GatewayService, Outcome
 from qmtl.services.gateway.submissions import Submission, SubmissionLog
 from qmtl.testing.metrics import Snapshot, value
 from qmtl.testing.stalls import LoopWatch, held_elsewhere
@@ -82,36 +90,45 @@ def run(coro: Any) -> Any:
     return asyncio.run(coro)
 
 
+def code(outcome: Outcome) -> int:
+    """The status the HTTP adapter answers a taken submission with."""
+    return 202 if outcome.queued else 200
+
+
 def test_completed_and_duplicate(tmp_path: Path) -> None:
     client = FakeDagManager(result)
     service = make(tmp_path, client)
     first = run(service.submit(req()))
     again = run(service.submit(req()))
-    assert first.status == again.status == 200 and again.body["duplicate"] is True
+    assert code(first) == code(again) == 200 and again.body["duplicate"] is True
     assert again.body["queue_map"] == first.body["queue_map"] and len(client.calls) == 1
 
 
 @pytest.mark.parametrize(
-    ("error", "status", "code"),
+    ("error", "status", "error_code"),
     [
         (InvalidDag("nodes[0]: bad"), 422, "invalid_dag"),
         (QueueNameCollision("queue q is already bound to node N9"), 409, "queue_name_collision"),
     ],
 )
 def test_bad_data_is_rejected_never_an_outage_or_lost(
-    tmp_path: Path, error: Exception, status: int, code: str
+    tmp_path: Path, error: Exception, status: int, error_code: str
 ) -> None:
     """Rejected input: 4xx, stored rejected, no breaker failure, no retry, no lost request."""
     client = FakeDagManager(lambda _r: error)
     service = make(tmp_path, client, max_attempts=1)
     lost = Snapshot("lost_requests_total")
-    outcome = run(service.submit(req()))
-    assert outcome.status == status and outcome.body["error"] == code
+    with pytest.raises(QmtlError) as refused:
+        run(service.submit(req()))
+    assert http_status(refused.value) == status and refused.value.body()["error"] == error_code
+    assert refused.value.body()["submission_id"] == req().submission_id()
     assert client.breaker.failures == 0 and not client.breaker.is_open
     assert run(service.retry_due()) == 0 and len(client.calls) == 1
     assert service.log.counts() == {"rejected": 1}
-    duplicate = run(service.submit(req()))
-    assert duplicate.status == status and duplicate.body["error"] == code
+    with pytest.raises(QmtlError) as again:
+        run(service.submit(req()))
+    assert http_status(again.value) == status and again.value.body()["error"] == error_code
+    assert again.value.body()["duplicate"] is True
     assert lost.delta("lost_requests_total") == 0
 
 
@@ -120,7 +137,7 @@ def test_outage_is_queued_then_retried_by_its_holder(tmp_path: Path) -> None:
     client = FakeDagManager(lambda r: BackendUnavailable("down") if down["on"] else result(r))
     service = make(tmp_path, client)
     outcome = run(service.submit(req()))
-    assert outcome.status == 202 and outcome.body["status"] == "queued"
+    assert code(outcome) == 202 and outcome.body["status"] == "queued"
     assert client.breaker.failures == 1
     down["on"] = False
     time.sleep(0.06)
@@ -156,7 +173,7 @@ def test_an_abandoned_submission_goes_through_once_its_cause_is_gone(tmp_path: P
     down["on"] = False
     client.breaker.reset()
     again = run(service.submit(req()))
-    assert again.status == 200 and again.body["status"] == "completed", again.body
+    assert code(again) == 200 and again.body["status"] == "completed", again.body
     assert service.log.counts() == {"completed": 1}
     assert run(service.submit(req())).body["duplicate"] is True
 
@@ -208,7 +225,7 @@ def test_a_result_that_cannot_be_stored_is_answered_queued_and_stored_later(
 
     service.log.complete = refusing  # type: ignore[method-assign]
     outcome = run(service.submit(req()))
-    assert outcome.status == 202 and outcome.body["status"] == "queued"
+    assert code(outcome) == 202 and outcome.body["status"] == "queued"
     assert "could not be stored" in outcome.body["message"]
     assert service.log.counts() == {"pending": 1}
     full["on"] = False
@@ -222,8 +239,9 @@ def test_a_log_that_refuses_writes_answers_503_and_counts_lost(tmp_path: Path) -
     service = make(tmp_path, client)
     service.log.db.close()  # every write now fails like a dead disk
     lost = Snapshot("lost_requests_total")
-    outcome = run(service.submit(req()))
-    assert outcome.status == 503 and outcome.body["retryable"] is True
+    with pytest.raises(SubmissionNotPersisted) as refused:
+        run(service.submit(req()))
+    assert http_status(refused.value) == 503 and refused.value.body()["retryable"] is True
     assert lost.delta("lost_requests_total") == 1 and client.calls == []
 
 
@@ -245,7 +263,7 @@ def test_an_in_flight_submission_is_never_retried_and_results_are_never_replaced
         await asyncio.sleep(0.05)
         assert await service.retry_due() == 0, "an in-flight submission must not be claimed"
         release.set()
-        assert (await first).status == 200
+        assert code(await first) == 200
 
     run(scenario())
     assert len(client.calls) == 1
@@ -267,11 +285,12 @@ def test_freeze_is_acked_then_lapses_at_its_deadline(tmp_path: Path) -> None:
                       data={"world_id": "w1", "run_id": "r1", "deadline": time.time() + 0.3})  # fmt: skip
     service.bus.publish(freeze)
     assert [a.data["phase"] for a in acks] == ["freeze"] and acks[0].data["gateway_id"] == "gw-test"
-    frozen = run(service.submit(req(world_id="w1")))
-    assert frozen.status == 409 and frozen.body["error"] == "world_frozen"
+    with pytest.raises(WorldFrozen) as frozen:
+        run(service.submit(req(world_id="w1")))
+    assert http_status(frozen.value) == 409 and frozen.value.code == "world_frozen"
     assert value("controlbus_apply_ack_total", world_id="w1", phase="freeze") >= 1
     time.sleep(0.35)
-    assert run(service.submit(req(world_id="w1"))).status == 200
+    assert code(run(service.submit(req(world_id="w1")))) == 200
 
 
 def test_replayed_events_past_their_deadline_are_ignored(tmp_path: Path) -> None:
@@ -329,7 +348,7 @@ def test_small_rows_of_a_local_log_are_written_on_the_loop_large_ones_off_it(
     async def go() -> list[int]:
         small = await service.submit(req("small"))
         large = await service.submit(SubmissionRequest(strategy_id="s2", dag_json=big))
-        return [small.status, large.status]
+        return [code(small), code(large)]
 
     assert run(go()) == [200, 200]
     assert threads[0] == threading.main_thread().name
@@ -357,7 +376,7 @@ def test_a_busy_local_log_sends_the_write_to_a_log_thread_and_the_loop_keeps_run
             asyncio.get_running_loop().call_later(1.0, release.set)
             async with LoopWatch() as watch:
                 outcome = await service.submit(req("busy"))
-        return outcome.status, watch.worst
+        return code(outcome), watch.worst
 
     status, worst_gap = run(go())
     assert status == 200
@@ -398,7 +417,7 @@ def test_a_submission_waiting_on_postgresql_does_not_hold_up_the_others(postgres
             other = await asyncio.wait_for(service.submit(req("free")), timeout=60)
             still_waiting = not held.done()
             holder.rollback()  # the session ends without the row: the insert goes ahead
-            return other.status, still_waiting, (await asyncio.wait_for(held, 60)).status
+            return code(other), still_waiting, code(await asyncio.wait_for(held, 60))
 
         other_status, still_waiting, held_status = run(scenario())
     finally:
