@@ -25,10 +25,15 @@ __all__ = [
     "DOMAINS",
     "FIELD_RULES",
     "MAX_METADATA_BYTES",
+    "RUN_ID",
+    "STRATEGY_ID",
+    "SUBMISSION_ID",
+    "WORLD_ID",
     "BufferInstruction",
     "ComputeContext",
     "DiffResult",
     "SubmissionRequest",
+    "anchored",
     "check_domain",
     "check_field",
     "compute_key",
@@ -37,16 +42,32 @@ __all__ = [
 #: Execution domains a strategy can run in; empty means ``backtest``.
 DOMAINS = ("", "backtest", "dryrun", "live", "shadow")
 
+#: The identifier rules, defined here only: every door (HTTP models, the ControlBus
+#: envelope, the SDK before it sends) matches against these.  Each bounds the length too.
+WORLD_ID = r"[A-Za-z0-9][A-Za-z0-9_.-]{0,63}"
+STRATEGY_ID = r"[A-Za-z0-9][A-Za-z0-9_.:-]{0,127}"
+#: Apply runs, ControlBus event ids and Gateway ids.
+RUN_ID = r"[A-Za-z0-9_.:-]{1,128}"
+SUBMISSION_ID = r"[A-Za-z0-9]{1,64}"
+
+
+def anchored(pattern: str, *, optional: bool = False) -> str:
+    """``pattern`` for a whole value (pydantic's ``Field(pattern=...)`` searches)."""
+    return f"^(?:{pattern}){'?' if optional else ''}$"
+
+
 #: Field -> (pattern, human description). Anchored; the pattern bounds the length too.
 FIELD_RULES: dict[str, tuple[re.Pattern[str], str]] = {
     "strategy_id": (
-        re.compile(r"[A-Za-z0-9][A-Za-z0-9_.:-]{0,127}"),
+        re.compile(STRATEGY_ID),
         "1-128 characters of [A-Za-z0-9_.:-], starting with a letter or digit",
     ),
     "world_id": (
-        re.compile(r"(?:[A-Za-z0-9][A-Za-z0-9_.-]{0,63})?"),
+        re.compile(f"(?:{WORLD_ID})?"),
         "empty or 1-64 characters of [A-Za-z0-9_.-], starting with a letter or digit",
     ),
+    "run_id": (re.compile(RUN_ID), "1-128 characters of [A-Za-z0-9_.:-]"),
+    "submission_id": (re.compile(SUBMISSION_ID), "1-64 letters and digits"),
     "as_of": (
         re.compile(r"[A-Za-z0-9_.:+-]{0,40}"),
         "empty or at most 40 characters of [A-Za-z0-9_.:+-] (e.g. 2024-01-31T00:00:00Z)",

@@ -42,6 +42,7 @@ from typing import Any
 import httpx
 
 from qmtl.foundation import strictjson
+from qmtl.foundation.contracts import RUN_ID, WORLD_ID
 from qmtl.foundation.errors import InvalidRequest
 from qmtl.foundation.loglimit import LogLimiter
 from qmtl.services.controlbus.metrics import controlbus_invalid_events_total
@@ -75,8 +76,8 @@ WORLD_DELETED = "qmtl.world.deleted"
 EVENT_TYPES = (FREEZE, UNFREEZE, ACK, HEARTBEAT, WORLD_DELETED)
 Handler = Callable[["Envelope"], None]
 
-_ID = re.compile(r"[A-Za-z0-9_.:-]{1,128}")
-_WORLD = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.-]{0,63}")
+_ID = re.compile(RUN_ID)
+_WORLD = re.compile(WORLD_ID)
 _TEXT_LIMIT = 256
 #: Fields of ``data`` each event type requires, with their checks.
 _DATA_RULES: dict[str, dict[str, Callable[[Any], bool]]] = {

@@ -27,7 +27,7 @@ from qmtl.foundation.common.http import (
     install_common_routes,
 )
 from qmtl.foundation.common.tracing import extract_http_context, get_tracer
-from qmtl.foundation.contracts import FIELD_RULES, MAX_METADATA_BYTES, SubmissionRequest
+from qmtl.foundation.contracts import MAX_METADATA_BYTES, SubmissionRequest, check_field
 from qmtl.foundation.dag import SCHEMA, DagError, parse_dag, validate_dag
 from qmtl.foundation.errors import (
     InvalidJson,
@@ -203,16 +203,13 @@ def create_app(service: GatewayService, *, faults: FaultSet | None = None) -> Fa
 
     @app.get("/submissions/{submission_id}")
     async def submission_status(submission_id: str) -> SafeJSONResponse:
-        if not submission_id.isalnum() or len(submission_id) > 64:
-            raise InvalidRequest("submission ids are up to 64 letters and digits")
+        check_field("submission_id", submission_id)
         sub = await service.submission(submission_id)
         return SafeJSONResponse(sub.as_dict())
 
     @app.get("/strategies/{strategy_id}/status")
     async def strategy_status(strategy_id: str) -> SafeJSONResponse:
-        pattern, rule = FIELD_RULES["strategy_id"]
-        if not pattern.fullmatch(strategy_id):
-            raise InvalidRequest(f"strategy_id: must be {rule}")
+        check_field("strategy_id", strategy_id)
         sub = await service.latest(strategy_id)
         if sub is None:
             raise UnknownStrategy(f"no submission for strategy {strategy_id!r}")

@@ -17,7 +17,7 @@ from pydantic import BaseModel, ConfigDict, Field
 
 from qmtl.foundation.common.admin import AdminGuard
 from qmtl.foundation.common.http import BodyLimit, SafeJSONResponse, install_common_routes
-from qmtl.foundation.contracts import FIELD_RULES
+from qmtl.foundation.contracts import FIELD_RULES, RUN_ID, STRATEGY_ID, WORLD_ID, anchored
 from qmtl.foundation.errors import InvalidRequest, NotFound, QmtlError, UnknownRun
 from qmtl.foundation.faults import FaultSet
 from qmtl.services.controlbus import parse_envelope
@@ -26,13 +26,10 @@ from qmtl.services.worldservice.service import WorldService
 
 __all__ = ["create_app"]
 
-_RUN = r"^[A-Za-z0-9_.:-]{1,64}$"
-_WORLD = r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$"
-
 
 class WorldIn(BaseModel):
     model_config = ConfigDict(extra="forbid")
-    world_id: str = Field(pattern=_WORLD)
+    world_id: str = Field(pattern=anchored(WORLD_ID))
 
 
 class AllocationsIn(BaseModel):
@@ -42,7 +39,7 @@ class AllocationsIn(BaseModel):
 
 class ApplyIn(BaseModel):
     model_config = ConfigDict(extra="forbid")
-    run_id: str | None = Field(default=None, pattern=_RUN)
+    run_id: str | None = Field(default=None, pattern=anchored(RUN_ID))
     activate: list[str] = Field(default_factory=list, max_length=10_000)
     deactivate: list[str] = Field(default_factory=list, max_length=10_000)
     wait: bool = False
@@ -50,9 +47,9 @@ class ApplyIn(BaseModel):
 
 class SourceIn(BaseModel):
     model_config = ConfigDict(extra="forbid")
-    url: str = Field(pattern=FIELD_RULES["admin_url"][0].pattern)
-    world_id: str = Field(default="", pattern=r"^(?:[A-Za-z0-9][A-Za-z0-9_.-]{0,63})?$")
-    strategy_id: str = Field(default="", pattern=r"^[A-Za-z0-9_.:-]{0,128}$")
+    url: str = Field(pattern=anchored(FIELD_RULES["admin_url"][0].pattern))
+    world_id: str = Field(default="", pattern=anchored(WORLD_ID, optional=True))
+    strategy_id: str = Field(default="", pattern=anchored(STRATEGY_ID, optional=True))
 
 
 def create_app(service: WorldService, *, faults: FaultSet | None = None) -> FastAPI:
@@ -146,7 +143,7 @@ def create_app(service: WorldService, *, faults: FaultSet | None = None) -> Fast
     # -- promotion guard -------------------------------------------------------------------
     @app.get("/promotion-guard")
     def promotion_guard(
-        world_id: str | None = Query(default=None, pattern=_WORLD),
+        world_id: str | None = Query(default=None, pattern=anchored(WORLD_ID)),
     ) -> SafeJSONResponse:
         """The guard's last scheduled read (no call out from here), for one world or all."""
         view = service.guard.last()
