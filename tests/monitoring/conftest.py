@@ -10,9 +10,15 @@ import pytest
 from qmtl.devstack import find_binary
 from qmtl.monitoring.render import REPO_ROOT
 
+#: A guard against a hung tool, not a speed target: promtool replays hours of rule
+#: evaluations (the SLO file alone takes about a minute on an idle 2-core machine).
+TOOL_TIMEOUT = 900
+
 
 def run_tool(argv: list[str], *, cwd: Path | None = None) -> subprocess.CompletedProcess[str]:
-    return subprocess.run(argv, capture_output=True, text=True, cwd=cwd, timeout=120, check=False)
+    return subprocess.run(
+        argv, capture_output=True, text=True, cwd=cwd, timeout=TOOL_TIMEOUT, check=False
+    )
 
 
 @pytest.fixture(scope="session")
