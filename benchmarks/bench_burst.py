@@ -130,7 +130,9 @@ def main() -> None:
             refused = [ms for status, ms in answers if status == 429]
             rows.append([
                 rate, len(answers), codes[200] + codes[202], codes[429],
-                sum(n for status, n in codes.items() if status not in (200, 202, 429)),
+                ", ".join(f"{'no answer' if status == 0 else status}: {n}"
+                          for status, n in sorted(codes.items())
+                          if status not in (200, 202, 429)) or "-",
                 pct(accepted, 0.5), pct(accepted, 0.95), pct(refused, 0.95),
                 sampler.peak_in_flight, before, max(sampler.peak_rss, after), after,
             ])  # fmt: skip
@@ -138,7 +140,7 @@ def main() -> None:
     for row in rows:
         row += [row[6] / base[6], row[10] / base[10]]
     headers = [
-        "rate/s", "sent", "accepted", "429", "other", "accepted p50 ms", "accepted p95 ms",
+        "rate/s", "sent", "accepted", "429", "other answers", "accepted p50 ms", "accepted p95 ms",
         "429 p95 ms", "peak in flight", "RSS before MB", "RSS peak MB", "RSS after MB",
         "accepted p95 ratio", "RSS peak ratio",
     ]  # fmt: skip
