@@ -65,6 +65,6 @@ def test_sdk_submit_and_status_polls_share_one_connection() -> None:
     }  # fmt: skip
     with ScriptedHttp(answers) as gateway:
         result = submit(Tiny, gateway.url, world_id="w", wait_seconds=30)
-        assert result["status"] == "completed" and result["submission_id"] == "s1"
+        assert result.submission_id == "s1" and dict(result.queue_map) == {}
         assert [m for m, _ in gateway.requests] == ["POST", "GET", "GET", "GET"]
         assert gateway.connections == 1

@@ -218,7 +218,7 @@ class DemoRunner:
                     admin_url=self.admin_url,
                 )
                 self.submitted += 1
-                log.info("submitted %s: %d queues", instance.name, len(result["queue_map"]))
+                log.info("submitted %s: %d queues", instance.name, len(result.queue_map))
             except SubmissionError as exc:
                 log.error("submitting %s failed: %s", instance.name, exc)
             executor = Executor(

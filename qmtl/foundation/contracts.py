@@ -249,7 +249,6 @@ class DiffResult:
     crc32: int
     new_queues: int
     total_nodes: int
-    warnings: tuple[str, ...] = ()
 
     def to_dict(self) -> dict[str, Any]:
         return {
@@ -263,7 +262,6 @@ class DiffResult:
             "crc32": self.crc32,
             "new_queues": self.new_queues,
             "total_nodes": self.total_nodes,
-            "warnings": list(self.warnings),
         }
 
     @classmethod
@@ -279,5 +277,4 @@ class DiffResult:
             crc32=int(data.get("crc32", 0)),
             new_queues=int(data.get("new_queues", 0)),
             total_nodes=int(data.get("total_nodes", len(data["queue_map"]))),
-            warnings=tuple(data.get("warnings", ())),
         )

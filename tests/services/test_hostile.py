@@ -506,7 +506,7 @@ def test_a_burst_over_capacity_is_answered_429_and_the_sdk_waits_it_out(tmp_path
             t.start()
         for t in threads:
             t.join(120)
-        assert len(results) == 24 and all(r["queue_map"] for r in results)
+        assert len(results) == 24 and all(r.queue_map for r in results)
 
 
 def test_a_hung_dependency_is_named_by_status_and_metrics(tmp_path: Path) -> None:

@@ -305,3 +305,25 @@ def run_cli(argv: list[str], config: list[str]) -> subprocess.CompletedProcess[s
         text=True,
         timeout=60,
     )
+
+
+def test_the_sdk_and_the_gateway_agree_on_the_submission(stack: LocalStack) -> None:
+    """The SDK's request, written by the shared codec, is the Gateway's: same submission id,
+    and the typed answer carries the diff a second submission repeats as a duplicate."""
+    from qmtl.foundation.contracts import SubmissionRequest
+    from qmtl.runtime.sdk import ProcessingNode, Runner, Strategy, StreamInput
+    from qmtl.runtime.sdk import submit as sdk_submit
+
+    class Agree(Strategy):
+        def setup(self) -> None:
+            price = StreamInput(tags=["agree"], interval=60, period=3, name="agree_price")
+            self.add_nodes(price, ProcessingNode(input=price, compute_fn=len, name="agree_n"))
+
+    first = sdk_submit(Agree, stack.url("gateway"), world_id="w", strategy_id="agree-1")
+    expected = SubmissionRequest(
+        strategy_id="agree-1", dag_json=Runner.build(Agree).dag_json(), world_id="w"
+    )
+    assert first.submission_id == expected.submission_id() and first.strategy_id == "agree-1"
+    assert len(first.queue_map) == 2 and first.diff.new_queues == 2 and not first.duplicate
+    again = sdk_submit(Agree, stack.url("gateway"), world_id="w", strategy_id="agree-1")
+    assert again.duplicate and again.diff == first.diff

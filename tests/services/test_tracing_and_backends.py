@@ -33,7 +33,7 @@ class Traced(Strategy):
 
 setup_tracing("sdk", sys.argv[2])
 result = submit(Traced(), sys.argv[1], world_id="traced")
-print(len(result["queue_map"]))
+print(len(result.queue_map))
 shutdown_tracing()
 """
 

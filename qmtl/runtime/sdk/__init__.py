@@ -7,6 +7,7 @@
 from qmtl.runtime.sdk import metrics
 from qmtl.runtime.sdk.backfill import BackfillEngine, BackfillError
 from qmtl.runtime.sdk.cache import CacheView, ComputeContext, NodeCache
+from qmtl.runtime.sdk.gateway import SubmissionError, Submitted, submit
 from qmtl.runtime.sdk.live import LiveRunner
 from qmtl.runtime.sdk.node import Node, ProcessingNode, StreamInput
 from qmtl.runtime.sdk.runner import Executor, Runner, RunResult, Strategy
@@ -25,5 +26,8 @@ __all__ = [
     "Runner",
     "Strategy",
     "StreamInput",
+    "SubmissionError",
+    "Submitted",
     "metrics",
+    "submit",
 ]

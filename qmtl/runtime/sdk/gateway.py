@@ -1,7 +1,7 @@
 """Submit a strategy to a Gateway (with trace context and retries on retryable answers).
 
-    result = submit(MyStrategy(), "http://127.0.0.1:8000", world_id="demo")
-    result["queue_map"]  # node id -> queue
+    submitted = submit(MyStrategy(), "http://127.0.0.1:8000", world_id="demo")
+    submitted.queue_map  # node id -> queue; .diff holds the whole diff result
 
 Retryable answers (503 ``retryable``, 429 ``overloaded`` after its ``Retry-After``, 409
 ``world_frozen``, transport errors) are retried with backoff, the same body each time
@@ -13,16 +13,16 @@ guard of the WorldService can read this process's cross-context hits.
 from __future__ import annotations
 
 import time
-from typing import Any
 
 import httpx
 
 from qmtl.foundation.common.tracing import get_tracer, inject_http_headers
-from qmtl.foundation.contracts import ComputeContext, check_field
+from qmtl.foundation.contracts import SubmissionRequest, check_field
+from qmtl.foundation.wire import Submitted, encode_submission
 from qmtl.runtime.sdk.runner import Runner, Strategy
 from qmtl.runtime.sdk.telemetry import ensure_tracing, sdk_config
 
-__all__ = ["SubmissionError", "submit"]
+__all__ = ["SubmissionError", "Submitted", "submit"]
 
 _tracer = get_tracer("qmtl.sdk")
 
@@ -49,33 +49,26 @@ def submit(
     token: str | None = None,
     attempts: int = 6,
     wait_seconds: float = 60.0,
-) -> dict[str, Any]:
-    """Submit ``strategy``; returns the diff result (``queue_map``, ``buffering``, ...).
+) -> Submitted:
+    """Submit ``strategy``; returns the completed submission (``queue_map``, ``diff``).
 
     Raises :class:`qmtl.foundation.errors.InvalidRequest` for bad ids or context values
     before anything is sent, :class:`SubmissionError` when the Gateway refuses.
     """
     ensure_tracing()
     instance = Runner.build(strategy)
-    dag = instance.dag()
     sid = check_field("strategy_id", strategy_id or instance.name)
-    ComputeContext(world_id, execution_domain, as_of, partition)  # validates before sending
-    if admin_url:
-        check_field("admin_url", admin_url)
-    payload = {
-        "strategy_id": sid,
-        "dag": dag,
-        "world_id": world_id,
-        "execution_domain": execution_domain,
-        "as_of": as_of,
-        "partition": partition,
-    }
-    if admin_url:
-        payload["admin_url"] = admin_url
+    # The contract validates every field before anything is sent.
+    request = SubmissionRequest(
+        strategy_id=sid, dag_json=instance.dag_json(), world_id=world_id,
+        execution_domain=execution_domain, as_of=as_of, partition=partition,
+        admin_url=admin_url,
+    )  # fmt: skip
+    payload = encode_submission(request)
     token = token if token is not None else sdk_config().sdk.gateway_token
     base = gateway_url.rstrip("/")
     with _tracer.start_as_current_span("sdk.submit", attributes={"qmtl.strategy_id": sid}):
-        headers = dict(inject_http_headers({}))
+        headers = {**inject_http_headers({}), "Content-Type": "application/json"}
         if token:
             headers["Authorization"] = f"Bearer {token}"
         with httpx.Client(timeout=30) as client:
@@ -83,14 +76,14 @@ def submit(
 
 
 def _submit(
-    client: httpx.Client, base: str, payload: dict[str, Any], headers: dict[str, str],
+    client: httpx.Client, base: str, payload: bytes, headers: dict[str, str],
     attempts: int, wait_seconds: float,
-) -> dict[str, Any]:  # fmt: skip
+) -> Submitted:  # fmt: skip
     """POST with retries on retryable answers, then follow a queued submission."""
     delay = 0.2
     for attempt in range(1, attempts + 1):
         try:
-            response = client.post(f"{base}/strategies", json=payload, headers=headers)
+            response = client.post(f"{base}/strategies", content=payload, headers=headers)
             body = response.json()
         except (httpx.HTTPError, ValueError) as exc:
             if attempt == attempts:
@@ -99,7 +92,7 @@ def _submit(
             delay *= 2
             continue
         if response.status_code == 200:
-            return dict(body)
+            return Submitted.from_dict(body)
         if response.status_code == 202:
             return _follow(client, base, body["submission_id"], wait_seconds, headers)
         if body.get("retryable") and attempt < attempts:
@@ -123,7 +116,7 @@ def _retry_after(response: httpx.Response) -> float:
 def _follow(
     client: httpx.Client, base: str, submission_id: str, wait_seconds: float,
     headers: dict[str, str],
-) -> dict[str, Any]:  # fmt: skip
+) -> Submitted:  # fmt: skip
     """Poll this submission (by id: never another world's) until it is final."""
     deadline = time.monotonic() + wait_seconds
     delay = 0.1
@@ -134,7 +127,10 @@ def _follow(
         except (httpx.HTTPError, ValueError):
             body = {}
         if body.get("status") == "completed":
-            return {**body["result"], "submission_id": submission_id, "status": "completed"}
+            return Submitted.from_dict(
+                {**body["result"], "submission_id": submission_id,
+                 "strategy_id": body.get("strategy_id", "")}
+            )  # fmt: skip
         if body.get("status") in ("rejected", "abandoned"):
             raise SubmissionError(
                 body.get("error_code") or body["status"], body.get("error") or "", 422

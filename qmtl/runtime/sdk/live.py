@@ -16,11 +16,10 @@ import json
 import logging
 import threading
 import time
-from typing import Any
 
 from qmtl.runtime.sdk.admin import advertised_url, process_admin_server
 from qmtl.runtime.sdk.cache import ComputeContext
-from qmtl.runtime.sdk.gateway import submit
+from qmtl.runtime.sdk.gateway import Submitted, submit
 from qmtl.runtime.sdk.node import StreamInput
 from qmtl.runtime.sdk.runner import Executor, Runner, Strategy
 
@@ -57,8 +56,8 @@ class LiveRunner:
         self.assigned = threading.Event()
         self.published = 0
 
-    def start(self) -> dict[str, Any]:
-        """Submit through the Gateway, then run in a background thread; returns the Gateway's reply.
+    def start(self) -> Submitted:
+        """Submit through the Gateway, then run in a background thread; returns the submission.
 
         The submission names this process's admin endpoint, so the WorldService's
         promotion guard reads its cross-context hits like any submitted strategy's.
@@ -72,7 +71,7 @@ class LiveRunner:
             execution_domain=self.execution_domain,
             admin_url=self.admin_url,
         )
-        self.queue_map = dict(reply["queue_map"])
+        self.queue_map = dict(reply.queue_map)
         context = ComputeContext(world_id=self.world_id, execution_domain=self.execution_domain)
         self.executor = Executor(self.strategy.ordered_nodes(), context)
         self._thread = threading.Thread(

@@ -24,15 +24,15 @@ import grpc
 
 from qmtl.foundation.common import BREAKER_THRESHOLD, AsyncCircuitBreaker
 from qmtl.foundation.common.tracing import grpc_metadata
-from qmtl.foundation.contracts import BufferInstruction, DiffResult, SubmissionRequest
+from qmtl.foundation.contracts import DiffResult, SubmissionRequest
 from qmtl.foundation.errors import (
-    BackendUnavailable,
     QmtlError,
     Unavailable,
 )
 from qmtl.services.dagmanager.grpc_errors import domain_error
 from qmtl.services.dagmanager.proto import dagmanager_pb2 as pb
 from qmtl.services.dagmanager.proto import dagmanager_pb2_grpc as pb_grpc
+from qmtl.services.dagmanager.proto_codec import request_to_proto, result_from_chunks
 
 __all__ = ["DagManagerClient", "is_remote_failure"]
 
@@ -45,23 +45,6 @@ MAX_MESSAGE_BYTES = 64 * 1024 * 1024
 def is_remote_failure(exc: BaseException) -> bool:
     """Breaker filter: outages count; rejected input, conflicts and auth errors do not."""
     return not isinstance(exc, QmtlError) or isinstance(exc, Unavailable)
-
-
-def _result(queue_map: dict[str, str], final: pb.DiffChunk | None) -> DiffResult:
-    """The diff from its queue map and the final chunk (the stream's last, or the one reply)."""
-    if final is None or not final.final:
-        raise BackendUnavailable("DAG Manager ended the diff without a final chunk")
-    return DiffResult(
-        queue_map=queue_map,
-        buffering=tuple(
-            BufferInstruction(b.node_id, b.period, b.interval) for b in final.buffering
-        ),
-        sentinel_id=final.sentinel_id,
-        version=final.version,
-        crc32=final.crc32,
-        new_queues=final.new_queues,
-        total_nodes=final.total_nodes,
-    )
 
 
 #: gRPC waits up to 120 s between attempts to reach an unreachable server; a DAG Manager
@@ -112,7 +95,7 @@ class DagManagerClient:
                     final = await self._stub.DiffUnary(
                         request, timeout=self.timeout, metadata=metadata
                     )
-                    return _result(dict(final.queue_map), final)
+                    return result_from_chunks((final,))
                 except grpc.aio.AioRpcError as exc:
                     if exc.code() != grpc.StatusCode.UNIMPLEMENTED:
                         raise
@@ -121,27 +104,17 @@ class DagManagerClient:
                     log.warning("DAG Manager at %s has no DiffUnary; using the Diff stream",
                                 self.target)  # fmt: skip
                     self._unary = False
-            queue_map: dict[str, str] = {}
-            final = None
-            async for chunk in self._stub.Diff(request, timeout=self.timeout, metadata=metadata):
-                queue_map.update(chunk.queue_map)
-                if chunk.final:
-                    final = chunk
+            chunks = [
+                chunk
+                async for chunk in self._stub.Diff(request, timeout=self.timeout, metadata=metadata)
+            ]
         except grpc.aio.AioRpcError as exc:
             raise domain_error(exc) from None
-        return _result(queue_map, final)
+        return result_from_chunks(chunks)
 
     async def diff(self, request: SubmissionRequest) -> DiffResult:
         """Diff ``request`` through the breaker; raises domain errors."""
-        message = pb.DiffRequest(
-            strategy_id=request.strategy_id,
-            dag_json=request.dag_json,
-            world_id=request.world_id,
-            execution_domain=request.execution_domain,
-            as_of=request.as_of,
-            partition=request.partition,
-        )
-        return await self.breaker.call(self._diff, message)
+        return await self.breaker.call(self._diff, request_to_proto(request))
 
     async def status(self) -> bool:
         """Health probe; never routed through the breaker, never raises."""

@@ -1,6 +1,6 @@
 """gRPC front of the DAG Manager: Diff (server-streaming), DiffUnary and Health.
 
-``Diff`` streams the queue map in chunks of :data:`CHUNK_SIZE` entries; ``DiffUnary``
+``Diff`` streams the queue map in chunks (:mod:`~qmtl.services.dagmanager.proto_codec`); ``DiffUnary``
 answers the same diff in one message (the Gateway's call: a unary call costs about half
 the CPU of a stream on each end).  Both run one code path and fail the same way.
 
@@ -42,42 +42,14 @@ from qmtl.foundation.sqldb import WouldBlock, without_waiting
 from qmtl.services.dagmanager.grpc_errors import ERROR_TRAILER, grpc_status
 from qmtl.services.dagmanager.proto import dagmanager_pb2 as pb
 from qmtl.services.dagmanager.proto import dagmanager_pb2_grpc as pb_grpc
+from qmtl.services.dagmanager.proto_codec import request_from_proto, result_chunks
 from qmtl.services.dagmanager.service import DagManagerService
 
-__all__ = [
-    "CHUNK_SIZE",
-    "DagManagerServicer",
-    "register",
-    "result_chunks",
-]
+__all__ = ["INLINE_DIFF_BYTES", "DagManagerServicer", "register"]
 
 log = logging.getLogger(__name__)
 _malformed = LogLimiter(log)
-#: Queue-map entries per streamed chunk; keeps each message far below gRPC's 4 MiB default.
-CHUNK_SIZE = 2000
 _tracer = get_tracer("qmtl.dagmanager")
-
-
-def result_chunks(result: DiffResult, chunk_size: int = CHUNK_SIZE) -> list[pb.DiffChunk]:
-    """The result as messages of at most ``chunk_size`` queue-map entries; the last one
-    is ``final`` and carries everything else."""
-    items = list(result.queue_map.items())
-    chunks = [
-        pb.DiffChunk(queue_map=dict(items[start : start + chunk_size]))
-        for start in range(0, max(len(items), 1), chunk_size)
-    ]
-    last = chunks[-1]
-    last.final = True
-    last.sentinel_id = result.sentinel_id
-    last.version = result.version
-    last.crc32 = result.crc32
-    last.total_nodes = result.total_nodes
-    last.new_queues = result.new_queues
-    last.buffering.extend(
-        pb.BufferInstruction(node_id=b.node_id, period=b.period, interval=b.interval)
-        for b in result.buffering
-    )
-    return chunks
 
 
 #: DAGs up to this size may be diffed on the event loop (a 20-node DAG is ~5 KB).
@@ -146,14 +118,7 @@ class DagManagerServicer(pb_grpc.DagManagerServicer):
                 self._authorize(context, rpc)
                 request = self._parse(raw, context)
                 span.set_attribute("qmtl.strategy_id", request.strategy_id)
-                submission = SubmissionRequest(
-                    strategy_id=request.strategy_id,
-                    dag_json=request.dag_json,
-                    world_id=request.world_id,
-                    execution_domain=request.execution_domain,
-                    as_of=request.as_of,
-                    partition=request.partition,
-                )
+                submission = request_from_proto(request)
                 result = await self._diff(submission)
             except QmtlError as exc:
                 span.set_attribute("qmtl.error", exc.code)

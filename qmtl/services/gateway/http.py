@@ -1,14 +1,13 @@
 """Gateway HTTP API: submissions, dry runs, status, admin.
 
-Thin: parse and validate the body into a :class:`SubmissionRequest`, call the core,
-map domain errors with the shared table.  Bodies over ``gateway.max_request_bytes``
+Thin: read the body into a :class:`SubmissionRequest` (:mod:`qmtl.foundation.wire`),
+call the core, map domain errors with the shared table.  Bodies over ``gateway.max_request_bytes``
 are refused before they are read; large DAGs are validated off the event loop.
 """
 
 from __future__ import annotations
 
 import asyncio
-import json
 import time
 from collections.abc import Awaitable, Callable
 from typing import Any
@@ -17,7 +16,6 @@ from fastapi import Body, Depends, FastAPI, Request
 from fastapi.responses import JSONResponse
 from starlette.requests import ClientDisconnect
 
-from qmtl.foundation import strictjson
 from qmtl.foundation.common.admin import AdminGuard, check_bearer, is_exposed
 from qmtl.foundation.common.http import (
     BodyLimit,
@@ -27,87 +25,24 @@ from qmtl.foundation.common.http import (
     install_common_routes,
 )
 from qmtl.foundation.common.tracing import extract_http_context, get_tracer
-from qmtl.foundation.contracts import MAX_METADATA_BYTES, SubmissionRequest, check_field
-from qmtl.foundation.dag import SCHEMA, DagError, parse_dag, validate_dag
+from qmtl.foundation.contracts import SubmissionRequest, check_field
 from qmtl.foundation.errors import (
-    InvalidJson,
-    InvalidRequest,
     QmtlError,
     Unavailable,
     UnknownStrategy,
 )
 from qmtl.foundation.faults import FaultSet
+from qmtl.foundation.wire import decode_submission
 from qmtl.services.gateway import metrics
 from qmtl.services.gateway.admission import Admission
 from qmtl.services.gateway.faults import drill_error
 from qmtl.services.gateway.service import INLINE_BYTES, GatewayService, Outcome
 
-__all__ = ["create_app", "parse_submission"]
+__all__ = ["create_app"]
 
-_FIELDS = {"strategy_id", "dag", "world_id", "execution_domain", "as_of", "partition",
-           "metadata", "admin_url"}  # fmt: skip
 _tracer = get_tracer("qmtl.gateway")
 #: Status recorded for a client that went away mid-request (no answer reaches it).
 CLIENT_CLOSED = 499
-
-
-def parse_submission(raw: bytes, limit: int) -> tuple[SubmissionRequest, int]:
-    """Body bytes -> a validated request and its node count; domain errors otherwise."""
-    try:
-        body = strictjson.loads(raw, "body")
-    except ValueError as exc:
-        raise InvalidJson(str(exc)) from None
-    if not isinstance(body, dict):
-        raise InvalidRequest("body must be a JSON object with at least a 'dag'")
-    unknown = set(body) - _FIELDS
-    if unknown:
-        raise InvalidRequest(
-            f"unknown field(s) {', '.join(sorted(unknown))}; known: {', '.join(sorted(_FIELDS))}"
-        )
-    if "dag" not in body:
-        raise InvalidRequest("dag: the strategy DAG is required")
-    dag = body["dag"]
-    if isinstance(dag, dict):
-        try:
-            dag_json = json.dumps(dag, sort_keys=True)
-        except ValueError as exc:  # e.g. an integer too long to print
-            raise InvalidRequest(f"dag: {exc}") from None
-    elif isinstance(dag, str):
-        dag_json = dag
-    else:
-        raise InvalidRequest(f"dag: must be a DAG object (schema {SCHEMA}) or its JSON text")
-    if len(dag_json) > limit:
-        raise DagError(
-            f"DAG payload is {len(dag_json)} bytes, over the {limit}-byte limit; split the "
-            "strategy or raise gateway.max_request_bytes"
-        )
-    metadata = body.get("metadata") or {}
-    if not isinstance(metadata, dict):
-        raise InvalidRequest("metadata: must be a JSON object")
-    if len(json.dumps(metadata)) > MAX_METADATA_BYTES:
-        raise InvalidRequest(f"metadata: at most {MAX_METADATA_BYTES} bytes")
-    for name in ("strategy_id", "world_id", "execution_domain", "as_of", "partition", "admin_url"):
-        if name in body and body[name] is not None and not isinstance(body[name], str):
-            raise InvalidRequest(f"{name}: must be a string")
-    try:
-        dag_json.encode("utf-8")
-    except UnicodeEncodeError:
-        raise DagError(
-            "dag contains an invalid Unicode escape (a lone surrogate); send valid UTF-8"
-        ) from None
-    # A DAG object was decoded with the body: validate it as it is, not from its text.
-    parsed = validate_dag(dag) if isinstance(dag, dict) else parse_dag(dag_json)
-    request = SubmissionRequest(
-        strategy_id=body.get("strategy_id") or f"s-{parsed.version}",
-        dag_json=dag_json,
-        world_id=body.get("world_id") or "",
-        execution_domain=body.get("execution_domain") or "",
-        as_of=body.get("as_of") or "",
-        partition=body.get("partition") or "",
-        admin_url=body.get("admin_url") or "",
-        metadata=metadata,
-    )
-    return request, len(parsed.order)
 
 
 def create_app(service: GatewayService, *, faults: FaultSet | None = None) -> FastAPI:
@@ -142,8 +77,8 @@ def create_app(service: GatewayService, *, faults: FaultSet | None = None) -> Fa
 
     async def validated(raw: bytes) -> tuple[SubmissionRequest, int]:
         if len(raw) <= INLINE_BYTES:
-            return parse_submission(raw, limit)
-        return await asyncio.to_thread(parse_submission, raw, limit)
+            return decode_submission(raw, limit)
+        return await asyncio.to_thread(decode_submission, raw, limit)
 
     submit_core: Callable[[SubmissionRequest], Awaitable[Outcome]] = service.submit
     if faults is not None:

@@ -48,6 +48,7 @@ from qmtl.foundation.errors import (
 )
 from qmtl.foundation.loglimit import LogLimiter
 from qmtl.foundation.sqldb import WouldBlock, without_waiting
+from qmtl.foundation.wire import Submitted
 from qmtl.services.controlbus import (
     ACK,
     FREEZE,
@@ -333,10 +334,7 @@ class GatewayService:
             # stays pending in the log and a retry stores it once the log takes writes.
             _unstored.log("submission %s: result not stored: %s", sid, exc)
             return await self._retry_later(sub, f"the result could not be stored ({exc})")
-        return Outcome(
-            {**result.to_dict(), "strategy_id": sub.strategy_id, "submission_id": sid,
-             "status": "completed"},
-        )  # fmt: skip
+        return Outcome(Submitted(sid, sub.strategy_id, result).to_dict())
 
     async def _record(self, fn: Any, *args: Any) -> bool:
         """A state change the next retry would make again: a failure to store it is logged
@@ -368,8 +366,11 @@ class GatewayService:
     def _outcome_of(self, sub: Submission, *, duplicate: bool) -> Outcome:
         extra = {"submission_id": sub.submission_id, "duplicate": duplicate}
         if sub.status == "completed" and sub.result is not None:
-            return Outcome({**sub.result.to_dict(), "strategy_id": sub.strategy_id,
-                            "status": "completed", **extra})  # fmt: skip
+            return Outcome(
+                Submitted(
+                    sub.submission_id, sub.strategy_id, sub.result, duplicate=duplicate
+                ).to_dict()
+            )
         if sub.status == "rejected":
             exc = from_code(sub.error_code or "invalid_request", sub.error or "", InvalidInput)
             exc.details.update(extra)

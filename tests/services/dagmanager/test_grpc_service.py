@@ -20,14 +20,10 @@ import grpc
 from qmtl.foundation.contracts import SubmissionRequest
 from qmtl.foundation.dag import chain_dag, node_id_for
 from qmtl.services.dagmanager.client import DagManagerClient
-from qmtl.services.dagmanager.grpc_service import (
-    CHUNK_SIZE,
-    INLINE_DIFF_BYTES,
-    DagManagerServicer,
-    register,
-)
+from qmtl.services.dagmanager.grpc_service import INLINE_DIFF_BYTES, DagManagerServicer, register
 from qmtl.services.dagmanager.proto import dagmanager_pb2 as pb
 from qmtl.services.dagmanager.proto import dagmanager_pb2_grpc as pb_grpc
+from qmtl.services.dagmanager.proto_codec import CHUNK_SIZE
 from qmtl.services.dagmanager.service import DagManagerService
 from qmtl.services.dagmanager.store import open_graph_store
 from qmtl.testing.metrics import Snapshot
