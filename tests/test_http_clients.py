@@ -14,7 +14,7 @@ import pytest
 from qmtl.foundation.config import QmtlConfig
 from qmtl.runtime.sdk import ProcessingNode, Strategy, StreamInput
 from qmtl.runtime.sdk.gateway import submit
-from qmtl.services.controlbus.bus import Envelope, HttpBus, InProcessBus
+from qmtl.services.controlbus import Envelope, HttpBus, InProcessBus
 from qmtl.services.worldservice.service import WorldService
 from qmtl.services.worldservice.store import WorldStore
 from qmtl.testing.receivers import ScriptedHttp

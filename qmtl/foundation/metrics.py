@@ -1,6 +1,6 @@
 """Shared Prometheus helpers: the only place collectors are created.
 
-Every QMTL metric is described once, in :mod:`qmtl.monitoring.catalogue`, and built
+Every QMTL metric is described once, in :mod:`qmtl.foundation.catalogue`, and built
 once, by :func:`create`, on prometheus_client's global ``REGISTRY`` (so
 ``start_http_server``/``generate_latest`` see all of them).  Creating the same name twice
 raises, as prometheus_client does: a metric cannot be defined in two places unnoticed.
@@ -28,8 +28,8 @@ import prometheus_client
 from prometheus_client import REGISTRY, Counter, Gauge, Histogram
 from prometheus_client.registry import CollectorRegistry
 
+from qmtl.foundation.catalogue import MS_BUCKETS, MetricSpec, spec
 from qmtl.foundation.exposition import serve_wsgi
-from qmtl.monitoring.catalogue import MS_BUCKETS, MetricSpec, spec
 
 __all__ = [
     "MS_BUCKETS",

@@ -106,7 +106,7 @@ def render(overrides: dict[str, Any] | None = None, *, source: Path | None = Non
 
 def _check_slo_metrics(slos: dict[str, Any]) -> None:
     """An SLO over a metric no process exports would never burn: refuse to render it."""
-    from qmtl.monitoring.catalogue import PROMETHEUS_BUILTINS, metric_names
+    from qmtl.foundation.catalogue import PROMETHEUS_BUILTINS, metric_names
     from qmtl.monitoring.promql import referenced_metrics
 
     known = metric_names() | PROMETHEUS_BUILTINS
@@ -116,7 +116,7 @@ def _check_slo_metrics(slos: dict[str, Any]) -> None:
             if unknown:
                 raise MonitoringError(
                     f"SLO {name}: {field}: unknown metric {', '.join(unknown)}; use a metric "
-                    "from qmtl/monitoring/catalogue.py (histograms: _bucket, _count, _sum)"
+                    "from qmtl/foundation/catalogue.py (histograms: _bucket, _count, _sum)"
                 )
 
 

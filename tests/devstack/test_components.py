@@ -72,7 +72,7 @@ def test_prometheus_scrapes_a_metrics_server(tmp_path: Path) -> None:
     """A real Prometheus scrapes our exporter and answers a PromQL query about it."""
     from prometheus_client import CollectorRegistry
 
-    from qmtl.monitoring.catalogue import MetricSpec
+    from qmtl.foundation.catalogue import MetricSpec
 
     registry = CollectorRegistry()
     gauge = metrics.create(

@@ -32,7 +32,7 @@ import pytest
 
 from qmtl import devstack
 from qmtl.devstack.stack import LocalStack, Monitoring, start_demo, start_monitoring
-from qmtl.monitoring.catalogue import MS_BUCKETS
+from qmtl.foundation.catalogue import MS_BUCKETS
 from qmtl.monitoring.promql import grafana_expr
 from qmtl.monitoring.render import render
 

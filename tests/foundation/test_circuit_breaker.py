@@ -136,8 +136,8 @@ def test_named_breaker_exports_metrics() -> None:
     """<name>_breaker_open_total counts openings; <name>_breaker_state tracks state."""
     from prometheus_client import CollectorRegistry
 
+    from qmtl.foundation.catalogue import MetricSpec
     from qmtl.foundation.metrics import create
-    from qmtl.monitoring.catalogue import MetricSpec
 
     name = unique_name()
     REGISTRY = CollectorRegistry()

@@ -249,7 +249,7 @@ def catalogue_registry() -> CollectorRegistry:
     until a child exists; the process-wide registry has children only for what earlier
     tests in the same worker happened to touch.  Here every family has one.
     """
-    from qmtl.monitoring.catalogue import CATALOGUE
+    from qmtl.foundation.catalogue import CATALOGUE
 
     registry = CollectorRegistry()
     for entry in CATALOGUE:
@@ -264,7 +264,7 @@ def test_promtool_check_metrics_finds_nothing_but_the_seeds_names() -> None:
     import subprocess
 
     from qmtl.devstack import find_binary
-    from qmtl.monitoring.catalogue import CATALOGUE
+    from qmtl.foundation.catalogue import CATALOGUE
 
     body = exposition.text_latest(catalogue_registry())
     assert body.count(b"# TYPE ") == len(CATALOGUE)

@@ -8,9 +8,9 @@ import httpx
 import pytest
 from prometheus_client import CollectorRegistry, Counter, Gauge
 
+from qmtl.foundation import catalogue
 from qmtl.foundation import metrics as m
-from qmtl.monitoring import catalogue
-from qmtl.monitoring.catalogue import MetricSpec
+from qmtl.foundation.catalogue import MetricSpec
 from qmtl.testing.metrics import Snapshot
 
 

@@ -11,7 +11,7 @@ import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
 from qmtl.devstack.stack import LocalStack, start_demo
-from qmtl.monitoring.catalogue import CATALOGUE, owned_by, spec
+from qmtl.foundation.catalogue import CATALOGUE, owned_by, spec
 
 #: Series every Python process exposes by itself (prometheus_client defaults).
 _BUILTIN_PREFIXES = ("python_", "process_")

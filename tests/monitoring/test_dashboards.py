@@ -10,7 +10,7 @@ from pathlib import Path
 import pytest
 import yaml
 
-from qmtl.monitoring.catalogue import PROMETHEUS_BUILTINS, metric_names
+from qmtl.foundation.catalogue import PROMETHEUS_BUILTINS, metric_names
 from qmtl.monitoring.promql import grafana_expr, referenced_metrics, selectors_of
 from qmtl.monitoring.render import REPO_ROOT, render
 from qmtl.testing import kube

@@ -7,7 +7,7 @@ import re
 import pytest
 import yaml
 
-from qmtl.monitoring.catalogue import PROMETHEUS_BUILTINS, metric_names
+from qmtl.foundation.catalogue import PROMETHEUS_BUILTINS, metric_names
 from qmtl.monitoring.promql import referenced_metrics
 from qmtl.monitoring.render import MONITORING_DIR, REPO_ROOT, alert_names, render
 

@@ -188,7 +188,7 @@ def test_bucket_bounds_in_slo_queries_match_what_the_exporter_writes() -> None:
 
     from prometheus_client import CollectorRegistry, Histogram, generate_latest
 
-    from qmtl.monitoring.catalogue import MS_BUCKETS
+    from qmtl.foundation.catalogue import MS_BUCKETS
 
     registry = CollectorRegistry()
     Histogram("probe_ms", "probe", buckets=MS_BUCKETS, registry=registry)

@@ -29,8 +29,8 @@ from prometheus_client.samples import Exemplar
 
 from qmtl.foundation import crosscontext, exposition
 from qmtl.foundation import metrics as m
+from qmtl.foundation.catalogue import spec
 from qmtl.foundation.crosscontext import cross_context_cache_hit_total
-from qmtl.monitoring.catalogue import spec
 
 __all__ = [
     "CONTEXT_LABELS",

@@ -4,20 +4,22 @@ At-least-once delivery on every backend; consumers deduplicate by envelope id.
 """
 
 from qmtl.services.controlbus.bus import (
-    ACK,
-    EVENT_TYPES,
-    FREEZE,
-    HEARTBEAT,
-    UNFREEZE,
-    WORLD_DELETED,
     ControlBus,
-    Envelope,
     EventLog,
     HttpBus,
     InProcessBus,
     KafkaBus,
     LocalLogBus,
     open_bus,
+)
+from qmtl.services.controlbus.envelope import (
+    ACK,
+    EVENT_TYPES,
+    FREEZE,
+    HEARTBEAT,
+    UNFREEZE,
+    WORLD_DELETED,
+    Envelope,
     parse_envelope,
 )
 

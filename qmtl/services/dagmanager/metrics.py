@@ -1,6 +1,6 @@
 """DAG Manager metrics, one module attribute per metric, named exactly like the metric.
 
-Each collector is built from its catalogue entry (:mod:`qmtl.monitoring.catalogue`);
+Each collector is built from its catalogue entry (:mod:`qmtl.foundation.catalogue`);
 importing this module registers the DAG Manager's series on the global registry, so
 only the DAG Manager process imports it.
 """

@@ -143,7 +143,7 @@ def spec(name: str) -> MetricSpec:
         return _BY_NAME[name]
     except KeyError:
         raise KeyError(
-            f"{name} is not in the metric catalogue (qmtl/monitoring/catalogue.py)"
+            f"{name} is not in the metric catalogue (qmtl/foundation/catalogue.py)"
         ) from None
 
 
