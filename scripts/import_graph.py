@@ -22,8 +22,16 @@ ROOT = Path(__file__).resolve().parents[1] / "qmtl"
 
 #: Area of a module -> areas it must not import.
 FORBIDDEN: dict[str, set[str]] = {
-    "foundation": {"runtime", "services", "devstack", "cli", "ops", "examples", "testing",
-                   "monitoring"},
+    "foundation": {
+        "runtime",
+        "services",
+        "devstack",
+        "cli",
+        "ops",
+        "examples",
+        "testing",
+        "monitoring",
+    },
     "monitoring": {"runtime", "services", "devstack", "cli", "ops", "examples", "testing"},
     "runtime": {"services", "devstack", "cli", "ops", "examples", "testing", "monitoring"},
     "services": {"runtime", "devstack", "cli", "ops", "examples", "testing", "monitoring"},
