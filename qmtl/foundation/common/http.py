@@ -12,7 +12,7 @@ import time
 from collections.abc import Awaitable, Callable, Coroutine, MutableMapping
 from typing import Any
 
-from fastapi import FastAPI, HTTPException, Request
+from fastapi import Body, FastAPI, HTTPException, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse, Response
 from fastapi.routing import APIRoute
@@ -26,6 +26,7 @@ from qmtl.foundation.errors import (
     PayloadTooLarge,
     QmtlError,
 )
+from qmtl.foundation.faults import FaultSet
 from qmtl.foundation.http_errors import HTTP_STATUS, http_status
 
 __all__ = [
@@ -38,6 +39,7 @@ __all__ = [
     "error_response",
     "http_status",
     "install_common_routes",
+    "install_fault_routes",
     "metrics_response",
 ]
 
@@ -138,6 +140,23 @@ def install_common_routes(app: FastAPI) -> None:
             for e in errors
         )
         return error_response(InvalidRequest(problems))
+
+
+def install_fault_routes(app: FastAPI, faults: FaultSet, guard: Any) -> None:
+    """``GET``/``POST``/``DELETE /admin/faults`` over ``faults``, behind ``guard`` (a
+    FastAPI dependency): the drill switches of every service, read, set and cleared."""
+
+    @app.get("/admin/faults", dependencies=[guard])
+    def get_faults() -> dict[str, Any]:
+        return faults.as_dict()
+
+    @app.post("/admin/faults", dependencies=[guard])
+    def set_faults(changes: Any = Body(...)) -> dict[str, Any]:  # noqa: B008 - FastAPI idiom
+        return faults.update(changes)
+
+    @app.delete("/admin/faults", dependencies=[guard])
+    def clear_faults() -> dict[str, Any]:
+        return faults.clear()
 
 
 class _TooLarge(Exception):

@@ -5,10 +5,15 @@ from __future__ import annotations
 import asyncio
 from typing import Any
 
-from fastapi import Body, Depends, FastAPI
+from fastapi import Depends, FastAPI
 
 from qmtl.foundation.common.admin import AdminGuard
-from qmtl.foundation.common.http import BodyLimit, SafeJSONResponse, install_common_routes
+from qmtl.foundation.common.http import (
+    BodyLimit,
+    SafeJSONResponse,
+    install_common_routes,
+    install_fault_routes,
+)
 from qmtl.foundation.errors import BackendUnavailable, UnknownStrategy
 from qmtl.services.dagmanager.service import DagManagerService
 
@@ -63,18 +68,6 @@ def create_app(service: DagManagerService) -> FastAPI:
         return {"service": "dagmanager", "reset_series": service.reset_cross_context()}
 
     if service.faults is not None:
-        faults = service.faults
-
-        @app.get("/admin/faults", dependencies=[admin])
-        def get_faults() -> dict[str, Any]:
-            return faults.as_dict()
-
-        @app.post("/admin/faults", dependencies=[admin])
-        def set_faults(changes: Any = Body(...)) -> dict[str, Any]:  # noqa: B008 - FastAPI idiom
-            return faults.update(changes)
-
-        @app.delete("/admin/faults", dependencies=[admin])
-        def clear_faults() -> dict[str, Any]:
-            return faults.clear()
+        install_fault_routes(app, service.faults, admin)
 
     return app

@@ -12,7 +12,7 @@ import time
 from collections.abc import Awaitable, Callable
 from typing import Any
 
-from fastapi import Body, Depends, FastAPI, Request
+from fastapi import Depends, FastAPI, Request
 from fastapi.responses import JSONResponse
 from starlette.requests import ClientDisconnect
 
@@ -23,6 +23,7 @@ from qmtl.foundation.common.http import (
     error_response,
     http_status,
     install_common_routes,
+    install_fault_routes,
 )
 from qmtl.foundation.common.tracing import extract_http_context, get_tracer
 from qmtl.foundation.contracts import SubmissionRequest, check_field
@@ -151,18 +152,6 @@ def create_app(service: GatewayService, *, faults: FaultSet | None = None) -> Fa
         return SafeJSONResponse(sub.as_dict())
 
     if faults is not None:
-        fault_set = faults
-
-        @app.get("/admin/faults", dependencies=[admin])
-        def get_faults() -> dict[str, Any]:
-            return fault_set.as_dict()
-
-        @app.post("/admin/faults", dependencies=[admin])
-        def set_faults(changes: Any = Body(...)) -> dict[str, Any]:  # noqa: B008 - FastAPI idiom
-            return fault_set.update(changes)
-
-        @app.delete("/admin/faults", dependencies=[admin])
-        def clear_faults() -> dict[str, Any]:
-            return fault_set.clear()
+        install_fault_routes(app, faults, admin)
 
     return app

@@ -8,7 +8,6 @@ loopback, a bearer token beyond it.  Domain errors map with the shared table.
 from __future__ import annotations
 
 import asyncio
-import threading
 import time
 from typing import Any
 
@@ -16,7 +15,12 @@ from fastapi import Body, Depends, FastAPI, Query
 from pydantic import BaseModel, ConfigDict, Field
 
 from qmtl.foundation.common.admin import AdminGuard
-from qmtl.foundation.common.http import BodyLimit, SafeJSONResponse, install_common_routes
+from qmtl.foundation.common.http import (
+    BodyLimit,
+    SafeJSONResponse,
+    install_common_routes,
+    install_fault_routes,
+)
 from qmtl.foundation.contracts import FIELD_RULES, RUN_ID, STRATEGY_ID, WORLD_ID, anchored
 from qmtl.foundation.errors import InvalidRequest, NotFound, QmtlError, UnknownRun
 from qmtl.foundation.faults import FaultSet
@@ -126,9 +130,7 @@ def create_app(service: WorldService, *, faults: FaultSet | None = None) -> Fast
         if body.wait:
             run = await asyncio.to_thread(service.run_apply, world_id, run_id, plan)
             return SafeJSONResponse(run, status_code=200 if run.get("status") == "success" else 502)
-        threading.Thread(
-            target=service.run_apply, args=(world_id, run_id, plan), daemon=True
-        ).start()
+        service.start_apply(world_id, run_id, plan)
         return SafeJSONResponse(
             {"run_id": run_id, "world_id": world_id, "status": "running"}, status_code=202
         )
@@ -226,18 +228,6 @@ def create_app(service: WorldService, *, faults: FaultSet | None = None) -> Fast
         return {"ratios": service.refresh_stale_ratio()}
 
     if faults is not None:
-        fault_set = faults
-
-        @app.get("/admin/faults", dependencies=[guard])
-        def get_faults() -> dict[str, Any]:
-            return fault_set.as_dict()
-
-        @app.post("/admin/faults", dependencies=[guard])
-        def set_faults(changes: Any = Body(...)) -> dict[str, Any]:  # noqa: B008 - FastAPI idiom
-            return fault_set.update(changes)
-
-        @app.delete("/admin/faults", dependencies=[guard])
-        def clear_faults() -> dict[str, Any]:
-            return fault_set.clear()
+        install_fault_routes(app, faults, guard)
 
     return app

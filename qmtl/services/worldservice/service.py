@@ -25,6 +25,7 @@ import threading
 import time
 import uuid
 from collections.abc import Callable
+from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -59,6 +60,10 @@ class ApplyError(Exception):
     def __init__(self, stage: str, message: str) -> None:
         super().__init__(message)
         self.stage = stage
+
+
+#: Apply runs of different worlds that may run at once (one per world at a time anyway).
+APPLY_WORKERS = 16
 
 
 @dataclass
@@ -103,6 +108,9 @@ class WorldService:
         self._lock = threading.Lock()
         self._series = BoundedSeries(self.ws.runs_kept_per_world)
         self._stop = threading.Event()
+        #: Background loops and apply runs, so that close() stops what start() began.
+        self._loops: list[threading.Thread] = []
+        self._applies = ThreadPoolExecutor(APPLY_WORKERS, thread_name_prefix="apply-run")
         self.probes = probes or DependencyProbes()
         self.probes.add("world_store", store.db.dialect, store.ping)
         bus_probe = getattr(bus, "probe", None)
@@ -119,12 +127,25 @@ class WorldService:
         self.probes.start_thread()
         self.bus.start()
         self.recover_runs()
-        threading.Thread(target=self._stale_loop, daemon=True, name="stale-ratio").start()
-        threading.Thread(target=self._guard_loop, daemon=True, name="promotion-guard").start()
-        threading.Thread(target=self._recovery_loop, daemon=True, name="run-recovery").start()
+        for target, name in (
+            (self._stale_loop, "stale-ratio"), (self._guard_loop, "promotion-guard"),
+            (self._recovery_loop, "run-recovery"),
+        ):  # fmt: skip
+            loop = threading.Thread(target=target, daemon=True, name=name)
+            loop.start()
+            self._loops.append(loop)
+
+    def start_apply(self, world_id: str, run_id: str, plan: dict[str, Any]) -> Future[Any]:
+        """Run a registered apply in the background (``POST .../apply`` without ``wait``)."""
+        return self._applies.submit(self.run_apply, world_id, run_id, plan)
 
     def close(self) -> None:
         self._stop.set()
+        # A run still going holds its world's lease; another replica (or this one after a
+        # restart) recovers it once the lease lapses, as after a crash.
+        self._applies.shutdown(wait=False, cancel_futures=True)
+        for loop in self._loops:
+            loop.join(timeout=5)
         self.probes.stop_thread()
         self.bus.close()
         self.guard.close()

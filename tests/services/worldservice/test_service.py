@@ -279,3 +279,20 @@ def test_a_late_lease_heartbeat_does_not_block_the_next_apply(tmp_path: Path) ->
     assert service.store.leases.holder(service._lease("w")) is None
     second = service.begin_apply("w", {})
     assert service.run_apply("w", second, {})["status"] == "success"
+
+
+def test_close_stops_the_loops_and_the_apply_runs_it_started(tmp_path: Path) -> None:
+    """Background work is owned by the service: after close() none of its loops runs and no
+    apply run can start (they used to be untracked threads that outlived it)."""
+    service, bus, _ = make(tmp_path)
+    service.store.create_world("w")
+    FakeGateway(bus, "g1").beat()
+    service.start()
+    loops = [t for t in threading.enumerate() if t in service._loops]
+    assert sorted(t.name for t in loops) == ["promotion-guard", "run-recovery", "stale-ratio"]
+    run_id = service.begin_apply("w", {"activate": ["s1"]})
+    assert service.start_apply("w", run_id, {"activate": ["s1"]}).result(30)["status"] == "success"
+    service.close()
+    assert not any(t.is_alive() for t in loops)
+    with pytest.raises(RuntimeError, match="shutdown"):
+        service.start_apply("w", "later", {})
