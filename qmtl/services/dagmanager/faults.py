@@ -7,21 +7,24 @@
 | queue_create_fail   | FaultyQueues     | topic creation refused (QueueCreateErrors)        |
 | queue_backend_down  | FaultyQueues     | backend unreachable (KafkaAdminBreakerOpen)       |
 | sentinel_skip       | FaultyStore      | diffs record no sentinel (SentinelGap)            |
-| gc_stall            | the GC scheduler | GC runs are skipped (GCSchedulerStall)            |
+| gc_stall            | stalled_schedule | GC runs are skipped (GCSchedulerStall)            |
 """
 
 from __future__ import annotations
 
 import builtins
+import logging
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from typing import Any
 
 from qmtl.foundation.errors import BackendUnavailable
 from qmtl.foundation.faults import FaultSet, Switch
 from qmtl.services.dagmanager.queues import LagReading, QueueBackend, QueueBackendError
 
-__all__ = ["FaultyQueues", "FaultyStore", "dagmanager_faults"]
+__all__ = ["FaultyQueues", "FaultyStore", "dagmanager_faults", "stalled_schedule"]
+
+log = logging.getLogger(__name__)
 
 
 def dagmanager_faults() -> FaultSet:
@@ -42,6 +45,7 @@ class FaultyQueues:
         self._queues = queues
         self._faults = faults
         self.kind = queues.kind
+        self.local = False  # a drill may make any call slow or fail: never on the loop
         self.measures_lag = queues.measures_lag
 
     def __getattr__(self, name: str) -> Any:
@@ -87,6 +91,7 @@ class FaultyStore:
     def __init__(self, store: Any, faults: FaultSet) -> None:
         self._store = store
         self._faults = faults
+        self.local = False  # diff_delay_ms sleeps in a store call: never on the loop
 
     def __getattr__(self, name: str) -> Any:
         return getattr(self._store, name)
@@ -102,3 +107,17 @@ class FaultyStore:
         if self._faults.sentinel_skip:
             sentinel_id = None
         self._store.write_diff(cur, *args, sentinel_id=sentinel_id)
+
+
+def stalled_schedule(step: Callable[[], None], faults: FaultSet) -> Callable[[], None]:
+    """The GC scheduler's step, skipped while ``gc_stall`` is on, as a scheduler that
+    stopped would (the GC timestamp stops moving; a manual ``/admin/gc-trigger`` still
+    sweeps)."""
+
+    def scheduled() -> None:
+        if faults.gc_stall:
+            log.warning("gc run skipped: scheduler stalled by fault injection")
+            return
+        step()
+
+    return scheduled

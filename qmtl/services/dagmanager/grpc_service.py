@@ -14,7 +14,8 @@ log).
 
 The event loop that also serves ``/metrics`` and ``/health`` never waits on a store, a
 broker or a drill delay.  Diffs run in worker threads, except a small DAG on embedded
-backends (SQLite store, in-process queues, no drills): that one runs on the loop, where
+backends (every port it touches says it is ``local``: the SQLite store and in-process
+queues, not their drill wrappers): that one runs on the loop, where
 the thread hop and GIL hand-offs would cost half as much again as the diff itself,
 and only while the store is free
 (:func:`~qmtl.foundation.sqldb.without_waiting`); a busy store sends it to a thread.
@@ -64,11 +65,7 @@ class DagManagerServicer(pb_grpc.DagManagerServicer):
         self.token = token
         self.exposed = exposed
         #: Whether nothing a small diff touches can make the loop wait (see the module doc).
-        self.inline = (
-            service.store.dialect == "sqlite"
-            and service.queues.kind == "inprocess"
-            and service.faults is None
-        )
+        self.inline = bool(service.store.local and service.queues.local)
 
     async def _diff(self, submission: SubmissionRequest) -> DiffResult:
         if self.inline and len(submission.dag_json) <= INLINE_DIFF_BYTES:

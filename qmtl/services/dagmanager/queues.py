@@ -101,6 +101,9 @@ class LagReading:
 
 class QueueBackend(Protocol):
     kind: str
+    #: Whether every call stays in this process and never waits on anything (the
+    #: servicer may then run a small diff on the event loop).
+    local: bool
     #: Whether :meth:`lag` can report anything: the lag monitor reads every active
     #: queue's name from the graph store only for a backend that measures lag.
     measures_lag: bool
@@ -125,6 +128,7 @@ class InProcessQueues:
     """Topics as names in memory (the embedded default)."""
 
     kind = "inprocess"
+    local = True
     measures_lag = False  # no consumer groups in memory
 
     def __init__(self) -> None:
@@ -228,6 +232,7 @@ class KafkaQueues:
     """
 
     kind = "kafka"
+    local = False
     measures_lag = True
 
     def __init__(self, bootstrap: str, *, timeout: float = 5.0) -> None:

@@ -31,7 +31,12 @@ from qmtl.foundation.dependencies import DependencyProbes, bounded
 from qmtl.foundation.faults import FaultSet
 from qmtl.services.dagmanager import metrics
 from qmtl.services.dagmanager.diff import DiffEngine
-from qmtl.services.dagmanager.faults import FaultyQueues, FaultyStore, dagmanager_faults
+from qmtl.services.dagmanager.faults import (
+    FaultyQueues,
+    FaultyStore,
+    dagmanager_faults,
+    stalled_schedule,
+)
 from qmtl.services.dagmanager.gc import GarbageCollector
 from qmtl.services.dagmanager.lag import LagMonitor
 from qmtl.services.dagmanager.queues import QueueBackend, open_queue_backend
@@ -158,9 +163,6 @@ class DagManagerService:
     def gc_step(self) -> None:
         if not self.leader:
             return
-        if self.faults is not None and self.faults.gc_stall:
-            log.warning("gc run skipped: scheduler stalled by fault injection")
-            return
         self.gc.sweep()
 
     def lag_step(self) -> None:
@@ -248,7 +250,10 @@ def wire(
         faults = dagmanager_faults()
         store = FaultyStore(store, faults)  # type: ignore[assignment]
         queues = FaultyQueues(queues, faults)
-    return DagManagerService(config, store=store, queues=queues, faults=faults, probes=probes)
+    service = DagManagerService(config, store=store, queues=queues, faults=faults, probes=probes)
+    if faults is not None:
+        service.gc_step = stalled_schedule(service.gc_step, faults)  # type: ignore[method-assign]
+    return service
 
 
 def build_service(config: QmtlConfig) -> DagManagerService:

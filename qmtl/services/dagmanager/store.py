@@ -88,6 +88,8 @@ class GraphStore:
     def __init__(self, db: SqlDatabase) -> None:
         self.db = db
         self.dialect = db.dialect
+        #: An embedded file: a call never waits on a network (see QueueBackend.local).
+        self.local = db.dialect == "sqlite"
         self.leases: Leases | None = None
 
     def _q(self, sql: str) -> str:
