@@ -169,9 +169,12 @@ class GatewayService:
         instance_id: str | None = None,
         register_source: Callable[[SubmissionRequest], Coroutine[Any, Any, None]] | None = None,
         probes: DependencyProbes | None = None,
+        clock: Callable[[], float] = time.time,
     ) -> None:
         self.config = config
         self.gw = config.gateway
+        #: Wall-clock time of freeze deadlines (tests pass a clock they move).
+        self.clock = clock
         self.instance_id = (
             instance_id or self.gw.instance_id or f"gateway-{self.gw.port}-{os.getpid()}"
         )
@@ -268,7 +271,7 @@ class GatewayService:
     def frozen_until(self, world_id: str) -> float | None:
         with self._frozen_lock:
             deadline = self.frozen.get(world_id)
-        if deadline is not None and deadline <= time.time():
+        if deadline is not None and deadline <= self.clock():
             self._lapse(world_id)
             return None
         return deadline
@@ -486,7 +489,7 @@ class GatewayService:
             )  # fmt: skip
 
     def _expire_freezes(self) -> None:
-        now = time.time()
+        now = self.clock()
         with self._frozen_lock:
             expired = [w for w, deadline in self.frozen.items() if deadline <= now]
         for world in expired:
@@ -503,11 +506,11 @@ class GatewayService:
         deadline = float(
             envelope.data.get("deadline") or envelope.epoch() + self.gw.max_freeze_seconds
         )
-        if deadline <= time.time():
+        if deadline <= self.clock():
             return  # a replayed event from a finished or abandoned run: nothing to do
         if phase == "freeze":
             with self._frozen_lock:
-                self.frozen[world] = min(deadline, time.time() + self.gw.max_freeze_seconds)
+                self.frozen[world] = min(deadline, self.clock() + self.gw.max_freeze_seconds)
         else:
             with self._frozen_lock:
                 self.frozen.pop(world, None)
@@ -532,7 +535,7 @@ class GatewayService:
         dependencies = self.probes.report()
         self._expire_freezes()
         with self._frozen_lock:
-            frozen = {w: round(d - time.time(), 1) for w, d in sorted(self.frozen.items())}
+            frozen = {w: round(d - self.clock(), 1) for w, d in sorted(self.frozen.items())}
         return {
             "service": "gateway",
             "version": __version__,

@@ -23,6 +23,7 @@ from __future__ import annotations
 
 import json
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
@@ -92,7 +93,9 @@ def _row(r: tuple[Any, ...]) -> Submission:
 
 
 class SubmissionLog:
-    def __init__(self, spec: str) -> None:
+    def __init__(self, spec: str, *, clock: Callable[[], float] = time.time) -> None:
+        #: Wall-clock time of leases and retry deadlines (tests pass a clock they move).
+        self.clock = clock
         self.db = SqlDatabase.open(spec)
         self.db.create(SCHEMA)
         self.leases = Leases(self.db)
@@ -111,7 +114,7 @@ class SubmissionLog:
         An abandoned row of the same id is taken back to ``pending`` (attempts from zero):
         its cause may be gone, and the client's new attempt is the sign to try again.
         """
-        now = time.time()
+        now = self.clock()
         meta = sub.request.to_dict()
         dag_json = meta.pop("dag_json")
         inserted = self.db.execute(
@@ -160,7 +163,7 @@ class SubmissionLog:
         out, so a live holder always retries its own rows first; a replica without a live
         liveness lease (dead, or stopped) holds nothing.
         """
-        now = time.time() if now is None else now
+        now = self.clock() if now is None else now
         until = now + lease_seconds
         due = (
             "status = 'pending' AND ((lease_owner = ? AND lease_until < ?) "
@@ -192,7 +195,7 @@ class SubmissionLog:
             self.db.execute(
                 f"UPDATE gateway_submissions SET {sets}, lease_owner = NULL, updated_at = ? "
                 "WHERE submission_id = ? AND status = 'pending'",
-                (*params, time.time(), submission_id),
+                (*params, self.clock(), submission_id),
             )
             == 1
         )
@@ -220,7 +223,7 @@ class SubmissionLog:
         self.db.execute(
             "UPDATE gateway_submissions SET attempts = attempts + 1, error = ?, lease_owner = ?, "
             "lease_until = ?, updated_at = ? WHERE submission_id = ? AND status = 'pending'",
-            (message, owner, time.time() + retry_in, time.time(), submission_id),
+            (message, owner, self.clock() + retry_in, self.clock(), submission_id),
         )
 
     def due_now(self, submission_ids: list[str], owner: str) -> int:

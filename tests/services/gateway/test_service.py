@@ -32,6 +32,7 @@ from qmtl.services.controlbus import ACK, FREEZE, UNFREEZE, Envelope, InProcessB
 from qmtl.services.dagmanager.client import is_remote_failure
 from qmtl.services.gateway.service import GatewayService, Outcome
 from qmtl.services.gateway.submissions import Submission, SubmissionLog
+from qmtl.testing.clock import FakeClock
 from qmtl.testing.metrics import Snapshot, value
 from qmtl.testing.stalls import LoopWatch, held_elsewhere
 
@@ -72,11 +73,14 @@ def result(request: SubmissionRequest) -> DiffResult:
 
 
 def make(tmp_path: Path, client: FakeDagManager, **gateway: Any) -> GatewayService:
+    """A Gateway on a clock the test moves (``service.clock.advance``): retry intervals and
+    freeze deadlines pass when the test says, never by waiting."""
     config = QmtlConfig.model_validate({"gateway": {"retry_interval_seconds": 0.05, **gateway}})
     bus = InProcessBus()
+    clock = FakeClock()
     service = GatewayService(
-        config, log_port=SubmissionLog(f"sqlite:{tmp_path / 'log.db'}"), client=client, bus=bus,
-        instance_id="gw-test",
+        config, log_port=SubmissionLog(f"sqlite:{tmp_path / 'log.db'}", clock=clock),
+        client=client, bus=bus, instance_id="gw-test", clock=clock,
     )  # fmt: skip
     bus.start()
     return service
@@ -140,7 +144,7 @@ def test_outage_is_queued_then_retried_by_its_holder(tmp_path: Path) -> None:
     assert code(outcome) == 202 and outcome.body["status"] == "queued"
     assert client.breaker.failures == 1
     down["on"] = False
-    time.sleep(0.06)
+    service.clock.advance(0.06)
     assert run(service.retry_due()) == 1
     assert service.log.counts() == {"completed": 1}
 
@@ -152,7 +156,7 @@ def test_retries_are_bounded_and_abandoned_ones_are_lost(tmp_path: Path) -> None
     run(service.submit(req()))
     for _ in range(5):
         client.breaker.reset()
-        time.sleep(0.06)
+        service.clock.advance(0.06)
         run(service.retry_due())
     assert service.log.counts() == {"abandoned": 1}
     assert lost.delta("lost_requests_total") == 1
@@ -167,7 +171,7 @@ def test_an_abandoned_submission_goes_through_once_its_cause_is_gone(tmp_path: P
     run(service.submit(req()))
     for _ in range(3):
         client.breaker.reset()
-        time.sleep(0.06)
+        service.clock.advance(0.06)
         run(service.retry_due())
     assert service.log.counts() == {"abandoned": 1}
     down["on"] = False
@@ -229,7 +233,7 @@ def test_a_result_that_cannot_be_stored_is_answered_queued_and_stored_later(
     assert "could not be stored" in outcome.body["message"]
     assert service.log.counts() == {"pending": 1}
     full["on"] = False
-    time.sleep(0.06)
+    service.clock.advance(0.06)
     run(service.retry_due())
     assert service.log.counts() == {"completed": 1}
 
@@ -282,14 +286,14 @@ def test_freeze_is_acked_then_lapses_at_its_deadline(tmp_path: Path) -> None:
     acks: list[Envelope] = []
     service.bus.subscribe(lambda e: acks.append(e) if e.type == ACK else None)
     freeze = Envelope(type=FREEZE, source="t", subject="w1",
-                      data={"world_id": "w1", "run_id": "r1", "deadline": time.time() + 0.3})  # fmt: skip
+                      data={"world_id": "w1", "run_id": "r1", "deadline": service.clock() + 0.3})  # fmt: skip
     service.bus.publish(freeze)
     assert [a.data["phase"] for a in acks] == ["freeze"] and acks[0].data["gateway_id"] == "gw-test"
     with pytest.raises(WorldFrozen) as frozen:
         run(service.submit(req(world_id="w1")))
     assert http_status(frozen.value) == 409 and frozen.value.code == "world_frozen"
     assert value("controlbus_apply_ack_total", world_id="w1", phase="freeze") >= 1
-    time.sleep(0.35)
+    service.clock.advance(0.35)
     assert code(run(service.submit(req(world_id="w1")))) == 200
 
 
