@@ -47,7 +47,7 @@ CLIENT_CLOSED = 499
 
 
 def create_app(service: GatewayService, *, faults: FaultSet | None = None) -> FastAPI:
-    gw = service.gw
+    gw = service.settings
     app = FastAPI(
         default_response_class=SafeJSONResponse, title="QMTL Gateway", docs_url=None, redoc_url=None
     )

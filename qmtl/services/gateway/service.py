@@ -172,14 +172,16 @@ class GatewayService:
         clock: Callable[[], float] = time.time,
     ) -> None:
         self.config = config
-        self.gw = config.gateway
+        self.settings = config.gateway
         #: Wall-clock time of freeze deadlines (tests pass a clock they move).
         self.clock = clock
         self.instance_id = (
-            instance_id or self.gw.instance_id or f"gateway-{self.gw.port}-{os.getpid()}"
+            instance_id
+            or self.settings.instance_id
+            or f"gateway-{self.settings.port}-{os.getpid()}"
         )
         self.started_at = time.time()
-        metrics.latency_window.window_seconds = self.gw.p95_window_seconds
+        metrics.latency_window.window_seconds = self.settings.p95_window_seconds
         self.log = log_port
         self.client = client
         self.breaker = client.breaker
@@ -284,7 +286,11 @@ class GatewayService:
         sub = Submission(sid, request, "pending")
         try:
             existing = await self._db(
-                self.log.insert, sub, self.instance_id, self.gw.lease_seconds, small=_small(sub)
+                self.log.insert,
+                sub,
+                self.instance_id,
+                self.settings.lease_seconds,
+                small=_small(sub),
             )
         except Exception as exc:
             metrics.lost_requests_total.inc()
@@ -352,7 +358,7 @@ class GatewayService:
     async def _retry_later(self, sub: Submission, reason: str) -> Outcome:
         recorded = await self._record(
             self.log.retry_later, sub.submission_id, self.instance_id, reason,
-            self.gw.retry_interval_seconds,
+            self.settings.retry_interval_seconds,
         )  # fmt: skip
         if not recorded:
             self._unrecorded.add(sub.submission_id)
@@ -407,8 +413,8 @@ class GatewayService:
             return 0
         try:
             due = await self._db(
-                self.log.claim, self.instance_id, self.gw.lease_seconds,
-                grace=self.gw.claim_grace_seconds,
+                self.log.claim, self.instance_id, self.settings.lease_seconds,
+                grace=self.settings.claim_grace_seconds,
             )  # fmt: skip
         except Exception as exc:
             log.warning("retry loop: cannot read the submission log: %s", exc)
@@ -417,7 +423,7 @@ class GatewayService:
             if self.breaker.is_open:
                 await self._retry_later(sub, "the DAG Manager circuit breaker is open")
                 continue
-            if sub.attempts >= self.gw.max_attempts:
+            if sub.attempts >= self.settings.max_attempts:
                 if not await self._record(self.log.abandon, sub.submission_id, "too many attempts"):
                     continue
                 metrics.lost_requests_total.inc()
@@ -435,7 +441,9 @@ class GatewayService:
     async def _retry_loop(self) -> None:
         while True:
             with contextlib.suppress(asyncio.TimeoutError):
-                await asyncio.wait_for(self._wake.wait(), timeout=self.gw.retry_interval_seconds)
+                await asyncio.wait_for(
+                    self._wake.wait(), timeout=self.settings.retry_interval_seconds
+                )
             self._wake.clear()
             try:
                 await self.retry_due()
@@ -446,7 +454,7 @@ class GatewayService:
 
     async def _probe_loop(self) -> None:
         while True:
-            await asyncio.sleep(self.gw.breaker_probe_seconds)
+            await asyncio.sleep(self.settings.breaker_probe_seconds)
             if self.breaker.is_open and await self.client.status():
                 self.breaker.reset()
                 self._wake.set()
@@ -455,7 +463,7 @@ class GatewayService:
     async def _renew_liveness(self) -> None:
         try:
             await self._db(
-                self.log.alive, self.instance_id, self.gw.replica_liveness_seconds, small=True
+                self.log.alive, self.instance_id, self.settings.replica_liveness_seconds, small=True
             )
         except Exception as exc:  # others may take our rows over: harmless, answers match
             log.warning("liveness lease not renewed: %s", exc)
@@ -463,7 +471,7 @@ class GatewayService:
     async def _liveness_loop(self) -> None:
         """Say this replica is alive: its in-flight rows stay its own until it is not."""
         while True:
-            await asyncio.sleep(self.gw.replica_liveness_seconds / 3)
+            await asyncio.sleep(self.settings.replica_liveness_seconds / 3)
             await self._renew_liveness()
 
     async def _heartbeat_loop(self) -> None:
@@ -476,7 +484,7 @@ class GatewayService:
                     await asyncio.to_thread(self.bus.publish, beat)
                 except ConnectionError as exc:
                     log.warning("controlbus heartbeat failed: %s", exc)
-            await asyncio.sleep(self.gw.heartbeat_seconds)
+            await asyncio.sleep(self.settings.heartbeat_seconds)
 
     # -- ControlBus --------------------------------------------------------------------------
     def _lapse(self, world: str) -> None:
@@ -504,13 +512,13 @@ class GatewayService:
         world = str(envelope.data["world_id"])
         phase = "freeze" if envelope.type == FREEZE else "unfreeze"
         deadline = float(
-            envelope.data.get("deadline") or envelope.epoch() + self.gw.max_freeze_seconds
+            envelope.data.get("deadline") or envelope.epoch() + self.settings.max_freeze_seconds
         )
         if deadline <= self.clock():
             return  # a replayed event from a finished or abandoned run: nothing to do
         if phase == "freeze":
             with self._frozen_lock:
-                self.frozen[world] = min(deadline, self.clock() + self.gw.max_freeze_seconds)
+                self.frozen[world] = min(deadline, self.clock() + self.settings.max_freeze_seconds)
         else:
             with self._frozen_lock:
                 self.frozen.pop(world, None)
@@ -543,7 +551,7 @@ class GatewayService:
             "uptime_seconds": round(time.time() - self.started_at, 1),
             "dependencies": dependencies,
             "dagmanager": {
-                "target": self.gw.dagmanager_grpc,
+                "target": self.settings.dagmanager_grpc,
                 "reachable": bool((dependencies.get("dagmanager") or {}).get("ok")),
             },
             "breaker": self.breaker.describe(),

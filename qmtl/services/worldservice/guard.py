@@ -194,11 +194,11 @@ class PromotionGuard:
         http_get: Callable[..., Any],
         static_sources: Sequence[str],
     ) -> None:
-        self.ws = config.worldservice
+        self.settings = config.worldservice
         self.store = store
         self._http_get = http_get
         self.static_sources = list(static_sources)
-        self.allowlist = SourceAllowlist(self.ws.guard_allowed_sources)
+        self.allowlist = SourceAllowlist(self.settings.guard_allowed_sources)
         self._last: GuardView | None = None
         self._lock = threading.Lock()
         self._pool = ThreadPoolExecutor(8, thread_name_prefix="promotion-guard")
@@ -222,13 +222,13 @@ class PromotionGuard:
             )
         full = f"{base}/admin/cross-context"
         known = self.store.source_urls()
-        if known >= self.ws.guard_max_sources and not any(
+        if known >= self.settings.guard_max_sources and not any(
             s["url"] == full for s in self.store.sources()
         ):
             raise GuardSourceRefused(
                 f"the promotion guard already reads {known} registered sources "
                 f"(worldservice.guard_max_sources); sources of ended processes are forgotten "
-                f"after {self.ws.guard_source_expiry_seconds:g}s, or raise the limit"
+                f"after {self.settings.guard_source_expiry_seconds:g}s, or raise the limit"
             )
         self.store.add_source(full, world_id, strategy_id, time.time())
 
@@ -282,7 +282,7 @@ class PromotionGuard:
             if isinstance(answer, Exception):
                 if isinstance(answer, PermissionError) or (
                     registered is not None
-                    and now - registered["last_ok"] > self.ws.guard_source_expiry_seconds
+                    and now - registered["last_ok"] > self.settings.guard_source_expiry_seconds
                 ):
                     self._forget(source, answer)
                     continue
@@ -312,11 +312,15 @@ class PromotionGuard:
         if static_clean and (self.store.state(_STATIC_SEEN) or 0) > (self.store.state(_HOLD) or 0):
             # A configured source had hits at our last look and has none now.
             self.store.raise_state(_HOLD, now)
-        if self.ws.prometheus_url:
+        if self.settings.prometheus_url:
             hits_or_error = self._ask_prometheus()
             if isinstance(hits_or_error, str):
                 unreachable.append(
-                    {"source": self.ws.prometheus_url, "scope": ALL_WORLDS, "error": hits_or_error}
+                    {
+                        "source": self.settings.prometheus_url,
+                        "scope": ALL_WORLDS,
+                        "error": hits_or_error,
+                    }
                 )
             else:
                 hits.extend(hits_or_error)
@@ -326,7 +330,9 @@ class PromotionGuard:
             for scope in scopes
             if (held := self.store.state(_hold_key(scope))) is not None
         }
-        view = GuardView(hits, unreachable, holds, self.ws.promotion_hold_seconds, now, None, seen)
+        view = GuardView(
+            hits, unreachable, holds, self.settings.promotion_hold_seconds, now, None, seen
+        )
         if world_id is None:
             with self._lock:
                 self._last = view
@@ -351,7 +357,7 @@ class PromotionGuard:
             self.store.raise_state(_hold_key(source.scope), registered["last_ok"])
 
     def _ask_prometheus(self) -> list[dict[str, Any]] | str:
-        url = f"{(self.ws.prometheus_url or '').rstrip('/')}/api/v1/query"
+        url = f"{(self.settings.prometheus_url or '').rstrip('/')}/api/v1/query"
         try:
             answer = self._http_get(
                 url, params={"query": "cross_context_cache_hit_total > 0"},
@@ -393,7 +399,7 @@ class PromotionGuard:
                 "promotion guard cannot read "
                 + ", ".join(f"{u['source']} ({u['error']})" for u in view.unreachable)
                 + "; promotions of this world stay blocked until every source answers (a "
-                f"process that ended is forgotten after {self.ws.guard_source_expiry_seconds:g}s)",
+                f"process that ended is forgotten after {self.settings.guard_source_expiry_seconds:g}s)",
                 unreachable=view.unreachable,
             )
         resume = view.resume_at

@@ -57,7 +57,7 @@ class SourceIn(BaseModel):
 
 
 def create_app(service: WorldService, *, faults: FaultSet | None = None) -> FastAPI:
-    ws = service.ws
+    ws = service.settings
     app = FastAPI(
         default_response_class=SafeJSONResponse,
         title="QMTL WorldService",

@@ -87,7 +87,7 @@ class WorldService:
         probes: DependencyProbes | None = None,
     ) -> None:
         self.config = config
-        self.ws = config.worldservice
+        self.settings = config.worldservice
         self.instance_id = (
             instance_id or f"{socket.gethostname()}:{os.getpid()}:{uuid.uuid4().hex[:6]}"
         )
@@ -106,7 +106,7 @@ class WorldService:
         self._pending: dict[str, _Pending] = {}
         self._gateways: dict[str, float] = {}
         self._lock = threading.Lock()
-        self._series = BoundedSeries(self.ws.runs_kept_per_world)
+        self._series = BoundedSeries(self.settings.runs_kept_per_world)
         self._stop = threading.Event()
         #: Background loops and apply runs, so that close() stops what start() began.
         self._loops: list[threading.Thread] = []
@@ -119,7 +119,7 @@ class WorldService:
         dm = config.dagmanager
         dagmanager_source = f"{dm.url}/admin/cross-context"
         self.guard = PromotionGuard(
-            config, store, http_get, [dagmanager_source, *self.ws.cross_context_sources]
+            config, store, http_get, [dagmanager_source, *self.settings.cross_context_sources]
         )
 
     # -- lifecycle ---------------------------------------------------------------------------
@@ -179,7 +179,9 @@ class WorldService:
             by_world.setdefault(allocation["world_id"], []).append(allocation)
         for world_id in self.store.worlds():
             current = by_world.get(world_id, [])
-            stale = sum(1 for a in current if now - a["updated_at"] > self.ws.stale_after_seconds)
+            stale = sum(
+                1 for a in current if now - a["updated_at"] > self.settings.stale_after_seconds
+            )
             ratios[world_id] = stale / len(current) if current else 0.0
             metrics.world_allocation_snapshot_stale_ratio.labels(metrics.world_label(world_id)).set(
                 ratios[world_id]
@@ -187,7 +189,7 @@ class WorldService:
         return ratios
 
     def _stale_loop(self) -> None:
-        while not self._stop.wait(self.ws.stale_interval_seconds):
+        while not self._stop.wait(self.settings.stale_interval_seconds):
             try:
                 self.refresh_stale_ratio()
             except Exception as exc:
@@ -213,12 +215,12 @@ class WorldService:
                 pending.event.set()
 
     def live_gateways(self) -> set[str]:
-        horizon = time.time() - self.ws.gateway_liveness_seconds
+        horizon = time.time() - self.settings.gateway_liveness_seconds
         with self._lock:
             return {g for g, seen in self._gateways.items() if seen >= horizon}
 
     def _await_gateways(self, stage: str) -> set[str]:
-        deadline = time.monotonic() + self.ws.ack_timeout_seconds
+        deadline = time.monotonic() + self.settings.ack_timeout_seconds
         while True:
             live = self.live_gateways()
             if live:
@@ -227,7 +229,7 @@ class WorldService:
                 raise ApplyError(
                     stage,
                     "no Gateway is subscribed to the ControlBus (no heartbeat within "
-                    f"{self.ws.ack_timeout_seconds:g}s); start a Gateway or check controlbus settings",
+                    f"{self.settings.ack_timeout_seconds:g}s); start a Gateway or check controlbus settings",
                 )
             self._stop.wait(0.1)
 
@@ -236,7 +238,7 @@ class WorldService:
         envelope = Envelope(
             type=event_type, source="qmtl/worldservice", subject=world_id,
             data={"world_id": world_id, "run_id": run_id, "phase": stage,
-                  "deadline": time.time() + self.ws.freeze_deadline},
+                  "deadline": time.time() + self.settings.freeze_deadline},
         )  # fmt: skip
         pending = _Pending(expected=set(expected))
         with self._lock:
@@ -244,7 +246,7 @@ class WorldService:
         sent = time.time()
         try:
             self.bus.publish(envelope)
-            deadline = time.monotonic() + self.ws.ack_timeout_seconds
+            deadline = time.monotonic() + self.settings.ack_timeout_seconds
             while not pending.event.wait(0.2):
                 live = self.live_gateways()
                 with self._lock:
@@ -257,7 +259,7 @@ class WorldService:
                         missing = sorted(pending.expected - set(pending.acks))
                     raise ApplyError(
                         stage,
-                        f"no {stage} ACK within {self.ws.ack_timeout_seconds:g}s from "
+                        f"no {stage} ACK within {self.settings.ack_timeout_seconds:g}s from "
                         f"{', '.join(missing) or 'any Gateway'}",
                     )
         except ConnectionError as exc:
@@ -276,7 +278,7 @@ class WorldService:
                 self.guard.read()
             except Exception as exc:
                 log.warning("promotion guard poll failed: %s", exc)
-            if self._stop.wait(self.ws.guard_poll_seconds):
+            if self._stop.wait(self.settings.guard_poll_seconds):
                 return
 
     # -- apply runs ----------------------------------------------------------------------------
@@ -296,7 +298,9 @@ class WorldService:
         if self.store.run(run_id) is not None:
             raise ApplyInProgress(f"run id {run_id} was used before; choose another run_id")
         owner = f"{self.instance_id}/{run_id}"
-        if not self.store.leases.acquire(self._lease(world_id), owner, self.ws.apply_lease_seconds):
+        if not self.store.leases.acquire(
+            self._lease(world_id), owner, self.settings.apply_lease_seconds
+        ):
             holder = self.store.leases.holder(self._lease(world_id)) or "another replica"
             raise ApplyInProgress(
                 f"an apply run is already in progress for world {world_id} ({holder})"
@@ -314,7 +318,7 @@ class WorldService:
 
     def _keep_lease(self, world_id: str, owner: str, done: threading.Event) -> None:
         """Renew the world's apply lease while the run lives: it lapses soon after a crash."""
-        ttl = self.ws.apply_lease_seconds
+        ttl = self.settings.apply_lease_seconds
         while not done.wait(ttl / 3):
             try:
                 if not self.store.leases.renew(self._lease(world_id), owner, ttl):
@@ -366,7 +370,7 @@ class WorldService:
 
     def _recovery_loop(self) -> None:
         """Sweep for runs whose replica died (their lease lapsed) while this one runs."""
-        while not self._stop.wait(max(1.0, self.ws.apply_lease_seconds / 2)):
+        while not self._stop.wait(max(1.0, self.settings.apply_lease_seconds / 2)):
             try:
                 self.recover_runs()
             except Exception as exc:
@@ -401,7 +405,7 @@ class WorldService:
                         type=UNFREEZE, source="qmtl/worldservice", subject=run["world_id"],
                         data={"world_id": run["world_id"], "run_id": run["run_id"],
                               "phase": "unfreeze",
-                              "deadline": time.time() + self.ws.freeze_deadline},
+                              "deadline": time.time() + self.settings.freeze_deadline},
                     )  # fmt: skip
                     self.bus.publish(envelope)
                 except ConnectionError as exc:
