@@ -23,7 +23,6 @@ import asyncio
 import contextlib
 import logging
 import os
-import threading
 import time
 from collections.abc import Callable, Coroutine
 from concurrent.futures import ThreadPoolExecutor
@@ -50,15 +49,12 @@ from qmtl.foundation.loglimit import LogLimiter
 from qmtl.foundation.sqldb import WouldBlock, without_waiting
 from qmtl.foundation.wire import Submitted
 from qmtl.services.controlbus import (
-    ACK,
-    FREEZE,
     HEARTBEAT,
-    UNFREEZE,
-    WORLD_DELETED,
     ControlBus,
     Envelope,
 )
 from qmtl.services.gateway import metrics
+from qmtl.services.gateway.freezes import Freezes
 from qmtl.services.gateway.submissions import Submission
 
 __all__ = ["DiffClient", "GatewayService", "LogPort", "Outcome"]
@@ -186,10 +182,8 @@ class GatewayService:
         self.client = client
         self.breaker = client.breaker
         self.bus = bus
-        self.bus.subscribe(self._on_control)
-        #: world id -> unix time after which the freeze lapses by itself.
-        self.frozen: dict[str, float] = {}
-        self._frozen_lock = threading.Lock()
+        self.freezes = Freezes(bus, self.instance_id, self.settings.max_freeze_seconds, clock)
+        self.bus.subscribe(self.freezes.on_event)
         self._tasks: list[asyncio.Task[None]] = []
         self._wake = asyncio.Event()
         # A local SQLite log is written on the loop for rows of ordinary size (see
@@ -270,17 +264,9 @@ class GatewayService:
         return await loop.run_in_executor(self._db_pool, lambda: fn(*args, **kwargs))
 
     # -- submissions -------------------------------------------------------------------------
-    def frozen_until(self, world_id: str) -> float | None:
-        with self._frozen_lock:
-            deadline = self.frozen.get(world_id)
-        if deadline is not None and deadline <= self.clock():
-            self._lapse(world_id)
-            return None
-        return deadline
-
     async def submit(self, request: SubmissionRequest) -> Outcome:
         world = request.world_id
-        if world and self.frozen_until(world) is not None:
+        if world and self.freezes.until(world) is not None:
             raise WorldFrozen(f"world {world} is frozen by an apply run; retry shortly")
         sid = request.submission_id()
         sub = Submission(sid, request, "pending")
@@ -458,7 +444,7 @@ class GatewayService:
             if self.breaker.is_open and await self.client.status():
                 self.breaker.reset()
                 self._wake.set()
-            self._expire_freezes()
+            self.freezes.expire()
 
     async def _renew_liveness(self) -> None:
         try:
@@ -486,64 +472,13 @@ class GatewayService:
                     log.warning("controlbus heartbeat failed: %s", exc)
             await asyncio.sleep(self.settings.heartbeat_seconds)
 
-    # -- ControlBus --------------------------------------------------------------------------
-    def _lapse(self, world: str) -> None:
-        with self._frozen_lock:
-            deadline = self.frozen.pop(world, None)
-        if deadline is not None:
-            log.warning(
-                "world %s: freeze lapsed at its deadline without an unfreeze (the apply run's "
-                "WorldService may have died); accepting its submissions again", world,
-            )  # fmt: skip
-
-    def _expire_freezes(self) -> None:
-        now = self.clock()
-        with self._frozen_lock:
-            expired = [w for w, deadline in self.frozen.items() if deadline <= now]
-        for world in expired:
-            self._lapse(world)
-
-    def _on_control(self, envelope: Envelope) -> None:
-        if envelope.type == WORLD_DELETED:
-            metrics.forget_world(envelope.data["world_id"])
-            return
-        if envelope.type not in (FREEZE, UNFREEZE):
-            return
-        world = str(envelope.data["world_id"])
-        phase = "freeze" if envelope.type == FREEZE else "unfreeze"
-        deadline = float(
-            envelope.data.get("deadline") or envelope.epoch() + self.settings.max_freeze_seconds
-        )
-        if deadline <= self.clock():
-            return  # a replayed event from a finished or abandoned run: nothing to do
-        if phase == "freeze":
-            with self._frozen_lock:
-                self.frozen[world] = min(deadline, self.clock() + self.settings.max_freeze_seconds)
-        else:
-            with self._frozen_lock:
-                self.frozen.pop(world, None)
-        ack = Envelope(
-            type=ACK, source="qmtl/gateway", subject=world,
-            data={"world_id": world, "phase": phase, "correlation_id": envelope.id,
-                  "run_id": envelope.data.get("run_id"), "gateway_id": self.instance_id},
-        )  # fmt: skip
-        try:
-            self.bus.publish(ack)
-        except ConnectionError as exc:
-            log.error("cannot ACK %s for world %s: %s", phase, world, exc)
-            return
-        latency = max(0.0, (time.time() - envelope.epoch()) * 1000.0)
-        metrics.observe_ack(world, phase, latency)
-
     async def status(self) -> dict[str, Any]:
         """The replica's state; never waits on a backend longer than the probe deadline
         (``dependencies`` says which one is slow)."""
         deadline = self.probes.deadline
         counts = await bounded(lambda: self.log.counts(), deadline, "submission log")
         dependencies = self.probes.report()
-        self._expire_freezes()
-        with self._frozen_lock:
-            frozen = {w: round(d - self.clock(), 1) for w, d in sorted(self.frozen.items())}
+        frozen = self.freezes.remaining()
         return {
             "service": "gateway",
             "version": __version__,

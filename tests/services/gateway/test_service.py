@@ -304,7 +304,7 @@ def test_replayed_events_past_their_deadline_are_ignored(tmp_path: Path) -> None
     for kind in (FREEZE, UNFREEZE):
         service.bus.publish(Envelope(type=kind, source="t", subject="w2",
                                      data={"world_id": "w2", "run_id": "old", "deadline": time.time() - 1}))  # fmt: skip
-    assert acks == [] and service.frozen_until("w2") is None
+    assert acks == [] and service.freezes.until("w2") is None
 
 
 def test_submissions_with_an_admin_url_register_a_guard_source(tmp_path: Path) -> None:
