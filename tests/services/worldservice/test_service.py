@@ -271,12 +271,12 @@ def test_a_late_lease_heartbeat_does_not_block_the_next_apply(tmp_path: Path) ->
     owner = f"{service.instance_id}/{run_id}"
     # A heartbeat that missed the run's end: it wakes every 0.1 s with the lease released.
     late = threading.Thread(
-        target=service._keep_lease, args=("w", owner, threading.Event()), daemon=True
+        target=service.applies.keep_lease, args=("w", owner, threading.Event()), daemon=True
     )
     late.start()
     late.join(timeout=10)
     assert not late.is_alive(), "the heartbeat must stop once its lease is gone"
-    assert service.store.leases.holder(service._lease("w")) is None
+    assert service.store.leases.holder(service.applies.lease_name("w")) is None
     second = service.begin_apply("w", {})
     assert service.run_apply("w", second, {})["status"] == "success"
 
