@@ -38,7 +38,7 @@ from qmtl.devstack.components import (
 from qmtl.devstack.processes import ProcessError, alive, stop_all
 from qmtl.devstack.stack import LocalStack, Monitoring, start_demo, start_monitoring, write_pids
 from qmtl.devstack.status import StatusView, health_status, prometheus_status
-from qmtl.foundation.common.interrupts import interrupt_on_ctrl_c_and_term
+from qmtl.foundation.interrupts import interrupt_on_ctrl_c_and_term
 
 __all__ = ["StateDirError", "main", "prepare_state_dir"]
 

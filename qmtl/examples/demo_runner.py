@@ -27,12 +27,12 @@ from typing import Any
 import httpx
 
 from qmtl.examples.questdb_parallel_example import MovingAverageCross
-from qmtl.foundation.common.interrupts import interrupt_on_ctrl_c_and_term
-from qmtl.foundation.common.tracing import setup_tracing, shutdown_tracing
 from qmtl.foundation.config import resolve_config
 from qmtl.foundation.contracts import SubmissionRequest
 from qmtl.foundation.dag import chain_dag
 from qmtl.foundation.faults import FaultSet, Switch
+from qmtl.foundation.interrupts import interrupt_on_ctrl_c_and_term
+from qmtl.foundation.tracing import setup_tracing, shutdown_tracing
 from qmtl.runtime.io import SQLiteRecorder
 from qmtl.runtime.sdk import (
     BackfillEngine,

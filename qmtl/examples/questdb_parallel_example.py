@@ -26,7 +26,7 @@ from statistics import fmean
 
 from prometheus_client.parser import text_string_to_metric_families
 
-from qmtl.foundation.common.interrupts import interrupt_on_ctrl_c_and_term
+from qmtl.foundation.interrupts import interrupt_on_ctrl_c_and_term
 from qmtl.foundation.metrics import MetricsServerError
 from qmtl.runtime.io import EventRecorder, open_recorder
 from qmtl.runtime.sdk import (

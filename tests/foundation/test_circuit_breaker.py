@@ -7,7 +7,7 @@ import itertools
 
 import pytest
 
-from qmtl.foundation.common import AsyncCircuitBreaker, CircuitOpenError, breakers
+from qmtl.foundation.breaker import AsyncCircuitBreaker, CircuitOpenError, breakers
 
 _names = itertools.count()
 

@@ -8,7 +8,7 @@ import sys
 
 _PROBE = """
 import ctypes, ctypes.util, sys
-from qmtl.foundation.common.memory import return_large_blocks_to_os
+from qmtl.foundation.memory import return_large_blocks_to_os
 
 class MallInfo2(ctypes.Structure):
     _fields_ = [(n, ctypes.c_size_t) for n in ("arena", "ordblks", "smblks", "hblks",

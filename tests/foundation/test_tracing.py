@@ -12,12 +12,12 @@ import subprocess
 import sys
 from pathlib import Path
 
-from qmtl.foundation.common.tracing import setup_tracing
+from qmtl.foundation.tracing import setup_tracing
 from qmtl.testing.receivers import OtlpTraceReceiver
 
 HOP = r"""
 import json, sys
-from qmtl.foundation.common import tracing
+from qmtl.foundation import tracing
 service, endpoint, carrier, kind = sys.argv[1:5]
 tracing.setup_tracing(service, endpoint)
 tracer = tracing.get_tracer("qmtl.test")

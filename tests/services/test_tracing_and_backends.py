@@ -14,15 +14,15 @@ from fastapi.testclient import TestClient
 
 from qmtl import devstack
 from qmtl.devstack.stack import LocalStack
-from qmtl.foundation.common.admin import AdminGuard
-from qmtl.foundation.common.http import install_common_routes
+from qmtl.foundation.access import AdminGuard
 from qmtl.foundation.dag import chain_dag
+from qmtl.foundation.webapp import install_common_routes
 from qmtl.testing.metrics import scrape
 from qmtl.testing.receivers import OtlpTraceReceiver
 
 SDK_SUBMIT = r"""
 import sys
-from qmtl.foundation.common.tracing import setup_tracing, shutdown_tracing
+from qmtl.foundation.tracing import setup_tracing, shutdown_tracing
 from qmtl.runtime.sdk import ProcessingNode, StreamInput, Strategy
 from qmtl.runtime.sdk.gateway import submit
 

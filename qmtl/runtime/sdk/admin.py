@@ -10,7 +10,7 @@
 * ``POST /admin/cache/purge`` ``{"node_id": ...}`` -- flush node caches (runbook step 4)
 * ``GET|POST|DELETE /admin/faults`` -- drill switches, when the process has any
 
-Admin calls follow the rule of every QMTL listener (``qmtl.foundation.common.admin``):
+Admin calls follow the rule of every QMTL listener (``qmtl.foundation.access``):
 open on a loopback-only bind, ``Authorization: Bearer <token>`` beyond it, refused when
 exposed without a token.  Bodies are JSON objects of at most 64 KiB.
 """
@@ -25,7 +25,7 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
 
 from qmtl.foundation import crosscontext, exposition, strictjson
-from qmtl.foundation.common.admin import check_bearer, is_exposed
+from qmtl.foundation.access import check_bearer, is_exposed
 from qmtl.foundation.errors import (
     BadRequest,
     InvalidJson,

@@ -16,8 +16,8 @@ import time
 
 import httpx
 
-from qmtl.foundation.common.tracing import get_tracer, inject_http_headers
 from qmtl.foundation.contracts import SubmissionRequest, check_field
+from qmtl.foundation.tracing import get_tracer, inject_http_headers
 from qmtl.foundation.wire import Submitted, encode_submission
 from qmtl.runtime.sdk.runner import Runner, Strategy
 from qmtl.runtime.sdk.telemetry import ensure_tracing, sdk_config

@@ -26,8 +26,8 @@ from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
-from qmtl.foundation.common.tracing import exemplar, get_tracer
 from qmtl.foundation.dag import SCHEMA
+from qmtl.foundation.tracing import exemplar, get_tracer
 from qmtl.runtime.sdk import metrics
 from qmtl.runtime.sdk.backfill import BackfillEngine
 from qmtl.runtime.sdk.cache import ComputeContext, NodeCache

@@ -10,8 +10,8 @@ from __future__ import annotations
 
 import threading
 
-from qmtl.foundation.common.tracing import setup_tracing
 from qmtl.foundation.config import QmtlConfig, resolve_config
+from qmtl.foundation.tracing import setup_tracing
 
 __all__ = ["ensure_tracing", "sdk_config"]
 

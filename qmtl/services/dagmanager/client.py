@@ -22,13 +22,13 @@ import logging
 
 import grpc
 
-from qmtl.foundation.common import BREAKER_THRESHOLD, AsyncCircuitBreaker
-from qmtl.foundation.common.tracing import grpc_metadata
+from qmtl.foundation.breaker import BREAKER_THRESHOLD, AsyncCircuitBreaker
 from qmtl.foundation.contracts import DiffResult, SubmissionRequest
 from qmtl.foundation.errors import (
     QmtlError,
     Unavailable,
 )
+from qmtl.foundation.tracing import grpc_metadata
 from qmtl.services.dagmanager.grpc_errors import domain_error
 from qmtl.services.dagmanager.proto import dagmanager_pb2 as pb
 from qmtl.services.dagmanager.proto import dagmanager_pb2_grpc as pb_grpc

@@ -36,7 +36,7 @@ from dataclasses import dataclass
 from typing import Any, TypeVar
 
 from qmtl.foundation import crosscontext
-from qmtl.foundation.common import AsyncCircuitBreaker, CircuitOpenError
+from qmtl.foundation.breaker import AsyncCircuitBreaker, CircuitOpenError
 from qmtl.foundation.config import DagManagerConfig
 from qmtl.foundation.contracts import BufferInstruction, DiffResult, SubmissionRequest
 from qmtl.foundation.dag import DagError, parse_dag

@@ -13,7 +13,7 @@ import time
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
-from qmtl.foundation.common import AsyncCircuitBreaker
+from qmtl.foundation.breaker import AsyncCircuitBreaker
 from qmtl.foundation.config import DagManagerConfig
 from qmtl.services.dagmanager import metrics
 from qmtl.services.dagmanager.diff import guarded as _guarded

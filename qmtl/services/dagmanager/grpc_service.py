@@ -31,8 +31,7 @@ from typing import NoReturn
 import grpc
 from google.protobuf.message import DecodeError
 
-from qmtl.foundation.common.admin import check_bearer
-from qmtl.foundation.common.tracing import context_from_grpc_metadata, get_tracer
+from qmtl.foundation.access import check_bearer
 from qmtl.foundation.contracts import DiffResult, SubmissionRequest
 from qmtl.foundation.errors import (
     InvalidRequest,
@@ -40,6 +39,7 @@ from qmtl.foundation.errors import (
 )
 from qmtl.foundation.loglimit import LogLimiter
 from qmtl.foundation.sqldb import WouldBlock, without_waiting
+from qmtl.foundation.tracing import context_from_grpc_metadata, get_tracer
 from qmtl.services.dagmanager.grpc_errors import ERROR_TRAILER, grpc_status
 from qmtl.services.dagmanager.proto import dagmanager_pb2 as pb
 from qmtl.services.dagmanager.proto import dagmanager_pb2_grpc as pb_grpc

@@ -7,14 +7,14 @@ from typing import Any
 
 from fastapi import Depends, FastAPI
 
-from qmtl.foundation.common.admin import AdminGuard
-from qmtl.foundation.common.http import (
+from qmtl.foundation.access import AdminGuard
+from qmtl.foundation.errors import BackendUnavailable, UnknownStrategy
+from qmtl.foundation.webapp import (
     BodyLimit,
     SafeJSONResponse,
     install_common_routes,
     install_fault_routes,
 )
-from qmtl.foundation.errors import BackendUnavailable, UnknownStrategy
 from qmtl.services.dagmanager.service import DagManagerService
 
 __all__ = ["create_app"]

@@ -8,8 +8,8 @@ only the DAG Manager process imports it.
 from __future__ import annotations
 
 from qmtl.foundation import metrics as m
-from qmtl.foundation.common.tracing import exemplar
 from qmtl.foundation.crosscontext import cross_context_cache_hit_total
+from qmtl.foundation.tracing import exemplar
 
 __all__ = [
     "cross_context_cache_hit_total",

@@ -7,13 +7,13 @@ import logging
 
 import grpc
 
-from qmtl.foundation.common import eventloop, httpserver
-from qmtl.foundation.common.admin import is_exposed, missing_tokens
-from qmtl.foundation.common.interrupts import interrupt_on_ctrl_c_and_term
-from qmtl.foundation.common.memory import return_large_blocks_to_os
-from qmtl.foundation.common.tracing import setup_tracing, shutdown_tracing
+from qmtl.foundation import eventloop, httpserver
+from qmtl.foundation.access import is_exposed, missing_tokens
 from qmtl.foundation.config import QmtlConfig
+from qmtl.foundation.interrupts import interrupt_on_ctrl_c_and_term
+from qmtl.foundation.memory import return_large_blocks_to_os
 from qmtl.foundation.metrics import set_series_budget
+from qmtl.foundation.tracing import setup_tracing, shutdown_tracing
 from qmtl.services.dagmanager.grpc_service import DagManagerServicer, register
 from qmtl.services.dagmanager.http import create_app
 from qmtl.services.dagmanager.service import build_service, tune_gc

@@ -25,7 +25,7 @@ from typing import Any
 
 from qmtl import __version__
 from qmtl.foundation import crosscontext
-from qmtl.foundation.common import BREAKER_THRESHOLD, AsyncCircuitBreaker
+from qmtl.foundation.breaker import BREAKER_THRESHOLD, AsyncCircuitBreaker
 from qmtl.foundation.config import DagManagerConfig, QmtlConfig
 from qmtl.foundation.dependencies import DependencyProbes, bounded
 from qmtl.foundation.faults import FaultSet

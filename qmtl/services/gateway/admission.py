@@ -20,8 +20,8 @@ import time
 from collections.abc import Callable
 from typing import Any
 
-from qmtl.foundation.common.http import Receive, Scope, Send, error_response
 from qmtl.foundation.errors import Overloaded
+from qmtl.foundation.webapp import Receive, Scope, Send, error_response
 from qmtl.services.gateway import metrics
 
 __all__ = ["Admission"]

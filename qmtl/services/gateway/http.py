@@ -16,16 +16,7 @@ from fastapi import Depends, FastAPI, Request
 from fastapi.responses import JSONResponse
 from starlette.requests import ClientDisconnect
 
-from qmtl.foundation.common.admin import AdminGuard, check_bearer, is_exposed
-from qmtl.foundation.common.http import (
-    BodyLimit,
-    SafeJSONResponse,
-    error_response,
-    http_status,
-    install_common_routes,
-    install_fault_routes,
-)
-from qmtl.foundation.common.tracing import extract_http_context, get_tracer
+from qmtl.foundation.access import AdminGuard, check_bearer, is_exposed
 from qmtl.foundation.contracts import SubmissionRequest, check_field
 from qmtl.foundation.errors import (
     QmtlError,
@@ -33,6 +24,15 @@ from qmtl.foundation.errors import (
     UnknownStrategy,
 )
 from qmtl.foundation.faults import FaultSet
+from qmtl.foundation.tracing import extract_http_context, get_tracer
+from qmtl.foundation.webapp import (
+    BodyLimit,
+    SafeJSONResponse,
+    error_response,
+    http_status,
+    install_common_routes,
+    install_fault_routes,
+)
 from qmtl.foundation.wire import decode_submission
 from qmtl.services.gateway import metrics
 from qmtl.services.gateway.admission import Admission

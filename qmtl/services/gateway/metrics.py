@@ -7,7 +7,7 @@ by a :class:`~qmtl.foundation.metrics.LabelBudget` (worlds come from the Control
 from __future__ import annotations
 
 from qmtl.foundation import metrics as m
-from qmtl.foundation.common.tracing import exemplar
+from qmtl.foundation.tracing import exemplar
 
 __all__ = [
     "controlbus_apply_ack_latency_ms",

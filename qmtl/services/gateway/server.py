@@ -10,14 +10,15 @@ from typing import Any
 
 import httpx
 
-from qmtl.foundation.common import BREAKER_THRESHOLD, eventloop, httpserver
-from qmtl.foundation.common.admin import missing_tokens
-from qmtl.foundation.common.interrupts import interrupt_on_ctrl_c_and_term
-from qmtl.foundation.common.tracing import setup_tracing, shutdown_tracing
+from qmtl.foundation import eventloop, httpserver
+from qmtl.foundation.access import missing_tokens
+from qmtl.foundation.breaker import BREAKER_THRESHOLD
 from qmtl.foundation.config import QmtlConfig
 from qmtl.foundation.contracts import SubmissionRequest
 from qmtl.foundation.dependencies import DependencyProbes
+from qmtl.foundation.interrupts import interrupt_on_ctrl_c_and_term
 from qmtl.foundation.metrics import set_series_budget
+from qmtl.foundation.tracing import setup_tracing, shutdown_tracing
 from qmtl.services.controlbus import open_bus
 from qmtl.services.dagmanager.client import DagManagerClient, is_remote_failure
 from qmtl.services.gateway import metrics
@@ -67,7 +68,7 @@ def source_registrar(
 
 def build_service(config: QmtlConfig) -> tuple[GatewayService, Any]:
     """The Gateway with its real ports; fault wrappers only when drills are enabled."""
-    from qmtl.foundation.common import AsyncCircuitBreaker
+    from qmtl.foundation.breaker import AsyncCircuitBreaker
 
     gw = config.gateway
     instance_id = gw.instance_id or f"gateway-{gw.port}"

@@ -14,16 +14,16 @@ from typing import Any
 from fastapi import Body, Depends, FastAPI, Query
 from pydantic import BaseModel, ConfigDict, Field
 
-from qmtl.foundation.common.admin import AdminGuard
-from qmtl.foundation.common.http import (
+from qmtl.foundation.access import AdminGuard
+from qmtl.foundation.contracts import FIELD_RULES, RUN_ID, STRATEGY_ID, WORLD_ID, anchored
+from qmtl.foundation.errors import InvalidRequest, NotFound, QmtlError, UnknownRun
+from qmtl.foundation.faults import FaultSet
+from qmtl.foundation.webapp import (
     BodyLimit,
     SafeJSONResponse,
     install_common_routes,
     install_fault_routes,
 )
-from qmtl.foundation.contracts import FIELD_RULES, RUN_ID, STRATEGY_ID, WORLD_ID, anchored
-from qmtl.foundation.errors import InvalidRequest, NotFound, QmtlError, UnknownRun
-from qmtl.foundation.faults import FaultSet
 from qmtl.services.controlbus import parse_envelope
 from qmtl.services.controlbus.metrics import controlbus_invalid_events_total
 from qmtl.services.worldservice.service import WorldService

@@ -6,13 +6,13 @@ import argparse
 import logging
 from typing import Any
 
-from qmtl.foundation.common import httpserver
-from qmtl.foundation.common.admin import missing_tokens
-from qmtl.foundation.common.interrupts import interrupt_on_ctrl_c_and_term
-from qmtl.foundation.common.tracing import setup_tracing, shutdown_tracing
+from qmtl.foundation import httpserver
+from qmtl.foundation.access import missing_tokens
 from qmtl.foundation.config import QmtlConfig
 from qmtl.foundation.dependencies import DependencyProbes
+from qmtl.foundation.interrupts import interrupt_on_ctrl_c_and_term
 from qmtl.foundation.metrics import set_series_budget
+from qmtl.foundation.tracing import setup_tracing, shutdown_tracing
 from qmtl.services.controlbus import EventLog, open_bus
 from qmtl.services.worldservice.faults import FaultyBus, FaultyStore, worldservice_faults
 from qmtl.services.worldservice.http import create_app

@@ -284,7 +284,7 @@ EXEMPLAR_SCRIPT = r"""
 import sys
 from prometheus_client import REGISTRY
 from prometheus_client.openmetrics.exposition import generate_latest
-from qmtl.foundation.common.tracing import setup_tracing
+from qmtl.foundation.tracing import setup_tracing
 from qmtl.runtime.sdk import Executor, ProcessingNode, Runner, Strategy, StreamInput
 
 class One(Strategy):

@@ -37,7 +37,7 @@ class EngineClient:
     """The DAG Manager client contract over an in-process engine (a worker thread, as gRPC)."""
 
     def __init__(self, tmp: Path) -> None:
-        from qmtl.foundation.common import AsyncCircuitBreaker
+        from qmtl.foundation.breaker import AsyncCircuitBreaker
 
         store = open_graph_store(f"sqlite:{tmp / 'graph.db'}")
         self.service = wire(DagManagerConfig(), store, InProcessQueues(), drills=False)

@@ -15,7 +15,7 @@ from typing import Any
 
 import pytest
 
-from qmtl.foundation.common import AsyncCircuitBreaker
+from qmtl.foundation.breaker import AsyncCircuitBreaker
 from qmtl.foundation.config import QmtlConfig
 from qmtl.foundation.contracts import DiffResult, SubmissionRequest
 from qmtl.foundation.dag import chain_dag

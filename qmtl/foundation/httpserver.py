@@ -12,7 +12,7 @@ service unreachable.  :class:`LimitedHttpProtocol` adds, per connection:
 * a cap on open connections per client address and in all: ``429`` /  ``503`` and
   close at once, so the listener keeps a descriptor free for the next client.
 
-``/metrics`` answers ``Connection: close`` (see :mod:`qmtl.foundation.common.http`):
+``/metrics`` answers ``Connection: close`` (see :mod:`qmtl.foundation.webapp`):
 each scrape opens a new connection, so a service that cannot accept one shows as down
 in Prometheus instead of staying ``up`` over an old keep-alive connection.
 """

@@ -106,7 +106,7 @@ def install_common_routes(app: FastAPI) -> None:
     def metrics_endpoint(request: Request) -> Response:
         response = metrics_response(request.headers.get("accept"))
         # A scrape on a fresh connection each time: a listener that can no longer accept
-        # one is then down for Prometheus too (see qmtl.foundation.common.httpserver).
+        # one is then down for Prometheus too (see qmtl.foundation.webappserver).
         response.headers["connection"] = "close"
         return response
 
