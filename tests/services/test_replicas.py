@@ -223,8 +223,8 @@ def test_the_dagmanager_leader_fails_over(stack: LocalStack, tmp_path: Path) -> 
 def test_in_flight_submissions_of_a_killed_gateway_finish_at_once_with_their_answer(
     tmp_path: Path, kafka: devstack.Kafka, postgres: devstack.Postgres
 ) -> None:
-    """The report: SIGKILL of a Gateway replica with diffs in flight (500 ms each, the
-    default 60 s lease); its submissions completed 65-67 s later with ``new_queues: 0``
+    """The report: SIGKILL of a Gateway replica with diffs in flight (500 ms each then, 2 s
+    here; the default 60 s lease); its submissions completed 65-67 s later with ``new_queues: 0``
     and no buffering, where every cold submission has 3 and 3.  Now the surviving replica
     takes them over as soon as the dead one's liveness lapses, well inside the lease, and
     each answer is the one its first run made."""
@@ -232,7 +232,8 @@ def test_in_flight_submissions_of_a_killed_gateway_finish_at_once_with_their_ans
         tmp_path / "kill", {}, kafka=kafka.bootstrap, postgres_dsn=postgres.dsn, replicas=2
     ) as stack:
         for name in stack.replica_names("dagmanager"):
-            httpx.post(f"{stack.url(name)}/admin/faults", json={"diff_delay_ms": 500},
+            # Long enough that all six are in flight together even on a loaded machine.
+            httpx.post(f"{stack.url(name)}/admin/faults", json={"diff_delay_ms": 2000},
                        timeout=10).raise_for_status()  # fmt: skip
         bodies = [
             {"strategy_id": f"kill-{i}", "dag": json.loads(chain_dag(3, salt=uuid.uuid4().hex)),
