@@ -125,6 +125,8 @@ class GuardView:
     world_id: str | None = None
     #: Registered sources the last read saw (url, world, strategy).
     sources: list[dict[str, Any]] = field(default_factory=list)
+    #: The guard's clock: holds end by it.
+    clock: Callable[[], float] = time.time
 
     def for_world(self, world_id: str) -> GuardView:
         scopes = (ALL_WORLDS, world_id)
@@ -136,6 +138,7 @@ class GuardView:
             self.checked_at,
             world_id,
             [s for s in self.sources if s["world_id"] == world_id],
+            self.clock,
         )
 
     @property
@@ -143,7 +146,7 @@ class GuardView:
         if not self.holds:
             return None
         resume = max(self.holds.values()) + self.hold_seconds
-        return resume if resume > time.time() else None
+        return resume if resume > self.clock() else None
 
     def _blocks(self, scope: str) -> bool:
         if any(h["scope"] == scope for h in self.hits):
@@ -151,7 +154,7 @@ class GuardView:
         if any(u["scope"] == scope for u in self.unreachable):
             return True
         held = self.holds.get(scope)
-        return held is not None and held + self.hold_seconds > time.time()
+        return held is not None and held + self.hold_seconds > self.clock()
 
     def as_dict(self) -> dict[str, Any]:
         resume = self.resume_at if self.world_id is not None else self._resume(ALL_WORLDS)
@@ -171,14 +174,14 @@ class GuardView:
             "hold_seconds": self.hold_seconds,
             "hold_until": resume,
             "hold_until_iso": iso(resume) if resume else None,
-            "hold_remaining_seconds": round(resume - time.time(), 1) if resume else 0.0,
+            "hold_remaining_seconds": round(resume - self.clock(), 1) if resume else 0.0,
             "checked_at": self.checked_at,
             "checked_at_iso": iso(self.checked_at),
         }
 
     def _resume(self, scope: str) -> float | None:
         held = self.holds.get(scope)
-        if held is None or held + self.hold_seconds <= time.time():
+        if held is None or held + self.hold_seconds <= self.clock():
             return None
         return held + self.hold_seconds
 
@@ -193,8 +196,12 @@ class PromotionGuard:
         store: WorldStore,
         http_get: Callable[..., Any],
         static_sources: Sequence[str],
+        *,
+        clock: Callable[[], float] = time.time,
     ) -> None:
         self.settings = config.worldservice
+        #: Wall-clock time of holds and source expiry (tests pass a clock they move).
+        self.clock = clock
         self.store = store
         self._http_get = http_get
         self.static_sources = list(static_sources)
@@ -230,7 +237,7 @@ class PromotionGuard:
                 f"(worldservice.guard_max_sources); sources of ended processes are forgotten "
                 f"after {self.settings.guard_source_expiry_seconds:g}s, or raise the limit"
             )
-        self.store.add_source(full, world_id, strategy_id, time.time())
+        self.store.add_source(full, world_id, strategy_id, self.clock())
 
     def _sources(self, world_id: str | None) -> list[_Source]:
         static = [_Source(url, ALL_WORLDS) for url in self.static_sources]
@@ -263,7 +270,7 @@ class PromotionGuard:
 
         Never raises for a source that cannot be read: it is listed as unreachable.
         """
-        now = time.time()
+        now = self.clock()
         sources = self._sources(world_id)
         # One read per URL, whatever number of worlds it speaks for.
         unique = list({s.url: s for s in sources}.values())
@@ -331,7 +338,14 @@ class PromotionGuard:
             if (held := self.store.state(_hold_key(scope))) is not None
         }
         view = GuardView(
-            hits, unreachable, holds, self.settings.promotion_hold_seconds, now, None, seen
+            hits,
+            unreachable,
+            holds,
+            self.settings.promotion_hold_seconds,
+            now,
+            None,
+            seen,
+            self.clock,
         )
         if world_id is None:
             with self._lock:
@@ -407,7 +421,7 @@ class PromotionGuard:
             raise GuardBlocked(
                 f"the cross-context counter must stay at zero for {view.hold_seconds:g}s after "
                 f"the last hit was cleared; promotions resume at {iso(resume)} "
-                f"(in {resume - time.time():.0f}s)",
+                f"(in {resume - self.clock():.0f}s)",
                 hits=[],
                 resume_at=resume,
                 resume_at_iso=iso(resume),

@@ -54,6 +54,7 @@ class WorldService:
         http_get: Callable[..., Any] | None = None,
         instance_id: str | None = None,
         probes: DependencyProbes | None = None,
+        clock: Callable[[], float] = time.time,
     ) -> None:
         self.config = config
         self.settings = config.worldservice
@@ -83,7 +84,11 @@ class WorldService:
         dm = config.dagmanager
         dagmanager_source = f"{dm.url}/admin/cross-context"
         self.guard = PromotionGuard(
-            config, store, http_get, [dagmanager_source, *self.settings.cross_context_sources]
+            config,
+            store,
+            http_get,
+            [dagmanager_source, *self.settings.cross_context_sources],
+            clock=clock,
         )
         self.applies = ApplyRuns(
             self.settings, store=store, bus=bus, instance_id=self.instance_id, stop=self._stop,

@@ -22,6 +22,7 @@ from qmtl.foundation.errors import (
 from qmtl.services.controlbus import ACK, FREEZE, HEARTBEAT, UNFREEZE, Envelope, InProcessBus
 from qmtl.services.worldservice.service import WorldService
 from qmtl.services.worldservice.store import WorldStore
+from qmtl.testing.clock import FakeClock
 from qmtl.testing.metrics import value
 
 
@@ -71,7 +72,8 @@ def make(tmp_path: Path, *, store: WorldStore | None = None, **ws: Any) -> tuple
     bus = InProcessBus()
     sources = Sources()
     store = store or WorldStore(f"sqlite:{tmp_path / 'ws.db'}")
-    service = WorldService(config, store=store, bus=bus, http_get=sources)
+    # The guard's holds and source expiry run on a clock the test moves (service.guard.clock).
+    service = WorldService(config, store=store, bus=bus, http_get=sources, clock=FakeClock())
     bus.start()
     return service, bus, sources
 
@@ -125,11 +127,11 @@ def test_guard_blocks_on_hits_fails_closed_and_holds_after_a_reset(tmp_path: Pat
     sources.answers[DM] = httpx.ConnectError("refused")
     with pytest.raises(GuardUnavailable, match="cannot read"):
         service.begin_apply("w", {})
-    sources.answers[DM] = {"hits": [], "last_reset": time.time()}
+    sources.answers[DM] = {"hits": [], "last_reset": service.guard.clock()}
     with pytest.raises(GuardBlocked, match="promotions resume at") as held:
         service.begin_apply("w", {})
-    assert held.value.details["resume_at"] > time.time()
-    time.sleep(0.6)
+    assert held.value.details["resume_at"] > service.guard.clock()
+    service.guard.clock.advance(0.6)
     assert service.run_apply("w", service.begin_apply("w", {}), {})["status"] == "success"
 
 
@@ -150,7 +152,7 @@ def test_registered_sdk_sources_are_read_and_forgotten_when_gone(tmp_path: Path)
     sdk = "http://127.0.0.1:9/admin/cross-context"
     sources.answers[sdk] = httpx.ConnectError("refused")
     assert service.guard.read().unreachable
-    time.sleep(0.3)
+    service.guard.clock.advance(0.3)
     view = service.guard.read()
     assert view.unreachable == [] and service.store.sources() == []
 
@@ -172,7 +174,7 @@ def test_a_registered_source_speaks_for_its_own_world_only(tmp_path: Path) -> No
     with pytest.raises(GuardUnavailable, match=r"127\.0\.0\.1:9"):
         service.begin_apply("mine", {})
     assert service.run_apply("other", service.begin_apply("other", {}), {})["status"] == "success"
-    sources.answers[sdk] = {"hits": [], "last_reset": time.time()}
+    sources.answers[sdk] = {"hits": [], "last_reset": service.guard.clock()}
     with pytest.raises(GuardBlocked, match="promotions resume at"):
         service.begin_apply("mine", {})
     assert service.run_apply("other", service.begin_apply("other", {}), {})["status"] == "success"
