@@ -39,7 +39,7 @@ from qmtl.services.dagmanager.queues import InProcessQueues
 from qmtl.services.dagmanager.service import DagManagerService, tune_gc
 from qmtl.services.dagmanager.store import open_graph_store
 
-TARGETS = {  # (backend, kind, N) -> p95 target in ms (issue #16; warm as in the DAG Manager issue)
+TARGETS = {  # (backend, kind, N) -> p95 target in ms (the agreed performance targets)
     ("sqlite in-process", "cold", 1000): 15, ("sqlite in-process", "cold", 10000): 150,
     ("sqlite in-process", "warm", 100): 2, ("sqlite in-process", "warm", 1000): 20,
     ("sqlite in-process", "warm", 10000): 250, ("postgresql in-process", "cold", 1000): 40,

@@ -202,7 +202,7 @@ def main() -> None:
     )  # fmt: skip
     markdown += (
         "\n\n### Gateway vs its floor (floor_service.py: pydantic parse, one SQLite row, one "
-        "unary gRPC call; same run)\n\nTargets (issue #16): p95 ratio <= 1.5, throughput "
+        "unary gRPC call; same run)\n\nTargets: p95 ratio <= 1.5, throughput "
         "ratio >= 0.7 at 8 clients. CPU is user + system time of the server processes "
         "(both of the floor's, the Gateway and the DAG Manager) per request.\n\n"
     ) + table(

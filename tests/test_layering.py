@@ -1,4 +1,5 @@
-"""The package layering of shared/design.md 1c holds; no product module imports qmtl.testing."""
+"""The package layering holds (foundation <- runtime, services <- devstack <- cli; monitoring
+is tooling no product layer imports); no product module imports qmtl.testing."""
 
 from __future__ import annotations
 

@@ -1,4 +1,4 @@
-"""The seed's demo as a user runs it: a subprocess, QuestDB over ILP/HTTP, live /metrics."""
+"""The QuestDB demo as a user runs it: a subprocess, QuestDB over ILP/HTTP, live /metrics."""
 
 from __future__ import annotations
 
@@ -84,7 +84,7 @@ def test_demo_port_in_use_exits_2(tmp_path: Path) -> None:
 
 def test_defaults_stay_scrapeable_and_ctrl_c_ends_with_a_summary(tmp_path: Path) -> None:
     """With its defaults the demo runs about a minute (it used to end in ~3 s): a user
-    following the seed can watch /metrics; Ctrl-C stops early and still prints the summary."""
+    following the README can watch /metrics; Ctrl-C stops early and still prints the summary."""
     import signal
     import time
 

@@ -161,7 +161,7 @@ def test_named_breaker_exports_metrics() -> None:
     assert breakers()[name] is breaker
 
 
-def test_seed_recipe_probe_resets_open_breaker() -> None:
+def test_the_documented_probe_resets_an_open_breaker() -> None:
     """`if await client.status(): client.breaker.reset()` works on an open breaker."""
 
     class Client:
@@ -197,7 +197,7 @@ def test_invalid_threshold() -> None:
         AsyncCircuitBreaker(0)
 
 
-def test_the_seeds_reset_snippet_works_on_a_default_client() -> None:
+def test_the_documented_reset_snippet_works_on_a_default_client() -> None:
     """`if await client.status(): client.breaker.reset()` on a client built without a breaker."""
     from qmtl.services.dagmanager.client import DagManagerClient
 

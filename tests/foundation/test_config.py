@@ -24,8 +24,8 @@ def test_defaults_without_file_bind_loopback() -> None:
     assert cfg.telemetry.otel_exporter_endpoint is None
 
 
-def test_file_values_and_seed_telemetry_section(tmp_path: Path) -> None:
-    """The seed's telemetry block is accepted verbatim."""
+def test_file_values_and_the_documented_telemetry_section(tmp_path: Path) -> None:
+    """The telemetry block of the documentation is accepted verbatim."""
     path = write(
         tmp_path,
         "telemetry:\n  otel_exporter_endpoint: http://localhost:4318/v1/traces\n"

@@ -228,9 +228,9 @@ def test_gzip_is_cheap_and_real() -> None:
     assert exposition.compress(body, None) == (body, [])
 
 
-#: promtool's lint findings on names the seed fixes (public contracts we keep as they are;
-#: ``controlbus_apply_ack_latency_ms_hist`` is the histogram twin of the seed's gauge).
-SEED_NAME_FINDINGS = {
+#: promtool's lint findings on names that are public contracts (we keep them as they are;
+#: ``controlbus_apply_ack_latency_ms_hist`` is the histogram twin of the documented gauge).
+CONTRACT_NAME_FINDINGS = {
     "controlbus_apply_ack_latency_ms metric names should not contain abbreviated units",
     "controlbus_apply_ack_latency_ms_hist metric names should not contain abbreviated units",
     "diff_duration_ms metric names should not contain abbreviated units",
@@ -259,7 +259,7 @@ def catalogue_registry() -> CollectorRegistry:
     return registry
 
 
-def test_promtool_check_metrics_finds_nothing_but_the_seeds_names() -> None:
+def test_promtool_check_metrics_finds_nothing_but_the_contract_names() -> None:
     """Every QMTL metric family, rendered fast with a sample each, parses and lints in promtool."""
     import subprocess
 
@@ -274,7 +274,7 @@ def test_promtool_check_metrics_finds_nothing_but_the_seeds_names() -> None:
         [promtool, "check", "metrics"], input=body, capture_output=True, timeout=60, check=False
     )
     findings = set((result.stdout + result.stderr).decode().splitlines())
-    assert findings <= SEED_NAME_FINDINGS, findings - SEED_NAME_FINDINGS
+    assert findings <= CONTRACT_NAME_FINDINGS, findings - CONTRACT_NAME_FINDINGS
     broken = body + b'qmtl_truncated{le="1.0" 12\n'  # a mangled line must be caught
     bad = subprocess.run(
         [promtool, "check", "metrics"], input=broken, capture_output=True, timeout=60, check=False

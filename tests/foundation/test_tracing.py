@@ -88,7 +88,7 @@ print(result.executions)
 
 
 def test_a_strategy_traces_from_qmtl_yml_without_set_up_code(tmp_path: Path) -> None:
-    """The seed's promise: telemetry.otel_exporter_endpoint in qmtl.yml, and a plain
+    """The documented promise: telemetry.otel_exporter_endpoint in qmtl.yml, and a plain
     strategy run (no setup_tracing call in user code) exports its spans there."""
     with OtlpTraceReceiver() as rx:
         (tmp_path / "qmtl.yml").write_text(

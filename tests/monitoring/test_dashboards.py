@@ -50,7 +50,7 @@ def test_dashboard_is_importable_on_any_grafana(path: Path) -> None:
         assert panel["targets"], panel["title"]
 
 
-def test_seed_panels_are_present() -> None:
+def test_the_documented_panels_are_present() -> None:
     """Queue/GC on orphan_queue_total; apply success rate, freshness, ACK latency."""
     by_uid = {json.loads(p.read_text())["uid"]: json.loads(p.read_text()) for p in DASHBOARDS}
     queues = " ".join(e for _, e in panel_exprs(by_uid["qmtl-queues-gc"]))

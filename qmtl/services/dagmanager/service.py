@@ -115,7 +115,7 @@ class DagManagerService:
         metrics.sentinel_gap_count.set(len(self.sentinel_gaps))
 
     def probe_breakers(self) -> None:
-        """Health probes bypass the breakers they reset (seed: explicit success signal)."""
+        """Health probes bypass the breakers they reset (a probe that answers is the explicit signal that closes them)."""
         if self.kafka_breaker.is_open and self.queues.probe():
             self.kafka_breaker.reset()
         if self.store_breaker.is_open:

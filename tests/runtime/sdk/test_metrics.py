@@ -22,7 +22,7 @@ from qmtl.runtime.sdk import (
 from qmtl.testing.metrics import scrape
 
 
-def test_seed_backfill_example_in_exposition(metrics_url: str) -> None:
+def test_the_documented_backfill_example_in_exposition(metrics_url: str) -> None:
     metrics.observe_backfill_start("node", 60)
     metrics.observe_backfill_complete("node", 60, 123)
     text = httpx.get(metrics_url, timeout=5).text
