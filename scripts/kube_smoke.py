@@ -248,11 +248,11 @@ def smoke(work: Path, cleanup: contextlib.ExitStack, image: str, suffix: str) ->
         raise SmokeFailed("the Gateway accepted a submission with a wrong token")
     result = submit(MovingAverageCross("BTC", 3, 8, None), bases["gateway"], strategy_id="smoke",
                     token=tokens["gateway-submit-token"])  # fmt: skip
-    if len(result.get("queue_map", {})) != 4:
+    if len(result.queue_map) != 4:
         raise SmokeFailed(
             f"submission answered without the 4 queues of the strategy's nodes: {result}"
         )
-    say(f"strategy submitted through the Gateway: {len(result['queue_map'])} queues")
+    say(f"strategy submitted through the Gateway: {len(result.queue_map)} queues")
 
     # -- Prometheus + Alertmanager on this host ---------------------------------------
     webhook = AlertWebhook().start()

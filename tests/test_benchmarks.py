@@ -20,6 +20,7 @@ ROOT = Path(__file__).resolve().parents[1]
 
 
 @pytest.mark.integration
+@pytest.mark.timeout(900)  # every benchmark with tiny sizes: several stacks in a row
 def test_run_all_quick_runs_every_benchmark(tmp_path: Path) -> None:
     run = subprocess.run(
         [sys.executable, "benchmarks/run_all.py", "--quick"],

@@ -49,8 +49,8 @@ def test_live_runner_consumes_stream_queue_and_publishes_outputs(tmp_path: Path)
             )  # fmt: skip
             report = httpx.get(f"{runner.admin_url}/admin/cross-context", timeout=10).json()
             assert report["hits"] == []
-            source_queue = reply["queue_map"][strategy.src.node_id]
-            output_queue = reply["queue_map"][strategy.double.node_id]
+            source_queue = reply.queue_map[strategy.src.node_id]
+            output_queue = reply.queue_map[strategy.double.node_id]
             assert runner.assigned.wait(30), "the runner joined its consumer group"
             producer = Producer({"bootstrap.servers": broker.bootstrap})
             for i in range(5):
