@@ -234,11 +234,14 @@ class GatewayService:
 
     async def stop(self) -> None:
         await self.probes.stop()
-        for task in self._tasks:
+        # Loops and registrations still in flight stop with the service (a registration
+        # is sent again by the strategy's next submission to another Gateway).
+        pending = [*self._tasks, *self._background]
+        for task in pending:
             task.cancel()
-        for task in self._tasks:
-            with contextlib.suppress(asyncio.CancelledError):
-                await task
+        for outcome in await asyncio.gather(*pending, return_exceptions=True):
+            if isinstance(outcome, Exception):
+                log.warning("a background task had failed: %s", outcome)
         self.bus.close()
         await self.client.close()
         try:

@@ -9,7 +9,7 @@ from __future__ import annotations
 import asyncio
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Coroutine
 from pathlib import Path
 from typing import Any
 
@@ -253,9 +253,10 @@ def test_an_in_flight_submission_is_never_retried_and_results_are_never_replaced
     tmp_path: Path,
 ) -> None:
     """The retry loop leaves leased rows alone; a final state is written once."""
-    release = asyncio.Event()
+    entered, release = asyncio.Event(), asyncio.Event()
 
     async def slow(request: SubmissionRequest) -> DiffResult:
+        entered.set()
         await release.wait()
         return result(request)
 
@@ -264,7 +265,7 @@ def test_an_in_flight_submission_is_never_retried_and_results_are_never_replaced
 
     async def scenario() -> None:
         first = asyncio.create_task(service.submit(req()))
-        await asyncio.sleep(0.05)
+        await entered.wait()  # the submission is leased and waiting on the DAG Manager
         assert await service.retry_due() == 0, "an in-flight submission must not be claimed"
         release.set()
         assert code(await first) == 200
@@ -310,8 +311,12 @@ def test_replayed_events_past_their_deadline_are_ignored(tmp_path: Path) -> None
 def test_submissions_with_an_admin_url_register_a_guard_source(tmp_path: Path) -> None:
     seen: list[str] = []
 
-    async def register(request: SubmissionRequest) -> None:
-        seen.append(request.admin_url)
+    async def registered() -> None:
+        return None
+
+    def register(request: SubmissionRequest) -> Coroutine[Any, Any, None]:
+        seen.append(request.admin_url)  # counted when the Gateway starts the registration
+        return registered()
 
     config = QmtlConfig()
     service = GatewayService(
@@ -326,10 +331,36 @@ def test_submissions_with_an_admin_url_register_a_guard_source(tmp_path: Path) -
         await service.submit(
             SubmissionRequest(**{**base.to_dict(), "admin_url": sdk, "partition": "p"})
         )
-        await asyncio.sleep(0.01)
 
     run(both())
     assert seen == ["http://127.0.0.1:8001"], "each SDK process is registered once"
+
+
+def test_stop_cancels_a_registration_still_waiting_on_the_worldservice(tmp_path: Path) -> None:
+    started, outcome = asyncio.Event(), []
+
+    async def hanging(request: SubmissionRequest) -> None:
+        started.set()
+        try:
+            await asyncio.Event().wait()  # a WorldService that never answers
+        except asyncio.CancelledError:
+            outcome.append("cancelled")
+            raise
+
+    log_port = SubmissionLog(f"sqlite:{tmp_path / 'l.db'}")
+    service = GatewayService(
+        QmtlConfig(), log_port=log_port, client=FakeDagManager(result), bus=InProcessBus(),
+        register_source=hanging,
+    )  # fmt: skip
+
+    async def scenario() -> None:
+        base = req()
+        await service.submit(SubmissionRequest(**{**base.to_dict(), "admin_url": "http://sdk"}))
+        await started.wait()
+        await service.stop()
+        assert outcome == ["cancelled"], "stop() returned with the registration still waiting"
+
+    run(scenario())
 
 
 def test_small_rows_of_a_local_log_are_written_on_the_loop_large_ones_off_it(
