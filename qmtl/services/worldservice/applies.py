@@ -24,10 +24,11 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from qmtl.foundation.config import WorldServiceConfig
-from qmtl.foundation.errors import ApplyInProgress
+from qmtl.foundation.errors import ApplyInProgress, UnknownRun
 from qmtl.foundation.metrics import BoundedSeries
 from qmtl.services.controlbus import ACK, FREEZE, HEARTBEAT, UNFREEZE, ControlBus, Envelope
 from qmtl.services.worldservice import metrics
+from qmtl.services.worldservice.models import ApplyPlan, ApplyRun, World
 from qmtl.services.worldservice.store import WorldStore
 
 __all__ = ["STAGES", "ApplyError", "ApplyRuns"]
@@ -56,7 +57,7 @@ class ApplyRuns:
     def __init__(
         self, settings: WorldServiceConfig, *, store: WorldStore, bus: ControlBus,
         instance_id: str, stop: threading.Event,
-        require_world: Callable[[str], dict[str, Any]], guard_check: Callable[[str], object],
+        require_world: Callable[[str], World], guard_check: Callable[[str], object],
     ) -> None:  # fmt: skip
         self.settings = settings
         self.store = store
@@ -154,7 +155,7 @@ class ApplyRuns:
     def lease_name(self, world_id: str) -> str:
         return f"apply:{world_id}"
 
-    def begin(self, world_id: str, plan: dict[str, Any], run_id: str | None = None) -> str:
+    def begin(self, world_id: str, plan: ApplyPlan, run_id: str | None = None) -> str:
         """Validate and register a run; raises UnknownWorld, GuardBlocked/Unavailable, ApplyInProgress."""
         self.require_world(world_id)
         self.guard_check(world_id)
@@ -173,12 +174,9 @@ class ApplyRuns:
         self._count(world_id, run_id, metrics.world_apply_run_total, "started")
         return run_id
 
-    def _switch(self, world_id: str, plan: dict[str, Any]) -> None:
+    def _switch(self, world_id: str, plan: ApplyPlan) -> None:
         world = self.require_world(world_id)
-        active = (set(world["active"]) | set(plan.get("activate", []))) - set(
-            plan.get("deactivate", [])
-        )
-        self.store.set_active(world_id, sorted(active))
+        self.store.set_active(world_id, plan.applied_to(world.active))
 
     def keep_lease(self, world_id: str, owner: str, done: threading.Event) -> None:
         """Renew the world's apply lease while the run lives: it lapses soon after a crash."""
@@ -191,7 +189,7 @@ class ApplyRuns:
             except Exception as exc:
                 log.warning("apply lease of world %s not renewed: %s", world_id, exc)
 
-    def run(self, world_id: str, run_id: str, plan: dict[str, Any]) -> dict[str, Any]:
+    def run(self, world_id: str, run_id: str, plan: ApplyPlan) -> ApplyRun:
         stage = "freeze"
         acks: dict[str, float] = {}
         owner = f"{self.instance_id}/{run_id}"
@@ -215,7 +213,10 @@ class ApplyRuns:
         finally:
             done.set()
             self.store.leases.release(self.lease_name(world_id), owner)
-        return self.store.run(run_id) or {}
+        finished = self.store.run(run_id)
+        if finished is None:  # deleted under us: say so rather than answer an empty run
+            raise UnknownRun(f"apply run {run_id} of world {world_id} is no longer stored")
+        return finished
 
     def _fail_run(
         self, world_id: str, run_id: str, stage: str, message: str, *, rollback: bool
@@ -244,36 +245,32 @@ class ApplyRuns:
         """Fail the runs left ``running`` by a replica that died (their lease lapsed)."""
         recovered = 0
         for run in self.store.running_runs():
-            lease = self.lease_name(run["world_id"])
+            lease = self.lease_name(run.world_id)
             holder = self.store.leases.holder(lease)
             if holder is not None:
                 continue  # a live replica is still running it
-            stage = run["stage"] or "freeze"
+            stage = run.stage or "freeze"
             if not self.store.leases.acquire(lease, f"{self.instance_id}/recover", 30.0):
                 continue
             try:
                 log.warning("apply run %s of world %s was left running in stage %s; failing it",
-                            run["run_id"], run["world_id"], stage)  # fmt: skip
-                self._count(
-                    run["world_id"], run["run_id"], metrics.world_apply_failure_total, stage
-                )
-                self._count(
-                    run["world_id"], run["run_id"], metrics.world_apply_run_total, "failure"
-                )
+                            run.run_id, run.world_id, stage)  # fmt: skip
+                self._count(run.world_id, run.run_id, metrics.world_apply_failure_total, stage)
+                self._count(run.world_id, run.run_id, metrics.world_apply_run_total, "failure")
                 self.store.finish_run(
-                    run["run_id"], "failure", stage,
+                    run.run_id, "failure", stage,
                     "the WorldService running it stopped mid-apply; recovered on restart",
                 )  # fmt: skip
                 try:  # roll back: Gateways may still hold the freeze
                     envelope = Envelope(
-                        type=UNFREEZE, source="qmtl/worldservice", subject=run["world_id"],
-                        data={"world_id": run["world_id"], "run_id": run["run_id"],
+                        type=UNFREEZE, source="qmtl/worldservice", subject=run.world_id,
+                        data={"world_id": run.world_id, "run_id": run.run_id,
                               "phase": "unfreeze",
                               "deadline": time.time() + self.settings.freeze_deadline},
                     )  # fmt: skip
                     self.bus.publish(envelope)
                 except ConnectionError as exc:
-                    log.warning("rollback unfreeze of run %s not published: %s", run["run_id"], exc)
+                    log.warning("rollback unfreeze of run %s not published: %s", run.run_id, exc)
                 recovered += 1
             finally:
                 self.store.leases.release(lease, f"{self.instance_id}/recover")

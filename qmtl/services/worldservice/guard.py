@@ -40,6 +40,7 @@ from qmtl.foundation.config import QmtlConfig
 from qmtl.foundation.contracts import check_field
 from qmtl.foundation.errors import GuardBlocked, GuardSourceRefused, GuardUnavailable
 from qmtl.services.worldservice import metrics
+from qmtl.services.worldservice.models import GuardSource
 from qmtl.services.worldservice.store import WorldStore
 
 __all__ = ["ALL_WORLDS", "GuardView", "PromotionGuard", "SourceAllowlist"]
@@ -106,7 +107,7 @@ class SourceAllowlist:
 class _Source:
     url: str
     scope: str  # ALL_WORLDS, or the world a registered source speaks for
-    registered: dict[str, Any] | None = None
+    registered: GuardSource | None = None
 
 
 @dataclass
@@ -230,7 +231,7 @@ class PromotionGuard:
         full = f"{base}/admin/cross-context"
         known = self.store.source_urls()
         if known >= self.settings.guard_max_sources and not any(
-            s["url"] == full for s in self.store.sources()
+            s.url == full for s in self.store.sources()
         ):
             raise GuardSourceRefused(
                 f"the promotion guard already reads {known} registered sources "
@@ -243,9 +244,9 @@ class PromotionGuard:
         static = [_Source(url, ALL_WORLDS) for url in self.static_sources]
         registered = []
         for row in self.store.sources():
-            if world_id is not None and row["world_id"] != world_id:
+            if world_id is not None and row.world_id != world_id:
                 continue
-            registered.append(_Source(row["url"], row["world_id"], row))
+            registered.append(_Source(row.url, row.world_id, row))
         return static + registered
 
     def _read(self, source: _Source) -> dict[str, Any]:
@@ -285,11 +286,12 @@ class PromotionGuard:
         for source, answer in zip(sources, answers, strict=True):
             registered = source.registered
             if registered is not None:
-                seen.append({k: registered[k] for k in ("url", "world_id", "strategy_id")})
+                seen.append({"url": registered.url, "world_id": registered.world_id,
+                             "strategy_id": registered.strategy_id})  # fmt: skip
             if isinstance(answer, Exception):
                 if isinstance(answer, PermissionError) or (
                     registered is not None
-                    and now - registered["last_ok"] > self.settings.guard_source_expiry_seconds
+                    and now - registered.last_ok > self.settings.guard_source_expiry_seconds
                 ):
                     self._forget(source, answer)
                     continue
@@ -308,7 +310,7 @@ class PromotionGuard:
             if isinstance(cleared, int | float) and cleared > 0:
                 self.store.raise_state(_hold_key(source.scope), float(cleared))
             if registered is not None:
-                if registered["had_hits"] and not source_hits:
+                if registered.had_hits and not source_hits:
                     self.store.raise_state(_hold_key(source.scope), now)  # cleared by a restart
                 self.store.source_seen(source.url, now, bool(source_hits))
             elif source_hits:
@@ -365,10 +367,10 @@ class PromotionGuard:
         self.store.remove_source(source.url)
         log.warning(
             "promotion guard: dropped %s (%s), last answered %s", source.url, why,
-            iso(registered["last_ok"]),
+            iso(registered.last_ok),
         )  # fmt: skip
-        if registered["had_hits"]:
-            self.store.raise_state(_hold_key(source.scope), registered["last_ok"])
+        if registered.had_hits:
+            self.store.raise_state(_hold_key(source.scope), registered.last_ok)
 
     def _ask_prometheus(self) -> list[dict[str, Any]] | str:
         url = f"{(self.settings.prometheus_url or '').rstrip('/')}/api/v1/query"

@@ -26,6 +26,7 @@ from qmtl.foundation.webapp import (
 )
 from qmtl.services.controlbus import parse_envelope
 from qmtl.services.controlbus.metrics import controlbus_invalid_events_total
+from qmtl.services.worldservice.models import ApplyPlan
 from qmtl.services.worldservice.service import WorldService
 
 __all__ = ["create_app"]
@@ -91,7 +92,7 @@ def create_app(service: WorldService, *, faults: FaultSet | None = None) -> Fast
 
     @app.get("/worlds/{world_id}")
     def world(world_id: str) -> SafeJSONResponse:
-        return SafeJSONResponse(service.require_world(world_id))
+        return SafeJSONResponse(service.require_world(world_id).as_dict())
 
     @app.delete("/worlds/{world_id}", dependencies=[guard])
     def delete_world(world_id: str) -> dict[str, Any]:
@@ -117,19 +118,18 @@ def create_app(service: WorldService, *, faults: FaultSet | None = None) -> Fast
     def allocations(world_id: str | None = Query(default=None)) -> SafeJSONResponse:
         if world_id is not None:
             service.require_world(world_id)
-        now = time.time()
-        rows = service.store.allocations(world_id)
-        for row in rows:
-            row["stale"] = now - row["updated_at"] > ws.stale_after_seconds
+        now, after = time.time(), ws.stale_after_seconds
+        rows = [a.as_dict(stale=a.stale(now, after)) for a in service.store.allocations(world_id)]
         return SafeJSONResponse({"allocations": rows})
 
     @app.post("/worlds/{world_id}/apply", dependencies=[guard])
     async def apply(world_id: str, body: ApplyIn) -> SafeJSONResponse:
-        plan = {"activate": body.activate, "deactivate": body.deactivate}
+        plan = ApplyPlan(tuple(body.activate), tuple(body.deactivate))
         run_id = await asyncio.to_thread(service.begin_apply, world_id, plan, body.run_id)
         if body.wait:
             run = await asyncio.to_thread(service.run_apply, world_id, run_id, plan)
-            return SafeJSONResponse(run, status_code=200 if run.get("status") == "success" else 502)
+            status = 200 if run.status == "success" else 502
+            return SafeJSONResponse(run.as_dict(), status_code=status)
         service.start_apply(world_id, run_id, plan)
         return SafeJSONResponse(
             {"run_id": run_id, "world_id": world_id, "status": "running"}, status_code=202
@@ -138,9 +138,9 @@ def create_app(service: WorldService, *, faults: FaultSet | None = None) -> Fast
     @app.get("/worlds/{world_id}/runs/{run_id}")
     def run(world_id: str, run_id: str) -> SafeJSONResponse:
         found = service.store.run(run_id)
-        if found is None or found["world_id"] != world_id:
+        if found is None or found.world_id != world_id:
             raise UnknownRun(f"no apply run {run_id!r} in world {world_id!r}")
-        return SafeJSONResponse(found)
+        return SafeJSONResponse(found.as_dict())
 
     # -- promotion guard -------------------------------------------------------------------
     @app.get("/promotion-guard")
@@ -170,7 +170,7 @@ def create_app(service: WorldService, *, faults: FaultSet | None = None) -> Fast
     @app.get("/promotion-guard/sources")
     def sources() -> dict[str, Any]:
         return {"static": service.guard.static_sources, "sources": [
-            {**s, "url": s["url"].removesuffix("/admin/cross-context")}
+            {**s.as_dict(), "url": s.url.removesuffix("/admin/cross-context")}
             for s in service.store.sources()
         ]}  # fmt: skip
 

@@ -32,6 +32,7 @@ from qmtl.services.controlbus import (
 from qmtl.services.worldservice import metrics
 from qmtl.services.worldservice.applies import ApplyRuns
 from qmtl.services.worldservice.guard import PromotionGuard
+from qmtl.services.worldservice.models import Allocation, ApplyPlan, ApplyRun, World
 from qmtl.services.worldservice.store import WorldStore
 
 __all__ = ["WorldService"]
@@ -109,7 +110,7 @@ class WorldService:
             loop.start()
             self._loops.append(loop)
 
-    def start_apply(self, world_id: str, run_id: str, plan: dict[str, Any]) -> Future[Any]:
+    def start_apply(self, world_id: str, run_id: str, plan: ApplyPlan) -> Future[ApplyRun]:
         """Run a registered apply in the background (``POST .../apply`` without ``wait``)."""
         return self._applies.submit(self.applies.run, world_id, run_id, plan)
 
@@ -128,11 +129,11 @@ class WorldService:
             self._http.close()
 
     # -- apply runs (ApplyRuns does the work) ---------------------------------------------------
-    def begin_apply(self, world_id: str, plan: dict[str, Any], run_id: str | None = None) -> str:
+    def begin_apply(self, world_id: str, plan: ApplyPlan, run_id: str | None = None) -> str:
         """Validate and register a run; raises UnknownWorld, GuardBlocked/Unavailable, ApplyInProgress."""
         return self.applies.begin(world_id, plan, run_id)
 
-    def run_apply(self, world_id: str, run_id: str, plan: dict[str, Any]) -> dict[str, Any]:
+    def run_apply(self, world_id: str, run_id: str, plan: ApplyPlan) -> ApplyRun:
         return self.applies.run(world_id, run_id, plan)
 
     def recover_runs(self) -> int:
@@ -142,7 +143,7 @@ class WorldService:
         return self.applies.live_gateways()
 
     # -- worlds ------------------------------------------------------------------------------
-    def require_world(self, world_id: str) -> dict[str, Any]:
+    def require_world(self, world_id: str) -> World:
         found = self.store.world(world_id)
         if found is None:
             raise UnknownWorld(f"no world {world_id!r}; create it with POST /worlds")
@@ -162,14 +163,12 @@ class WorldService:
     def refresh_stale_ratio(self, now: float | None = None) -> dict[str, float]:
         now = time.time() if now is None else now
         ratios: dict[str, float] = {}
-        by_world: dict[str, list[dict[str, Any]]] = {}
+        by_world: dict[str, list[Allocation]] = {}
         for allocation in self.store.allocations():
-            by_world.setdefault(allocation["world_id"], []).append(allocation)
+            by_world.setdefault(allocation.world_id, []).append(allocation)
         for world_id in self.store.worlds():
             current = by_world.get(world_id, [])
-            stale = sum(
-                1 for a in current if now - a["updated_at"] > self.settings.stale_after_seconds
-            )
+            stale = sum(1 for a in current if a.stale(now, self.settings.stale_after_seconds))
             ratios[world_id] = stale / len(current) if current else 0.0
             metrics.world_allocation_snapshot_stale_ratio.labels(metrics.world_label(world_id)).set(
                 ratios[world_id]
@@ -201,7 +200,7 @@ class WorldService:
         deadline = self.probes.deadline
         worlds = await bounded(self.store.worlds, deadline, "world store")
         running = await bounded(
-            lambda: [r["run_id"] for r in self.store.running_runs()], deadline, "world store"
+            lambda: [r.run_id for r in self.store.running_runs()], deadline, "world store"
         )
         return {
             "service": "worldservice",

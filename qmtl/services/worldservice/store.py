@@ -12,6 +12,7 @@ import time
 from typing import Any
 
 from qmtl.foundation.sqldb import Leases, SqlDatabase
+from qmtl.services.worldservice.models import Allocation, ApplyPlan, ApplyRun, GuardSource, World
 
 __all__ = ["WorldStore"]
 
@@ -68,13 +69,13 @@ class WorldStore:
             cur.execute(self.db.q("DELETE FROM worlds WHERE world_id = ?"), (world_id,))
             return bool(cur.rowcount)
 
-    def world(self, world_id: str) -> dict[str, Any] | None:
+    def world(self, world_id: str) -> World | None:
         rows = self.db.select(
             "SELECT world_id, created_at, active FROM worlds WHERE world_id = ?", (world_id,)
         )
         if not rows:
             return None
-        return {"world_id": rows[0][0], "created_at": rows[0][1], "active": json.loads(rows[0][2])}
+        return World(rows[0][0], rows[0][1], tuple(json.loads(rows[0][2])))
 
     def worlds(self) -> list[str]:
         return [r[0] for r in self.db.select("SELECT world_id FROM worlds ORDER BY world_id")]
@@ -97,26 +98,23 @@ class WorldStore:
                 [(world_id, s, w, now) for s, w in weights.items()],
             )
 
-    def allocations(self, world_id: str | None = None) -> list[dict[str, Any]]:
+    def allocations(self, world_id: str | None = None) -> list[Allocation]:
         sql = "SELECT world_id, strategy_id, weight, updated_at FROM allocations"
         params: tuple[Any, ...] = ()
         if world_id is not None:
             sql += " WHERE world_id = ?"
             params = (world_id,)
         rows = self.db.select(sql + " ORDER BY world_id, strategy_id", params)
-        return [
-            {"world_id": r[0], "strategy_id": r[1], "weight": r[2], "updated_at": r[3]}
-            for r in rows
-        ]
+        return [Allocation(*r) for r in rows]
 
     # -- apply runs -----------------------------------------------------------------------
     def start_run(
-        self, run_id: str, world_id: str, plan: dict[str, Any], now: float, owner: str
+        self, run_id: str, world_id: str, plan: ApplyPlan, now: float, owner: str
     ) -> None:
         self.db.execute(
             "INSERT INTO apply_runs (run_id, world_id, status, stage, plan, started_at, owner) "
             "VALUES (?, ?, 'running', 'freeze', ?, ?, ?)",
-            (run_id, world_id, json.dumps(plan, sort_keys=True), now, owner),
+            (run_id, world_id, json.dumps(plan.as_dict(), sort_keys=True), now, owner),
         )
 
     def set_stage(self, run_id: str, stage: str) -> None:
@@ -132,37 +130,25 @@ class WorldStore:
             (status, stage, error, time.time(), run_id),
         )
 
-    def running_runs(self) -> list[dict[str, Any]]:
-        rows = self.db.select(
-            "SELECT run_id, world_id, stage, owner, started_at FROM apply_runs "
-            "WHERE status = 'running' ORDER BY started_at"
-        )
-        return [
-            {"run_id": r[0], "world_id": r[1], "stage": r[2], "owner": r[3], "started_at": r[4]}
-            for r in rows
-        ]
+    _RUN_COLUMNS = "run_id, world_id, status, stage, error, plan, started_at, finished_at, owner"
 
-    def run(self, run_id: str) -> dict[str, Any] | None:
+    @staticmethod
+    def _run_of(row: tuple[Any, ...]) -> ApplyRun:
+        run_id, world_id, status, stage, error, plan, started_at, finished_at, owner = row
+        return ApplyRun(run_id, world_id, status, stage, error,
+                        ApplyPlan.from_dict(json.loads(plan)), started_at, finished_at, owner)  # fmt: skip
+
+    def running_runs(self) -> list[ApplyRun]:
         rows = self.db.select(
-            "SELECT run_id, world_id, status, stage, error, plan, started_at, finished_at "
-            "FROM apply_runs WHERE run_id = ?",
-            (run_id,),
+            f"SELECT {self._RUN_COLUMNS} FROM apply_runs WHERE status = 'running' "
+            "ORDER BY started_at"
         )
-        if not rows:
-            return None
-        keys = (
-            "run_id",
-            "world_id",
-            "status",
-            "stage",
-            "error",
-            "plan",
-            "started_at",
-            "finished_at",
-        )
-        run = dict(zip(keys, rows[0], strict=True))
-        run["plan"] = json.loads(run["plan"])
-        return run
+        return [self._run_of(r) for r in rows]
+
+    def run(self, run_id: str) -> ApplyRun | None:
+        rows = self.db.select(f"SELECT {self._RUN_COLUMNS} FROM apply_runs WHERE run_id = ?",
+                              (run_id,))  # fmt: skip
+        return self._run_of(rows[0]) if rows else None
 
     # -- promotion guard ------------------------------------------------------------------
     def add_source(self, url: str, world_id: str, strategy_id: str, now: float) -> bool:
@@ -178,13 +164,12 @@ class WorldStore:
             )
             return bool(cur.rowcount)
 
-    def sources(self) -> list[dict[str, Any]]:
+    def sources(self) -> list[GuardSource]:
         rows = self.db.select(
             "SELECT url, world_id, strategy_id, registered_at, last_ok, had_hits "
             "FROM guard_source_worlds ORDER BY url, world_id"
         )
-        keys = ("url", "world_id", "strategy_id", "registered_at", "last_ok", "had_hits")
-        return [dict(zip(keys, r, strict=True)) for r in rows]
+        return [GuardSource(u, w, s, at, ok, bool(hits)) for u, w, s, at, ok, hits in rows]
 
     def source_urls(self) -> int:
         """How many distinct URLs the guard reads."""

@@ -20,6 +20,7 @@ from qmtl.foundation.errors import (
     UnknownWorld,
 )
 from qmtl.services.controlbus import ACK, FREEZE, HEARTBEAT, UNFREEZE, Envelope, InProcessBus
+from qmtl.services.worldservice.models import ApplyPlan
 from qmtl.services.worldservice.service import WorldService
 from qmtl.services.worldservice.store import WorldStore
 from qmtl.testing.clock import FakeClock
@@ -87,9 +88,9 @@ def test_apply_waits_for_every_live_gateway(tmp_path: Path) -> None:
     gateways = [FakeGateway(bus, "g1"), FakeGateway(bus, "g2")]
     for g in gateways:
         g.beat()
-    run_id = service.begin_apply("w", {"activate": ["s1"]})
-    run = service.run_apply("w", run_id, {"activate": ["s1"]})
-    assert run["status"] == "success" and service.store.world("w")["active"] == ["s1"]
+    run_id = service.begin_apply("w", ApplyPlan(activate=("s1",)))
+    run = service.run_apply("w", run_id, ApplyPlan(activate=("s1",)))
+    assert run.status == "success" and service.store.world("w").active == ("s1",)
     assert all(g.seen == [FREEZE, UNFREEZE] for g in gateways)
     assert value("world_apply_run_total", world_id="w", run_id=run_id, status="success") == 1
 
@@ -101,18 +102,18 @@ def test_a_silent_gateway_fails_the_freeze_by_name(tmp_path: Path) -> None:
     silent.mute = True
     ok.beat()
     silent.beat()
-    run_id = service.begin_apply("w", {})
-    run = service.run_apply("w", run_id, {})
-    assert run["status"] == "failure" and run["stage"] == "freeze"
-    assert "g-silent" in run["error"] and "g1" not in run["error"]
+    run_id = service.begin_apply("w", ApplyPlan())
+    run = service.run_apply("w", run_id, ApplyPlan())
+    assert run.status == "failure" and run.stage == "freeze"
+    assert "g-silent" in run.error and "g1" not in run.error
     assert value("world_apply_failure_total", world_id="w", run_id=run_id, stage="freeze") == 1
 
 
 def test_no_subscribed_gateway_is_named_as_the_problem(tmp_path: Path) -> None:
     service, _bus, _ = make(tmp_path)
     service.store.create_world("w")
-    run = service.run_apply("w", service.begin_apply("w", {}), {})
-    assert run["status"] == "failure" and "no Gateway is subscribed" in run["error"]
+    run = service.run_apply("w", service.begin_apply("w", ApplyPlan()), ApplyPlan())
+    assert run.status == "failure" and "no Gateway is subscribed" in run.error
 
 
 def test_guard_blocks_on_hits_fails_closed_and_holds_after_a_reset(tmp_path: Path) -> None:
@@ -122,17 +123,20 @@ def test_guard_blocks_on_hits_fails_closed_and_holds_after_a_reset(tmp_path: Pat
     hit = {"labels": {"node_id": "N1", "world_id": "bt"}, "value": 1.0}
     sources.answers[DM] = {"hits": [hit], "last_reset": None}
     with pytest.raises(GuardBlocked, match="node_id=N1") as blocked:
-        service.begin_apply("w", {})
+        service.begin_apply("w", ApplyPlan())
     assert blocked.value.details["hits"][0]["source"] == DM
     sources.answers[DM] = httpx.ConnectError("refused")
     with pytest.raises(GuardUnavailable, match="cannot read"):
-        service.begin_apply("w", {})
+        service.begin_apply("w", ApplyPlan())
     sources.answers[DM] = {"hits": [], "last_reset": service.guard.clock()}
     with pytest.raises(GuardBlocked, match="promotions resume at") as held:
-        service.begin_apply("w", {})
+        service.begin_apply("w", ApplyPlan())
     assert held.value.details["resume_at"] > service.guard.clock()
     service.guard.clock.advance(0.6)
-    assert service.run_apply("w", service.begin_apply("w", {}), {})["status"] == "success"
+    assert (
+        service.run_apply("w", service.begin_apply("w", ApplyPlan()), ApplyPlan()).status
+        == "success"
+    )
 
 
 def test_a_hit_cleared_by_a_restart_still_starts_the_hold(tmp_path: Path) -> None:
@@ -168,16 +172,25 @@ def test_a_registered_source_speaks_for_its_own_world_only(tmp_path: Path) -> No
     sdk = "http://127.0.0.1:9/admin/cross-context"
     sources.answers[sdk] = {"hits": [{"labels": {"node_id": "N1"}, "value": 1.0}]}
     with pytest.raises(GuardBlocked, match="node_id=N1"):
-        service.begin_apply("mine", {})
-    assert service.run_apply("other", service.begin_apply("other", {}), {})["status"] == "success"
+        service.begin_apply("mine", ApplyPlan())
+    assert (
+        service.run_apply("other", service.begin_apply("other", ApplyPlan()), ApplyPlan()).status
+        == "success"
+    )
     sources.answers[sdk] = httpx.ConnectError("refused")
     with pytest.raises(GuardUnavailable, match=r"127\.0\.0\.1:9"):
-        service.begin_apply("mine", {})
-    assert service.run_apply("other", service.begin_apply("other", {}), {})["status"] == "success"
+        service.begin_apply("mine", ApplyPlan())
+    assert (
+        service.run_apply("other", service.begin_apply("other", ApplyPlan()), ApplyPlan()).status
+        == "success"
+    )
     sources.answers[sdk] = {"hits": [], "last_reset": service.guard.clock()}
     with pytest.raises(GuardBlocked, match="promotions resume at"):
-        service.begin_apply("mine", {})
-    assert service.run_apply("other", service.begin_apply("other", {}), {})["status"] == "success"
+        service.begin_apply("mine", ApplyPlan())
+    assert (
+        service.run_apply("other", service.begin_apply("other", ApplyPlan()), ApplyPlan()).status
+        == "success"
+    )
     view = service.guard.read().as_dict()
     assert view["blocked"] is False and view["blocked_worlds"] == ["mine"]
 
@@ -199,7 +212,7 @@ def test_guard_reads_carry_no_credential_and_only_reach_allowed_hosts(tmp_path: 
     with pytest.raises(GuardSourceRefused, match="guard_max_sources"):
         service.guard.register("http://127.0.0.2:9", "w", "s")
     service.guard.register("http://127.0.0.1:9/", "w2", "s")  # the same process, another world
-    assert {(s["url"], s["world_id"]) for s in service.store.sources()} >= {
+    assert {(s.url, s.world_id) for s in service.store.sources()} >= {
         ("http://127.0.0.1:9/admin/cross-context", "w"),
         ("http://127.0.0.1:9/admin/cross-context", "w2"),
     }
@@ -226,22 +239,22 @@ def test_one_apply_per_world_across_replicas(tmp_path: Path) -> None:
     first, _b1, _ = make(tmp_path)
     second, _b2, _ = make(tmp_path, store=WorldStore(f"sqlite:{tmp_path / 'ws.db'}"))
     first.store.create_world("w")
-    first.begin_apply("w", {}, run_id="r1")
+    first.begin_apply("w", ApplyPlan(), run_id="r1")
     with pytest.raises(ApplyInProgress, match="already in progress for world w"):
-        second.begin_apply("w", {}, run_id="r2")
+        second.begin_apply("w", ApplyPlan(), run_id="r2")
     assert second.store.run("r2") is None
 
 
 def test_a_run_left_running_by_a_dead_replica_is_failed_and_rolled_back(tmp_path: Path) -> None:
     service, bus, _ = make(tmp_path)
     service.store.create_world("w")
-    service.store.start_run("dead1", "w", {}, time.time(), owner="gone/dead1")
+    service.store.start_run("dead1", "w", ApplyPlan(), time.time(), owner="gone/dead1")
     service.store.set_stage("dead1", "switch")
     unfreezes: list[Envelope] = []
     bus.subscribe(lambda e: unfreezes.append(e) if e.type == UNFREEZE else None)
     assert service.recover_runs() == 1
     run = service.store.run("dead1")
-    assert run["status"] == "failure" and run["stage"] == "switch"
+    assert run.status == "failure" and run.stage == "switch"
     assert value("world_apply_failure_total", world_id="w", run_id="dead1", stage="switch") == 1
     assert [e.data["world_id"] for e in unfreezes] == ["w"]
 
@@ -268,8 +281,8 @@ def test_a_late_lease_heartbeat_does_not_block_the_next_apply(tmp_path: Path) ->
     service, bus, _ = make(tmp_path, apply_lease_seconds=0.3)
     service.store.create_world("w")
     FakeGateway(bus, "g1").beat()
-    run_id = service.begin_apply("w", {})
-    assert service.run_apply("w", run_id, {})["status"] == "success"
+    run_id = service.begin_apply("w", ApplyPlan())
+    assert service.run_apply("w", run_id, ApplyPlan()).status == "success"
     owner = f"{service.instance_id}/{run_id}"
     # A heartbeat that missed the run's end: it wakes every 0.1 s with the lease released.
     late = threading.Thread(
@@ -279,8 +292,8 @@ def test_a_late_lease_heartbeat_does_not_block_the_next_apply(tmp_path: Path) ->
     late.join(timeout=10)
     assert not late.is_alive(), "the heartbeat must stop once its lease is gone"
     assert service.store.leases.holder(service.applies.lease_name("w")) is None
-    second = service.begin_apply("w", {})
-    assert service.run_apply("w", second, {})["status"] == "success"
+    second = service.begin_apply("w", ApplyPlan())
+    assert service.run_apply("w", second, ApplyPlan()).status == "success"
 
 
 def test_close_stops_the_loops_and_the_apply_runs_it_started(tmp_path: Path) -> None:
@@ -292,9 +305,11 @@ def test_close_stops_the_loops_and_the_apply_runs_it_started(tmp_path: Path) -> 
     service.start()
     loops = [t for t in threading.enumerate() if t in service._loops]
     assert sorted(t.name for t in loops) == ["promotion-guard", "run-recovery", "stale-ratio"]
-    run_id = service.begin_apply("w", {"activate": ["s1"]})
-    assert service.start_apply("w", run_id, {"activate": ["s1"]}).result(30)["status"] == "success"
+    run_id = service.begin_apply("w", ApplyPlan(activate=("s1",)))
+    assert (
+        service.start_apply("w", run_id, ApplyPlan(activate=("s1",))).result(30).status == "success"
+    )
     service.close()
     assert not any(t.is_alive() for t in loops)
     with pytest.raises(RuntimeError, match="shutdown"):
-        service.start_apply("w", "later", {})
+        service.start_apply("w", "later", ApplyPlan())
