@@ -28,6 +28,7 @@ from dataclasses import dataclass
 from typing import Any, TypeVar
 
 from qmtl.foundation import metrics as m
+from qmtl.foundation.blocking import run_blocking
 
 __all__ = ["Check", "DependencyProbes", "bounded", "qmtl_dependency_up"]
 
@@ -192,7 +193,7 @@ async def bounded(
     try:
         if asyncio.iscoroutinefunction(call):
             return await asyncio.wait_for(call(), seconds)  # type: ignore[no-any-return]
-        return await asyncio.wait_for(asyncio.to_thread(call), seconds)  # type: ignore[arg-type]
+        return await asyncio.wait_for(run_blocking(call), seconds)  # type: ignore[arg-type]
     except TimeoutError:
         return {"error": f"{what} did not answer within {seconds:g}s"}
     except Exception as exc:

@@ -23,7 +23,6 @@ and only while the store is free
 
 from __future__ import annotations
 
-import asyncio
 import logging
 from collections.abc import AsyncIterator
 from typing import NoReturn
@@ -32,13 +31,13 @@ import grpc
 from google.protobuf.message import DecodeError
 
 from qmtl.foundation.access import check_bearer
+from qmtl.foundation.blocking import run_blocking
 from qmtl.foundation.contracts import DiffResult, SubmissionRequest
 from qmtl.foundation.errors import (
     InvalidRequest,
     QmtlError,
 )
 from qmtl.foundation.loglimit import LogLimiter
-from qmtl.foundation.sqldb import WouldBlock, without_waiting
 from qmtl.foundation.tracing import context_from_grpc_metadata, get_tracer
 from qmtl.services.dagmanager.grpc_errors import ERROR_TRAILER, grpc_status
 from qmtl.services.dagmanager.proto import dagmanager_pb2 as pb
@@ -68,13 +67,10 @@ class DagManagerServicer(pb_grpc.DagManagerServicer):
         self.inline = bool(service.store.local and service.queues.local)
 
     async def _diff(self, submission: SubmissionRequest) -> DiffResult:
-        if self.inline and len(submission.dag_json) <= INLINE_DIFF_BYTES:
-            try:
-                with without_waiting():
-                    return self.service.engine.diff(submission)
-            except WouldBlock:
-                pass  # the store is busy: wait for it in a thread (a diff can run twice)
-        return await asyncio.to_thread(self.service.engine.diff, submission)
+        # Refused on the loop (the store was busy), the diff runs again in a thread: what
+        # it did before the refusal (a lookup, idempotent topic creation) bears repeating.
+        inline = self.inline and len(submission.dag_json) <= INLINE_DIFF_BYTES
+        return await run_blocking(self.service.engine.diff, submission, inline=inline)
 
     async def _fail(self, context: grpc.aio.ServicerContext, exc: QmtlError) -> NoReturn:
         """Abort the call (``abort`` raises) with the error's code in the trailer."""

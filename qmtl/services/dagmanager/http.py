@@ -2,12 +2,12 @@
 
 from __future__ import annotations
 
-import asyncio
 from typing import Any
 
 from fastapi import Depends, FastAPI
 
 from qmtl.foundation.access import AdminGuard
+from qmtl.foundation.blocking import run_blocking
 from qmtl.foundation.errors import BackendUnavailable, UnknownStrategy
 from qmtl.foundation.webapp import (
     BodyLimit,
@@ -45,7 +45,7 @@ def create_app(service: DagManagerService) -> FastAPI:
     @app.post("/admin/gc-trigger", dependencies=[admin])
     async def gc_trigger() -> SafeJSONResponse:
         try:
-            report = await asyncio.to_thread(service.gc.sweep)
+            report = await run_blocking(service.gc.sweep)
         except Exception as exc:
             service.gc.failed_runs += 1
             raise BackendUnavailable(f"GC run failed: {exc}") from None
@@ -53,7 +53,7 @@ def create_app(service: DagManagerService) -> FastAPI:
 
     @app.post("/admin/strategies/{strategy_id}/retire", dependencies=[admin])
     async def retire(strategy_id: str) -> SafeJSONResponse:
-        if not await asyncio.to_thread(service.store.retire_strategy, strategy_id):
+        if not await run_blocking(service.store.retire_strategy, strategy_id):
             raise UnknownStrategy(f"no strategy {strategy_id!r} in the graph store")
         return SafeJSONResponse({"strategy_id": strategy_id, "retired": True})
 

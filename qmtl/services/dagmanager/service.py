@@ -25,6 +25,7 @@ from typing import Any
 
 from qmtl import __version__
 from qmtl.foundation import crosscontext
+from qmtl.foundation.blocking import run_blocking
 from qmtl.foundation.breaker import BREAKER_THRESHOLD, AsyncCircuitBreaker
 from qmtl.foundation.config import DagManagerConfig, QmtlConfig
 from qmtl.foundation.dependencies import DependencyProbes, bounded
@@ -151,7 +152,7 @@ class DagManagerService:
     async def _loop(self, name: str, interval: float, step: Callable[[], Any]) -> None:
         while True:
             try:
-                await asyncio.to_thread(step)
+                await run_blocking(step)
             except asyncio.CancelledError:
                 raise
             except Exception as exc:

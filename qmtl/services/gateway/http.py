@@ -7,7 +7,6 @@ are refused before they are read; large DAGs are validated off the event loop.
 
 from __future__ import annotations
 
-import asyncio
 import time
 from collections.abc import Awaitable, Callable
 from typing import Any
@@ -17,6 +16,7 @@ from fastapi.responses import JSONResponse
 from starlette.requests import ClientDisconnect
 
 from qmtl.foundation.access import AdminGuard, check_bearer, is_exposed
+from qmtl.foundation.blocking import run_blocking
 from qmtl.foundation.contracts import SubmissionRequest, check_field
 from qmtl.foundation.errors import (
     QmtlError,
@@ -79,7 +79,7 @@ def create_app(service: GatewayService, *, faults: FaultSet | None = None) -> Fa
     async def validated(raw: bytes) -> tuple[SubmissionRequest, int]:
         if len(raw) <= INLINE_BYTES:
             return decode_submission(raw, limit)
-        return await asyncio.to_thread(decode_submission, raw, limit)
+        return await run_blocking(decode_submission, raw, limit)
 
     submit_core: Callable[[SubmissionRequest], Awaitable[Outcome]] = service.submit
     if faults is not None:

@@ -30,6 +30,7 @@ from dataclasses import dataclass
 from typing import Any, Protocol, TypeVar
 
 from qmtl import __version__
+from qmtl.foundation.blocking import run_blocking
 from qmtl.foundation.config import QmtlConfig
 from qmtl.foundation.contracts import DiffResult, SubmissionRequest
 from qmtl.foundation.dependencies import DependencyProbes, bounded
@@ -46,7 +47,6 @@ from qmtl.foundation.errors import (
     from_code,
 )
 from qmtl.foundation.loglimit import LogLimiter
-from qmtl.foundation.sqldb import WouldBlock, without_waiting
 from qmtl.foundation.wire import Submitted
 from qmtl.services.controlbus import (
     HEARTBEAT,
@@ -257,14 +257,8 @@ class GatewayService:
         sends the call to a log thread rather than holding the loop until it ends.
         Each log call is one transaction, or a second one read only after a first that
         wrote nothing, so a call refused on the loop is safe to run again."""
-        if self._log_inline and small:
-            try:
-                with without_waiting():
-                    return fn(*args, **kwargs)
-            except WouldBlock:
-                pass
-        loop = asyncio.get_running_loop()
-        return await loop.run_in_executor(self._db_pool, lambda: fn(*args, **kwargs))
+        inline = self._log_inline and small
+        return await run_blocking(fn, *args, inline=inline, executor=self._db_pool, **kwargs)
 
     # -- submissions -------------------------------------------------------------------------
     async def submit(self, request: SubmissionRequest) -> Outcome:
@@ -470,7 +464,7 @@ class GatewayService:
                 beat = Envelope(type=HEARTBEAT, source="qmtl/gateway", subject=self.instance_id,
                                 data={"gateway_id": self.instance_id})  # fmt: skip
                 try:
-                    await asyncio.to_thread(self.bus.publish, beat)
+                    await run_blocking(self.bus.publish, beat)
                 except ConnectionError as exc:
                     log.warning("controlbus heartbeat failed: %s", exc)
             await asyncio.sleep(self.settings.heartbeat_seconds)

@@ -7,7 +7,6 @@ loopback, a bearer token beyond it.  Domain errors map with the shared table.
 
 from __future__ import annotations
 
-import asyncio
 import time
 from typing import Any
 
@@ -15,6 +14,7 @@ from fastapi import Body, Depends, FastAPI, Query
 from pydantic import BaseModel, ConfigDict, Field
 
 from qmtl.foundation.access import AdminGuard
+from qmtl.foundation.blocking import run_blocking
 from qmtl.foundation.contracts import FIELD_RULES, RUN_ID, STRATEGY_ID, WORLD_ID, anchored
 from qmtl.foundation.errors import InvalidRequest, NotFound, QmtlError, UnknownRun
 from qmtl.foundation.faults import FaultSet
@@ -125,9 +125,9 @@ def create_app(service: WorldService, *, faults: FaultSet | None = None) -> Fast
     @app.post("/worlds/{world_id}/apply", dependencies=[guard])
     async def apply(world_id: str, body: ApplyIn) -> SafeJSONResponse:
         plan = ApplyPlan(tuple(body.activate), tuple(body.deactivate))
-        run_id = await asyncio.to_thread(service.begin_apply, world_id, plan, body.run_id)
+        run_id = await run_blocking(service.begin_apply, world_id, plan, body.run_id)
         if body.wait:
-            run = await asyncio.to_thread(service.run_apply, world_id, run_id, plan)
+            run = await run_blocking(service.run_apply, world_id, run_id, plan)
             status = 200 if run.status == "success" else 502
             return SafeJSONResponse(run.as_dict(), status_code=status)
         service.start_apply(world_id, run_id, plan)
@@ -207,7 +207,7 @@ def create_app(service: WorldService, *, faults: FaultSet | None = None) -> Fast
             )
         if after < 0:
             return SafeJSONResponse({"head": log.head, "last": log.head, "events": []})
-        last, found = await asyncio.to_thread(log.read, after, wait=wait)
+        last, found = await run_blocking(log.read, after, wait=wait)
         return SafeJSONResponse(
             {"head": log.head, "last": last, "events": [e.as_dict() for e in found]}
         )
