@@ -31,6 +31,7 @@ HERE = Path(__file__).resolve().parent
 #: (the smoke test runs that; its figures mean nothing).
 BENCHMARKS = {
     "bench_diff.py": ["--sizes", "10,100"],
+    "bench_diff_phases.py": ["--diffs", "10", "--no-production"],
     "bench_sdk.py": ["--events", "300", "--rounds", "1", "--rows", "2000"],
     "bench_gateway.py": ["--requests", "32", "--runs", "1"],
     "bench_metrics.py": ["--sizes", "1000", "--scrape-series", "1000", "--scrapes", "3"],
@@ -178,7 +179,8 @@ def main(argv: list[str] | None = None) -> int:
         f"Python {platform.python_version()}. Ratios compare with a baseline measured in the same run.",
         "",
     ]
-    for name in ("diff", "sdk", "gateway", "metrics", "replicas", "soak", "alert_timings"):
+    for name in ("diff", "diff_phases", "sdk", "gateway", "metrics", "replicas", "soak",
+                 "alert_timings"):  # fmt: skip
         path = RESULTS / f"{name}.md"
         if path.exists():
             parts += [path.read_text(), ""]

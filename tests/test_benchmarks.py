@@ -30,7 +30,7 @@ def test_run_all_quick_runs_every_benchmark(tmp_path: Path) -> None:
     output = run.stdout + run.stderr
     assert run.returncode == 0, output[-6000:]
     report = (tmp_path / "REPORT.md").read_text()
-    for heading in ("### Diff latency", "### SDK", "### Gateway vs its floor",
+    for heading in ("### Diff latency", "phase by phase", "### SDK", "### Gateway vs its floor",
                     "### Gateway vs the floor's front calling the same DAG Manager", "### /metrics",
                     "### Replicas", "### Memory soak", "Budget reached after"):  # fmt: skip
         assert heading in report, (heading, report[:2000])
@@ -47,8 +47,14 @@ def test_run_all_quick_runs_every_benchmark(tmp_path: Path) -> None:
         assert {(r["kind"], r["n"]) for r in rows} == {
             (kind, n) for kind in ("cold", "warm") for n in (10, 100)
         }, backend
+    phases = json.loads((tmp_path / "diff_phases.json").read_text())["sqlite + in-process"]
+    timed = phases["timers on"]["phases_us"]
+    round_trip = sum(phases["timers on"]["samples_us"]) / len(phases["timers on"]["samples_us"])
+    parts = ("plan (parse, hash, name)", "store lookup", "queue creation", "store commit")
+    assert all(timed[p] > 0 for p in parts), timed  # every phase of the diff was timed
+    assert sum(timed[p] for p in parts) <= timed["diff"] <= timed["handler"] < round_trip, timed
     assert not (tmp_path / "history.csv").exists()  # a quick run is not history
-    for name in ("diff", "sdk", "gateway", "metrics", "replicas", "soak"):
+    for name in ("diff", "diff_phases", "sdk", "gateway", "metrics", "replicas", "soak"):
         assert (tmp_path / f"{name}.json").exists(), name  # written where we pointed them
 
 
