@@ -23,7 +23,7 @@ from typing import Any
 
 from qmtl.foundation.errors import InvalidRequest
 
-__all__ = ["FaultSet", "Switch"]
+__all__ = ["FaultSet", "Faulty", "Switch"]
 
 
 @dataclass(frozen=True)
@@ -89,3 +89,20 @@ class FaultSet:
 
     def describe(self) -> dict[str, str]:
         return {name: s.help for name, s in sorted(self._switches.items())}
+
+
+class Faulty:
+    """A port behind a drill: a subclass overrides the calls its switches can break and
+    reaches the real port as ``self._inner``; every other attribute is the port's own.
+
+    Installed only at wiring time with drills on, so the product's code never asks
+    whether a drill is running.  A subclass whose switches can make a call slow says
+    ``local = False``, so no call through it runs on an event loop.
+    """
+
+    def __init__(self, inner: Any, faults: FaultSet) -> None:
+        self._inner = inner
+        self._faults = faults
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self._inner, name)

@@ -19,7 +19,7 @@ from collections.abc import Callable, Sequence
 from typing import Any
 
 from qmtl.foundation.errors import BackendUnavailable
-from qmtl.foundation.faults import FaultSet, Switch
+from qmtl.foundation.faults import FaultSet, Faulty, Switch
 from qmtl.services.dagmanager.queues import LagReading, QueueBackend, QueueBackendError
 
 __all__ = ["FaultyQueues", "FaultyStore", "dagmanager_faults", "stalled_schedule"]
@@ -38,18 +38,14 @@ def dagmanager_faults() -> FaultSet:
     )
 
 
-class FaultyQueues:
+class FaultyQueues(Faulty):
     """Wraps a queue backend: refuses topic creation, or is unreachable."""
 
     def __init__(self, queues: QueueBackend, faults: FaultSet) -> None:
-        self._queues = queues
-        self._faults = faults
+        super().__init__(queues, faults)
         self.kind = queues.kind
         self.local = False  # a drill may make any call slow or fail: never on the loop
         self.measures_lag = queues.measures_lag
-
-    def __getattr__(self, name: str) -> Any:
-        return getattr(self._queues, name)
 
     def _check(self) -> None:
         if self._faults.queue_backend_down:
@@ -59,28 +55,28 @@ class FaultyQueues:
         self._check()
         if self._faults.queue_create_fail:
             return dict.fromkeys(topics, "topic creation refused (fault injection)")
-        return self._queues.create(topics)
+        return self._inner.create(topics)
 
     def delete(self, topics: Sequence[str]) -> dict[str, str | None]:
         self._check()
-        return self._queues.delete(topics)
+        return self._inner.delete(topics)
 
     def list(self) -> set[str]:
         self._check()
-        return self._queues.list()
+        return self._inner.list()
 
     def probe(self) -> bool:
-        return not self._faults.queue_backend_down and self._queues.probe()
+        return not self._faults.queue_backend_down and self._inner.probe()
 
     def lag(self, group: str, topics: Sequence[str]) -> builtins.list[LagReading]:
         self._check()
-        return self._queues.lag(group, topics)
+        return self._inner.lag(group, topics)
 
     def close(self) -> None:
-        self._queues.close()
+        self._inner.close()
 
 
-class FaultyStore:
+class FaultyStore(Faulty):
     """Wraps the graph store: slow or failing diff lookups, diffs without sentinels.
 
     The lookup is the first store call of every diff, so a delay or failure here is
@@ -89,24 +85,20 @@ class FaultyStore:
     """
 
     def __init__(self, store: Any, faults: FaultSet) -> None:
-        self._store = store
-        self._faults = faults
+        super().__init__(store, faults)
         self.local = False  # diff_delay_ms sleeps in a store call: never on the loop
-
-    def __getattr__(self, name: str) -> Any:
-        return getattr(self._store, name)
 
     def diff_lookup(self, queues: Sequence[str], *args: Any) -> Any:
         if self._faults.diff_delay_ms:
             time.sleep(self._faults.diff_delay_ms / 1000.0)
         if self._faults.diff_fail:
             raise BackendUnavailable("diff failed by fault injection (qmtl ops fault diff_fail)")
-        return self._store.diff_lookup(queues, *args)
+        return self._inner.diff_lookup(queues, *args)
 
     def write_diff(self, cur: Any, *args: Any, sentinel_id: str | None = None) -> None:
         if self._faults.sentinel_skip:
             sentinel_id = None
-        self._store.write_diff(cur, *args, sentinel_id=sentinel_id)
+        self._inner.write_diff(cur, *args, sentinel_id=sentinel_id)
 
 
 def stalled_schedule(step: Callable[[], None], faults: FaultSet) -> Callable[[], None]:

@@ -20,7 +20,7 @@ import time
 from typing import Any
 
 from qmtl.foundation.contracts import DiffResult, SubmissionRequest
-from qmtl.foundation.faults import FaultSet, Switch
+from qmtl.foundation.faults import FaultSet, Faulty, Switch
 from qmtl.services.controlbus import ACK, Envelope
 
 __all__ = ["FaultyBus", "FaultyClient", "FaultyLog", "gateway_faults"]
@@ -36,49 +36,31 @@ def gateway_faults() -> FaultSet:
     )
 
 
-class FaultyLog:
-    def __init__(self, log: Any, faults: FaultSet) -> None:
-        self._log = log
-        self._faults = faults
-
-    def __getattr__(self, name: str) -> Any:
-        return getattr(self._log, name)
-
+class FaultyLog(Faulty):
     def insert(self, *args: Any, **kwargs: Any) -> Any:
         if self._faults.log_write_fail:
             raise OSError("submission log write refused (fault injection: log_write_fail)")
-        return self._log.insert(*args, **kwargs)
+        return self._inner.insert(*args, **kwargs)
 
 
-class FaultyClient:
+class FaultyClient(Faulty):
     """Wraps the DAG Manager client; a drill 503 is answered without a diff."""
 
     def __init__(self, client: Any, faults: FaultSet) -> None:
-        self._client = client
-        self._faults = faults
+        super().__init__(client, faults)
         self.breaker = client.breaker
-
-    def __getattr__(self, name: str) -> Any:
-        return getattr(self._client, name)
 
     async def diff(self, request: SubmissionRequest) -> DiffResult:
         if self._faults.submission_delay_ms:
             await asyncio.sleep(self._faults.submission_delay_ms / 1000)
-        return await self._client.diff(request)  # type: ignore[no-any-return]
+        return await self._inner.diff(request)  # type: ignore[no-any-return]
 
 
-class FaultyBus:
-    def __init__(self, bus: Any, faults: FaultSet) -> None:
-        self._bus = bus
-        self._faults = faults
-
-    def __getattr__(self, name: str) -> Any:
-        return getattr(self._bus, name)
-
+class FaultyBus(Faulty):
     def publish(self, envelope: Envelope) -> None:
         if envelope.type == ACK and self._faults.ack_delay_ms:
             time.sleep(self._faults.ack_delay_ms / 1000)
-        self._bus.publish(envelope)
+        self._inner.publish(envelope)
 
 
 def drill_error(faults: FaultSet) -> bool:

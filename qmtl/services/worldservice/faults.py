@@ -7,9 +7,7 @@ unfreeze events are refused by the ControlBus wrapper, the switch by the store w
 
 from __future__ import annotations
 
-from typing import Any
-
-from qmtl.foundation.faults import FaultSet, Switch
+from qmtl.foundation.faults import FaultSet, Faulty, Switch
 from qmtl.services.controlbus import FREEZE, UNFREEZE, Envelope
 
 __all__ = ["FaultyBus", "FaultyStore", "worldservice_faults"]
@@ -24,30 +22,16 @@ def worldservice_faults() -> FaultSet:
     )  # fmt: skip
 
 
-class FaultyBus:
-    def __init__(self, bus: Any, faults: FaultSet) -> None:
-        self._bus = bus
-        self._faults = faults
-
-    def __getattr__(self, name: str) -> Any:
-        return getattr(self._bus, name)
-
+class FaultyBus(Faulty):
     def publish(self, envelope: Envelope) -> None:
         stage = {FREEZE: "freeze", UNFREEZE: "unfreeze"}.get(envelope.type)
         if stage is not None and self._faults.fail_stage == stage:
             raise ConnectionError(f"{stage} refused (fault injection: fail_stage={stage})")
-        self._bus.publish(envelope)
+        self._inner.publish(envelope)
 
 
-class FaultyStore:
-    def __init__(self, store: Any, faults: FaultSet) -> None:
-        self._store = store
-        self._faults = faults
-
-    def __getattr__(self, name: str) -> Any:
-        return getattr(self._store, name)
-
+class FaultyStore(Faulty):
     def set_active(self, world_id: str, active: list[str]) -> None:
         if self._faults.fail_stage == "switch":
             raise RuntimeError("switch failed (fault injection: fail_stage=switch)")
-        self._store.set_active(world_id, active)
+        self._inner.set_active(world_id, active)
