@@ -170,34 +170,31 @@ def node_stats(node_id: str, *, acquire: bool = False) -> NodeStats:
     return stats
 
 
+def _release(stats: NodeStats | ReadStats | None) -> None:
+    """One user fewer (under ``_slots_lock``); the last one starts the grace period."""
+    if stats is None:
+        return
+    stats.users -= 1
+    if stats.users <= 0:
+        stats.users = 0
+        stats.released_at = time.monotonic()
+        stats.scraped = False
+
+
 def release_node(node_id: str) -> None:
     """An executor closed.  Once no executor uses the node its series are *released*:
     still exported until a scrape has seen them and :data:`SERIES_GRACE_SECONDS` have
     passed (a backtest's failures must reach Prometheus after it returns), then dropped
     (bounded series)."""
     with _slots_lock:
-        stats = _nodes.get(node_id)
-        if stats is None:
-            return
-        stats.users -= 1
-        if stats.users <= 0:
-            stats.users = 0
-            stats.released_at = time.monotonic()
-            stats.scraped = False
+        _release(_nodes.get(node_id))
 
 
 def release_reads(upstream_id: str, interval: int | str) -> None:
     """Like :func:`release_node`, for the cache-read series of one (upstream, interval)."""
     key = (upstream_id, str(interval))
     with _slots_lock:
-        stats = _reads.get(key)
-        if stats is None:
-            return
-        stats.users -= 1
-        if stats.users <= 0:
-            stats.users = 0
-            stats.released_at = time.monotonic()
-            stats.scraped = False
+        _release(_reads.get(key))
 
 
 def read_stats(upstream_id: str, interval: int | str, *, acquire: bool = False) -> ReadStats:
