@@ -8,12 +8,12 @@ import logging
 import grpc
 
 from qmtl.foundation import eventloop, httpserver
-from qmtl.foundation.access import is_exposed, missing_tokens
+from qmtl.foundation.access import is_exposed
 from qmtl.foundation.config import QmtlConfig
 from qmtl.foundation.interrupts import interrupt_on_ctrl_c_and_term
 from qmtl.foundation.memory import return_large_blocks_to_os
-from qmtl.foundation.metrics import set_series_budget
-from qmtl.foundation.tracing import setup_tracing, shutdown_tracing
+from qmtl.foundation.startup import prepare
+from qmtl.foundation.tracing import shutdown_tracing
 from qmtl.services.dagmanager.grpc_service import DagManagerServicer, register
 from qmtl.services.dagmanager.http import create_app
 from qmtl.services.dagmanager.service import build_service, tune_gc
@@ -34,13 +34,10 @@ def grpc_address(host: str, port: int) -> str:
 
 async def serve(config: QmtlConfig) -> int:
     cfg = config.dagmanager
-    refused = missing_tokens("dagmanager", cfg.host, {"admin_token": cfg.admin_token})
-    if refused:
-        log.error("%s (Gateways send the token as gRPC metadata)", refused)
+    hint = "Gateways send the token as gRPC metadata"
+    if not prepare("dagmanager", config, cfg.host, {"admin_token": cfg.admin_token}, hint):
         return 2
     exposed = is_exposed(cfg.host)
-    setup_tracing("dagmanager", config)
-    set_series_budget(config.telemetry.max_series_per_metric)
     tune_gc()
     return_large_blocks_to_os()
     try:

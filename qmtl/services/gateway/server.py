@@ -11,14 +11,13 @@ from typing import Any
 import httpx
 
 from qmtl.foundation import eventloop, httpserver
-from qmtl.foundation.access import missing_tokens
 from qmtl.foundation.breaker import BREAKER_THRESHOLD
 from qmtl.foundation.config import QmtlConfig
 from qmtl.foundation.contracts import SubmissionRequest
 from qmtl.foundation.dependencies import DependencyProbes
 from qmtl.foundation.interrupts import interrupt_on_ctrl_c_and_term
-from qmtl.foundation.metrics import set_series_budget
-from qmtl.foundation.tracing import setup_tracing, shutdown_tracing
+from qmtl.foundation.startup import prepare
+from qmtl.foundation.tracing import shutdown_tracing
 from qmtl.services.controlbus import open_bus
 from qmtl.services.dagmanager.client import DagManagerClient, is_remote_failure
 from qmtl.services.gateway import metrics
@@ -111,14 +110,10 @@ def build_service(config: QmtlConfig) -> tuple[GatewayService, Any]:
 
 async def serve(config: QmtlConfig) -> int:
     cfg = config.gateway
-    refused = missing_tokens(
-        "gateway", cfg.host, {"admin_token": cfg.admin_token, "submit_token": cfg.submit_token}
-    )
-    if refused:
-        log.error("%s (strategies send sdk.gateway_token as the submit token)", refused)
+    tokens = {"admin_token": cfg.admin_token, "submit_token": cfg.submit_token}
+    hint = "strategies send sdk.gateway_token as the submit token"
+    if not prepare("gateway", config, cfg.host, tokens, hint):
         return 2
-    setup_tracing("gateway", config)
-    set_series_budget(config.telemetry.max_series_per_metric)
     try:
         service, faults = build_service(config)
     except Exception as exc:

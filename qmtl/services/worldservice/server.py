@@ -7,12 +7,11 @@ import logging
 from typing import Any
 
 from qmtl.foundation import httpserver
-from qmtl.foundation.access import missing_tokens
 from qmtl.foundation.config import QmtlConfig
 from qmtl.foundation.dependencies import DependencyProbes
 from qmtl.foundation.interrupts import interrupt_on_ctrl_c_and_term
-from qmtl.foundation.metrics import set_series_budget
-from qmtl.foundation.tracing import setup_tracing, shutdown_tracing
+from qmtl.foundation.startup import prepare
+from qmtl.foundation.tracing import shutdown_tracing
 from qmtl.services.controlbus import EventLog, open_bus
 from qmtl.services.worldservice.faults import FaultyBus, FaultyStore, worldservice_faults
 from qmtl.services.worldservice.http import create_app
@@ -47,12 +46,9 @@ def build_service(config: QmtlConfig) -> tuple[WorldService, Any]:
 def main(args: argparse.Namespace) -> int:
     config: QmtlConfig = args.qmtl_config
     cfg = config.worldservice
-    refused = missing_tokens("worldservice", cfg.host, {"admin_token": cfg.admin_token})
-    if refused:
-        log.error("%s (Gateways also publish ControlBus ACKs with controlbus.token)", refused)
+    hint = "Gateways also publish ControlBus ACKs with controlbus.token"
+    if not prepare("worldservice", config, cfg.host, {"admin_token": cfg.admin_token}, hint):
         return 2
-    setup_tracing("worldservice", config)
-    set_series_budget(config.telemetry.max_series_per_metric)
     try:
         service, faults = build_service(config)
     except Exception as exc:
