@@ -77,8 +77,13 @@ SQLITE_CACHE_KIB = 8 * 1024
 #: Pages of WAL after which a commit checkpoints by itself: only a backstop for a
 #: checkpointer thread that cannot keep up (the thread normally runs long before).
 SQLITE_BACKSTOP_PAGES = 16_000
-#: Pages of WAL (16 MiB at 4 KiB) beyond which the checkpointer empties the file.
-SQLITE_TRUNCATE_PAGES = 4_096
+#: Pages of WAL (16 MiB at 4 KiB) beyond which the checkpointer starts the log over.
+SQLITE_RESTART_PAGES = 4_096
+#: Unlocked copy-then-try rounds before the checkpointer waits for the database's lock
+#: to start the log over (a writer that never lets go must not grow the log forever).
+SQLITE_RESTART_ATTEMPTS = 20
+#: Pause between those rounds: about one small write transaction.
+RESTART_PAUSE_SECONDS = 0.001
 
 
 #: Longest a PostgreSQL transaction may run before its connection is cut (seconds).
@@ -159,13 +164,18 @@ class _Checkpointer:
     The sqlite3 module releases the GIL while SQLite works, so commits and request
     handling carry on meanwhile.
 
-    Under steady writes a passive checkpoint never finds the log fully copied, so SQLite
-    never starts it over and the file only grows (a DAG Manager's log reached 25 times
-    the bytes submitted).  Once the log is over :data:`SQLITE_TRUNCATE_PAGES`, the thread
-    takes the database's lock -- no writer of this process can starve it then -- and
-    runs a TRUNCATE checkpoint, which copies what is left and empties the file.  Writers
-    on threads wait for it (milliseconds: most frames were copied already); an event
-    loop's small writes never do (:func:`without_waiting` sends them to a thread).
+    Under steady writes a passive checkpoint never finds the log fully copied at a moment
+    no one writes, so SQLite never starts it over and the file only grows (a DAG
+    Manager's log reached 25 times the bytes submitted).  Once the log is over
+    :data:`SQLITE_RESTART_PAGES`, the thread starts it over with a RESTART checkpoint,
+    which needs the database's lock.  Holding that lock while frames are copied and the
+    file synced stalled every writer for 50-150 ms, so the copying happens first,
+    unlocked, and the lock is taken only when it is free and no commit came in since the
+    copy: under it the restart has nothing left to copy.  After
+    :data:`SQLITE_RESTART_ATTEMPTS` rounds without such a moment it waits for the lock
+    (writers then wait for what is left).  The next write starts at the top of the file,
+    which keeps its size (SQLite's way: no truncation on the commit path) up to
+    ``journal_size_limit`` (the backstop's size).
     """
 
     def __init__(self, path: str, lock: threading.Lock, interval: float = 0.5) -> None:
@@ -177,8 +187,10 @@ class _Checkpointer:
         self._lock = lock
         self._wal_path = path + "-wal"
         self._page_size = int(self._conn.execute("PRAGMA page_size").fetchone()[0])
-        #: TRUNCATE checkpoints run so far (the log had outgrown its bound).
-        self.truncations = 0
+        #: Times the log was started over (it had outgrown its bound).
+        self.restarts = 0
+        #: Of those, the ones that had to wait for the lock (no free moment was found).
+        self.forced_restarts = 0
         self._dirty = threading.Event()
         self._closing = False
         self._thread = threading.Thread(
@@ -195,6 +207,33 @@ class _Checkpointer:
         except OSError:
             return 0
 
+    # Pragmas are read to the end (fetchall): a statement left on its row keeps a read
+    # transaction open, and a checkpoint cannot copy frames committed after that read.
+    def _checkpoint(self, mode: str) -> tuple[int, int, int]:
+        ((busy, frames, copied),) = self._conn.execute(f"PRAGMA wal_checkpoint({mode})").fetchall()
+        return int(busy), int(frames), int(copied)
+
+    def _data_version(self) -> int:
+        """Moves whenever another connection commits (SQLite's ``PRAGMA data_version``)."""
+        ((version,),) = self._conn.execute("PRAGMA data_version").fetchall()
+        return int(version)
+
+    def _restart(self) -> None:
+        for attempt in range(1, SQLITE_RESTART_ATTEMPTS + 1):
+            forced = attempt == SQLITE_RESTART_ATTEMPTS
+            before = self._data_version()
+            _busy, frames, copied = self._checkpoint("PASSIVE")
+            caught_up = frames == copied  # busy only says another checkpoint ran meanwhile
+            if (caught_up or forced) and self._lock.acquire(blocking=forced):
+                try:
+                    if forced or self._data_version() == before:
+                        self.restarts += self._checkpoint("RESTART")[0] == 0
+                        self.forced_restarts += forced
+                        return
+                finally:
+                    self._lock.release()
+            time.sleep(RESTART_PAUSE_SECONDS)  # let the writer finish what it holds the lock for
+
     def _run(self) -> None:
         while True:
             self._dirty.wait()
@@ -202,13 +241,10 @@ class _Checkpointer:
                 return
             self._dirty.clear()
             try:
-                row = self._conn.execute("PRAGMA wal_checkpoint(PASSIVE)").fetchone()
-                self.last = (int(row[0]), int(row[1]), int(row[2]))
+                self.last = self._checkpoint("PASSIVE")
                 self.runs += 1
-                if self._wal_bytes() > SQLITE_TRUNCATE_PAGES * self._page_size:
-                    with self._lock:
-                        row = self._conn.execute("PRAGMA wal_checkpoint(TRUNCATE)").fetchone()
-                    self.truncations += int(row[0]) == 0
+                if self._wal_bytes() > SQLITE_RESTART_PAGES * self._page_size:
+                    self._restart()
             except sqlite3.Error as exc:  # the next commit wakes us again
                 log.warning("sqlite checkpoint failed: %s", exc)
             time.sleep(self.interval)  # coalesce: one checkpoint (and fsync) per interval
@@ -261,6 +297,9 @@ class SqlDatabase:
             self._conn.execute(f"PRAGMA cache_size=-{SQLITE_CACHE_KIB}")
             if self.path != ":memory:":
                 self._conn.execute(f"PRAGMA wal_autocheckpoint={SQLITE_BACKSTOP_PAGES}")
+                page_size = int(self._conn.execute("PRAGMA page_size").fetchone()[0])
+                limit = SQLITE_BACKSTOP_PAGES * page_size
+                self._conn.execute(f"PRAGMA journal_size_limit={limit}")
                 self._checkpointer = _Checkpointer(self.path, self._lock)
         elif spec.startswith(("postgresql://", "postgres://")):
             import psycopg

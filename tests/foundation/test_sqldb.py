@@ -88,31 +88,40 @@ def test_without_waiting_postgresql_always_refuses(postgres) -> None:  # type: i
         db.close()
 
 
-def test_the_write_ahead_log_is_emptied_once_over_its_bound(
+def test_the_write_ahead_log_starts_over_once_over_its_bound(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     """Commits one after another never leave a passive checkpoint a moment to finish, so
     the log used to grow with every write (25 times the bytes submitted, in a DAG
-    Manager); once it is past its bound the checkpointer now empties it."""
+    Manager); once it is past its bound the checkpointer starts it over, and later
+    writes reuse the file from its start instead of growing it."""
     from qmtl.foundation import sqldb
 
-    monkeypatch.setattr(sqldb, "SQLITE_TRUNCATE_PAGES", 1024)
+    monkeypatch.setattr(sqldb, "SQLITE_RESTART_PAGES", 1024)
     db = SqlDatabase(f"sqlite:{tmp_path / 'steady.db'}")
     try:
         db.create(["CREATE TABLE t (id INTEGER PRIMARY KEY, body TEXT)"])
         wal = tmp_path / "steady.db-wal"
-        for _ in range(4000):  # ~16 MB of log written back to back
-            with db.txn() as cur:
-                cur.execute("INSERT INTO t (body) VALUES (?)", ("x" * 3000,))
+
+        def write(rows: int) -> None:
+            for _ in range(rows):
+                with db.txn() as cur:
+                    cur.execute("INSERT INTO t (body) VALUES (?)", ("x" * 3000,))
+
+        write(4000)  # ~16 MB of log written back to back
         checkpointer = db._checkpointer
         assert checkpointer is not None
 
-        def emptied() -> bool:
+        def restarted() -> bool:
             db.execute("INSERT INTO t (body) VALUES ('wake')")  # commits wake the thread
-            return checkpointer.truncations >= 1 and wal.stat().st_size < 1024 * 4096
+            return checkpointer.restarts >= 1
 
-        wait_for(emptied, timeout=20, what="the checkpointer to empty the log")
-        assert db.select("SELECT COUNT(*) FROM t WHERE body <> 'wake'") == [(4000,)]
+        wait_for(restarted, timeout=20, what="the checkpointer to start the log over")
+        size = wal.stat().st_size
+        assert size > 1024 * 4096, "the log had outgrown its bound"
+        write(500)  # ~2 MB: appended, the file would grow; from its start, it does not
+        assert wal.stat().st_size == size
+        assert db.select("SELECT COUNT(*) FROM t WHERE body <> 'wake'") == [(4500,)]
     finally:
         db.close()
 
