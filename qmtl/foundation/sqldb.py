@@ -168,14 +168,14 @@ class _Checkpointer:
     no one writes, so SQLite never starts it over and the file only grows (a DAG
     Manager's log reached 25 times the bytes submitted).  Once the log is over
     :data:`SQLITE_RESTART_PAGES`, the thread starts it over with a RESTART checkpoint,
-    which needs the database's lock.  Holding that lock while frames are copied and the
-    file synced stalled every writer for 50-150 ms, so the copying happens first,
-    unlocked, and the lock is taken only when it is free and no commit came in since the
-    copy: under it the restart has nothing left to copy.  After
+    which needs the database's lock.  Every writer waits while that lock is held, and
+    copying frames and syncing the file can take as long as a large diff, so the copying
+    happens first, unlocked, and the lock is taken only when it is free and no commit
+    came in since the copy: under it the restart has nothing left to copy.  After
     :data:`SQLITE_RESTART_ATTEMPTS` rounds without such a moment it waits for the lock
     (writers then wait for what is left).  The next write starts at the top of the file,
-    which keeps its size (SQLite's way: no truncation on the commit path) up to
-    ``journal_size_limit`` (the backstop's size).
+    which keeps its size (SQLite's way; truncating it took the lock for longer still) up
+    to ``journal_size_limit``, the backstop's size.
     """
 
     def __init__(self, path: str, lock: threading.Lock, interval: float = 0.5) -> None:
