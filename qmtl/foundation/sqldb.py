@@ -23,7 +23,6 @@ deadline, enforced by closing the connection's socket: see :class:`_Deadlines`.
 from __future__ import annotations
 
 import logging
-import os
 import socket
 import sqlite3
 import threading
@@ -175,7 +174,8 @@ class _Checkpointer:
     :data:`SQLITE_RESTART_ATTEMPTS` rounds without such a moment it waits for the lock
     (writers then wait for what is left).  The next write starts at the top of the file,
     which keeps its size (SQLite's way; truncating it took the lock for longer still) up
-    to ``journal_size_limit``, the backstop's size.
+    to ``journal_size_limit``, the backstop's size.  The bound counts frames in the log,
+    not the file's bytes: a file that once grew stays that size while its log restarts.
     """
 
     def __init__(self, path: str, lock: threading.Lock, interval: float = 0.5) -> None:
@@ -185,8 +185,6 @@ class _Checkpointer:
         self.runs = 0
         self._conn = sqlite3.connect(path, check_same_thread=False)
         self._lock = lock
-        self._wal_path = path + "-wal"
-        self._page_size = int(self._conn.execute("PRAGMA page_size").fetchone()[0])
         #: Times the log was started over (it had outgrown its bound).
         self.restarts = 0
         #: Of those, the ones that had to wait for the lock (no free moment was found).
@@ -200,12 +198,6 @@ class _Checkpointer:
 
     def wake(self) -> None:
         self._dirty.set()
-
-    def _wal_bytes(self) -> int:
-        try:
-            return os.stat(self._wal_path).st_size
-        except OSError:
-            return 0
 
     # Pragmas are read to the end (fetchall): a statement left on its row keeps a read
     # transaction open, and a checkpoint cannot copy frames committed after that read.
@@ -243,7 +235,8 @@ class _Checkpointer:
             try:
                 self.last = self._checkpoint("PASSIVE")
                 self.runs += 1
-                if self._wal_bytes() > SQLITE_RESTART_PAGES * self._page_size:
+                # Frames in the log, not the file's size: a restarted log reuses its file.
+                if self.last[1] > SQLITE_RESTART_PAGES:
                     self._restart()
             except sqlite3.Error as exc:  # the next commit wakes us again
                 log.warning("sqlite checkpoint failed: %s", exc)
