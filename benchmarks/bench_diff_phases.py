@@ -157,13 +157,16 @@ def client_main(target: str, diffs: int, nodes: int, salt: str, out: Path) -> No
     out.write_text(json.dumps(eventloop.run(run())))
 
 
-def drive(target: str, diffs: int, nodes: int, salt: str, workdir: Path) -> dict[str, Any]:
+def drive(
+    target: str, diffs: int, nodes: int, salt: str, workdir: Path
+) -> tuple[subprocess.Popen[bytes], Path]:
+    """Start the client process; its results will be in the returned file."""
     out = workdir / f"client-{salt}.json"
     child = subprocess.Popen(
         [sys.executable, __file__, "--client", target, "--diffs", str(diffs),
          "--nodes", str(nodes), "--salt", salt, "--out", str(out)],
     )  # fmt: skip
-    return {"child": child, "out": out}
+    return child, out
 
 
 async def measure(
@@ -191,14 +194,15 @@ async def measure(
     try:
         for label, count in plan:
             timers.on = label == "timers on"
-            child = drive(target, count, nodes, f"{label.replace(' ', '')}-{time.time()}", workdir)
+            salt = f"{label.replace(' ', '')}-{time.time()}"
+            child, out = drive(target, count, nodes, salt, workdir)
             cpu = cpu_seconds([os.getpid()])
-            while child["child"].poll() is None:
+            while child.poll() is None:  # the loop keeps serving the client meanwhile
                 await asyncio.sleep(0.05)
             cpu = cpu_seconds([os.getpid()]) - cpu
-            if child["child"].returncode != 0:
+            if child.returncode != 0:
                 raise SystemExit(f"the client failed ({label}); see its output above")
-            result = json.loads(child["out"].read_text())
+            result = json.loads(out.read_text())
             run = runs.setdefault(label, {"samples_us": [], "server_cpu_s": 0.0,
                                           "client_cpu_s": 0.0})  # fmt: skip
             run["samples_us"] += result["samples_us"]

@@ -234,8 +234,9 @@ class GatewayService:
 
     async def stop(self) -> None:
         await self.probes.stop()
-        # Loops and registrations still in flight stop with the service (a registration
-        # is sent again by the strategy's next submission to another Gateway).
+        # Loops and registrations still in flight stop with the service: a registration
+        # cut short is sent again when the strategy next submits to a Gateway that has
+        # not registered it (any Gateway started after this one).
         pending = [*self._tasks, *self._background]
         for task in pending:
             task.cancel()
