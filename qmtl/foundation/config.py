@@ -299,6 +299,9 @@ class HttpConfig(_Section):
     #: Open connections per client address (429 beyond).  Behind a load balancer every
     #: connection comes from its address: size this for the balancer's own pool.
     max_connections_per_client: int = Field(default=512, gt=0)
+    #: At SIGTERM, requests in flight get this long to finish; then they are cancelled.
+    #: Keep it below the orchestrator's kill deadline (Kubernetes: 30 s by default).
+    shutdown_grace_seconds: float = Field(default=10.0, gt=0)
 
 
 class DrillsConfig(_Section):

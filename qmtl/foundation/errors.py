@@ -30,7 +30,8 @@
         ├── SubmissionNotPersisted      the submission log refused the write (nothing accepted)
         ├── SubmissionAbandoned         retries of a submission ran out
         ├── QueueCreationFailed         the queue backend refused new topics
-        └── GuardUnavailable            a promotion-guard source cannot be read
+        ├── GuardUnavailable            a promotion-guard source cannot be read
+        └── ShuttingDown                the server stopped before the request finished
 
 The split that matters most: :class:`InvalidInput` and :class:`Conflict` are the
 *client's* problem and never count against a circuit breaker, never get retried and
@@ -66,6 +67,7 @@ __all__ = [
     "QmtlError",
     "QueueCreationFailed",
     "QueueNameCollision",
+    "ShuttingDown",
     "SubmissionAbandoned",
     "SubmissionNotPersisted",
     "Unavailable",
@@ -245,3 +247,10 @@ class QueueCreationFailed(Unavailable):
 
 class GuardUnavailable(Unavailable):
     code = "promotion_guard_unavailable"
+
+
+class ShuttingDown(Unavailable):
+    """The server stopped before this request finished; sent again, it reaches a server
+    that is up (another replica, or this one restarted)."""
+
+    code = "shutting_down"

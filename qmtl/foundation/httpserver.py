@@ -23,7 +23,9 @@ import asyncio
 import json
 import logging
 import resource
+import socket
 from collections import Counter
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
@@ -31,6 +33,7 @@ import uvicorn
 from uvicorn.protocols.http.httptools_impl import HttpToolsProtocol
 
 from qmtl.foundation.config import HttpConfig
+from qmtl.foundation.errors import ShuttingDown
 
 __all__ = ["LimitedHttpProtocol", "ListenerLimits", "server"]
 
@@ -170,8 +173,68 @@ class LimitedHttpProtocol(HttpToolsProtocol):
         super().on_message_complete()
 
 
-def server(app: Any, host: str, port: int, http: HttpConfig) -> uvicorn.Server:
-    """A uvicorn server for ``app`` whose connections obey the ``http`` limits."""
+class _AnswerCutRequests:
+    """ASGI wrapper: a request cancelled at the end of the shutdown grace, before its
+    response started, is answered 503 ``shutting_down`` (retryable) instead of uvicorn's
+    bare 500, so a client knows to send it again.  uvicorn cancels request tasks only
+    at that moment (a client that hangs up does not cancel its request)."""
+
+    def __init__(self, app: Any, server: Callable[[], uvicorn.Server]) -> None:
+        self.app = app
+        self._server = server
+
+    async def __call__(self, scope: Any, receive: Any, send: Any) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        started = False
+
+        async def tracked(message: Any) -> None:
+            nonlocal started
+            started = started or message["type"] == "http.response.start"
+            await send(message)
+
+        try:
+            await self.app(scope, receive, tracked)
+        except asyncio.CancelledError:
+            if started or not self._server().should_exit:
+                raise
+            body = ShuttingDown(_CUT_MESSAGE).body()
+            headers = [(b"content-type", b"application/json"), (b"connection", b"close")]
+            await send({"type": "http.response.start", "status": 503, "headers": headers})
+            await send({"type": "http.response.body", "body": json.dumps(body).encode()})
+
+
+_CUT_MESSAGE = "the server stopped before this request finished; send it again"
+
+
+class _Server(uvicorn.Server):
+    """uvicorn's server, calling ``on_shutdown`` as it starts to shut down: before it
+    waits for the requests in flight, so what holds a request open (a long poll) can
+    answer it now rather than at the end of the grace period."""
+
+    def __init__(self, config: uvicorn.Config, on_shutdown: Callable[[], None] | None) -> None:
+        super().__init__(config)
+        self._on_shutdown = on_shutdown
+
+    async def shutdown(self, sockets: list[socket.socket] | None = None) -> None:
+        if self._on_shutdown is not None:
+            try:
+                self._on_shutdown()
+            except Exception:
+                log.exception("shutdown hook failed; waiting for requests in flight anyway")
+        await super().shutdown(sockets)
+
+
+def server(
+    app: Any, host: str, port: int, http: HttpConfig,
+    on_shutdown: Callable[[], None] | None = None,
+) -> uvicorn.Server:  # fmt: skip
+    """A uvicorn server for ``app`` whose connections obey the ``http`` limits.
+
+    At SIGTERM it stops accepting, gives requests in flight ``http.shutdown_grace_seconds``
+    to finish and then cancels them: a stop never outlasts an orchestrator's deadline.
+    """
     limits = ListenerLimits.from_config(http)
     protocol = type(
         "QmtlHttpProtocol",
@@ -184,7 +247,9 @@ def server(app: Any, host: str, port: int, http: HttpConfig) -> uvicorn.Server:
         },
     )
     config = uvicorn.Config(
-        app, host=host, port=port, log_level="warning", lifespan="off", http=protocol,
+        _AnswerCutRequests(app, lambda: running), host=host, port=port, log_level="warning", lifespan="off", http=protocol,
         timeout_keep_alive=KEEP_ALIVE_SECONDS,
+        timeout_graceful_shutdown=http.shutdown_grace_seconds,  # type: ignore[arg-type]
     )  # fmt: skip
-    return uvicorn.Server(config)
+    running = _Server(config, on_shutdown)
+    return running

@@ -657,3 +657,23 @@ def test_the_demo_works_with_a_worldservice_token(tmp_path: Path) -> None:
             timeout=60, what="the demo's allocations",
         )  # fmt: skip
         assert " 401 " not in (stack.workdir / "demo.log").read_text()
+
+
+def test_stopping_the_worldservice_answers_its_long_polls_at_once(stack: LocalStack) -> None:
+    """A Gateway's ControlBus poll waits up to 30 s; the WorldService used to wait it
+    out on SIGTERM (and its own stop escalates to SIGKILL after 10 s).  Now the poll is
+    answered, empty, and the process exits by itself with status 0."""
+    ws = stack.url("worldservice")
+    head = httpx.get(f"{ws}/controlbus/events", timeout=10).json()["head"]
+    port = int(ws.rsplit(":", 1)[1])
+    poll = socket.create_connection(("127.0.0.1", port), timeout=60)
+    poll.sendall(
+        f"GET /controlbus/events?after={head}&wait=30 HTTP/1.1\r\nhost: ws\r\n\r\n".encode()
+    )
+    # Answered after the poll was sent: the server has read the poll by then.
+    assert httpx.get(f"{ws}/health", timeout=10).status_code == 200
+    service = stack.services.pop("worldservice")
+    assert service.process.stop(timeout=10) == 0
+    answer = _answer_of(poll)
+    assert answer.startswith(b"HTTP/1.1 200"), answer
+    assert json.loads(answer.split(b"\r\n\r\n", 1)[1])["events"] == []

@@ -26,6 +26,8 @@ Robustness rules, the same on every backend:
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import logging
 import threading
 import time
@@ -137,12 +139,20 @@ class InProcessBus(ControlBus):
 
 
 class EventLog:
-    """Ordered, bounded event log with long-poll reads (hosted by the WorldService)."""
+    """Ordered, bounded event log with long-poll reads (hosted by the WorldService).
+
+    A long poll from HTTP waits on the event loop (:meth:`poll`), not in a thread: a
+    waiting reader costs no thread, and :meth:`end_polls` (the server shutting down)
+    answers every waiting poll at once instead of letting each one run out its wait --
+    a shutdown would otherwise last as long as the longest poll.
+    """
 
     def __init__(self, capacity: int = 10_000) -> None:
         self._events: deque[tuple[int, float, Envelope]] = deque(maxlen=capacity)
         self._seq = 0
+        self._polls_ended = False
         self._changed = threading.Condition()
+        self._pollers: set[tuple[asyncio.AbstractEventLoop, asyncio.Future[None]]] = set()
 
     def append(self, envelope: Envelope) -> int:
         """Add ``envelope``; :class:`InvalidRequest` if it could not be served back as JSON
@@ -154,8 +164,26 @@ class EventLog:
         with self._changed:
             self._seq += 1
             self._events.append((self._seq, envelope.epoch(), envelope))
-            self._changed.notify_all()
+            self._wake_locked()
             return self._seq
+
+    def end_polls(self) -> None:
+        """Answer every waiting :meth:`poll` now, and every later one without waiting."""
+        with self._changed:
+            self._polls_ended = True
+            self._wake_locked()
+
+    def _wake_locked(self) -> None:
+        self._changed.notify_all()
+        for loop, waiter in self._pollers:
+            with contextlib.suppress(RuntimeError):  # that loop has closed: nobody waits
+                loop.call_soon_threadsafe(_settle, waiter)
+
+    def _after_locked(self, after: int, limit: int) -> tuple[int, list[Envelope]]:
+        """Up to ``limit`` events after ``after`` and the last one's sequence; with none,
+        the head -- below ``after`` when this log restarted, so the reader starts over."""
+        events = [(s, e) for s, _t, e in self._events if s > after][:limit]
+        return (events[-1][0] if events else self._seq), [e for _, e in events]
 
     def read(
         self, after: int, *, wait: float = 0.0, limit: int = 500
@@ -166,10 +194,29 @@ class EventLog:
             while self._seq <= after:
                 remaining = deadline - time.monotonic()
                 if remaining <= 0:
-                    return self._seq, []
+                    break
                 self._changed.wait(remaining)
-            events = [(s, e) for s, _t, e in self._events if s > after][:limit]
-        return (events[-1][0] if events else after), [e for _, e in events]
+            return self._after_locked(after, limit)
+
+    async def poll(
+        self, after: int, *, wait: float = 0.0, limit: int = 500
+    ) -> tuple[int, list[Envelope]]:
+        """:meth:`read` for a coroutine: waits on the running loop; :meth:`end_polls` ends it."""
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + wait
+        while True:
+            with self._changed:
+                remaining = deadline - loop.time()
+                if self._seq > after or self._polls_ended or remaining <= 0:
+                    return self._after_locked(after, limit)
+                waiter: asyncio.Future[None] = loop.create_future()
+                self._pollers.add((loop, waiter))
+            try:
+                with contextlib.suppress(TimeoutError):
+                    await asyncio.wait_for(waiter, remaining)
+            finally:
+                with self._changed:
+                    self._pollers.discard((loop, waiter))
 
     def since(self, epoch: float) -> int:
         """The sequence just before the first event at or after ``epoch`` (replay start)."""
@@ -182,6 +229,11 @@ class EventLog:
     @property
     def head(self) -> int:
         return self._seq
+
+
+def _settle(waiter: asyncio.Future[None]) -> None:
+    if not waiter.done():
+        waiter.set_result(None)
 
 
 class LocalLogBus(ControlBus):

@@ -207,7 +207,7 @@ def create_app(service: WorldService, *, faults: FaultSet | None = None) -> Fast
             )
         if after < 0:
             return SafeJSONResponse({"head": log.head, "last": log.head, "events": []})
-        last, found = await run_blocking(log.read, after, wait=wait)
+        last, found = await log.poll(after, wait=wait)
         return SafeJSONResponse(
             {"head": log.head, "last": last, "events": [e.as_dict() for e in found]}
         )

@@ -55,7 +55,11 @@ def main(args: argparse.Namespace) -> int:
         log.error("cannot start: %s (check worldservice.store / controlbus)", exc)
         return 1
     service.start()
-    server = httpserver.server(create_app(service, faults=faults), cfg.host, cfg.port, config.http)
+    # Gateways long-poll the hosted ControlBus log: answer them at once on shutdown.
+    end_polls = service.event_log.end_polls if service.event_log is not None else None
+    server = httpserver.server(
+        create_app(service, faults=faults), cfg.host, cfg.port, config.http, on_shutdown=end_polls
+    )
     log.info("worldservice ready: http://%s:%d (controlbus %s)", cfg.host, cfg.port,
              config.controlbus.backend)  # fmt: skip
     interrupt_on_ctrl_c_and_term()
