@@ -205,7 +205,12 @@ class DemoRunner:
 
     # -- workload ------------------------------------------------------------------------------
     def prepare(self) -> None:
-        self.http.post(f"{self.worldservice}/worlds", json={"world_id": WORLD})
+        """Create the world, submit and warm up each strategy, request one apply.
+
+        A refusal or an unreachable service is logged and the demo goes on: the stack's
+        alerts and status view show what is wrong, and the run loop retries allocations.
+        """
+        self._call_worldservice("creating the world", "POST", "/worlds", {"world_id": WORLD})
         for strategy in self.strategies:
             instance = Runner.build(strategy)
             try:
@@ -227,13 +232,27 @@ class DemoRunner:
             stream: StreamInput = instance.nodes[0]  # type: ignore[assignment]
             self.warm_up(executor, stream)
             self.executors.append((executor, stream))
-        self.refresh_allocations()
-        applied = self.http.post(
-            f"{self.worldservice}/worlds/{WORLD}/apply",
-            json={"activate": [strategy_id(s) for s in self.strategies]},
-            timeout=30,
+        self._call_worldservice("refreshing allocations", "PUT", *self._allocations())
+        activate = {"activate": [strategy_id(s) for s in self.strategies]}
+        applied = self._call_worldservice(
+            "requesting the apply run", "POST", f"/worlds/{WORLD}/apply", activate, timeout=30
         )
-        log.info("apply run requested: %s", applied.json())
+        if applied is not None:
+            log.info("apply run requested: %s", applied)
+
+    def _call_worldservice(
+        self, what: str, method: str, path: str, body: Any, timeout: float = 10
+    ) -> Any:
+        """One WorldService call of the start-up; its JSON answer, or None (logged) on failure."""
+        try:
+            response = self.http.request(
+                method, f"{self.worldservice}{path}", json=body, timeout=timeout
+            )
+            response.raise_for_status()
+            return response.json()
+        except (httpx.HTTPError, ValueError) as exc:
+            log.error("%s failed: %s", what, exc)
+            return None
 
     def warm_up(self, executor: Executor, stream: StreamInput) -> None:
         """Backfill the last hour of prices before going live (the first fetch of eth fails once)."""
@@ -251,11 +270,14 @@ class DemoRunner:
         for ts, payload in self.backfill.run(stream, now - 3600, now, history):
             executor.feed(stream, ts, payload)
 
-    def refresh_allocations(self) -> None:
+    def _allocations(self) -> tuple[str, dict[str, Any]]:
+        """Path and body of the allocation snapshot: equal weights."""
         weights = {strategy_id(s): round(1 / len(self.strategies), 4) for s in self.strategies}
-        self.http.put(
-            f"{self.worldservice}/worlds/{WORLD}/allocations", json={"allocations": weights}
-        )
+        return f"/worlds/{WORLD}/allocations", {"allocations": weights}
+
+    def refresh_allocations(self) -> None:
+        path, body = self._allocations()
+        self.http.put(f"{self.worldservice}{path}", json=body)
 
     def canary(self) -> None:
         """Synthetic probe: re-diff one fixed DAG against the DAG Manager.
@@ -335,9 +357,11 @@ def main(argv: list[str] | None = None) -> int:
     )
     log.info("demo runner: metrics and admin on %s", admin.url)
     interrupt_on_ctrl_c_and_term()
-    signal.signal(signal.SIGTERM, lambda *_: runner.stop.set())  # SIGTERM: finish the tick
     try:
         runner.prepare()
+        # Once running, SIGTERM lets the tick in progress finish; until then it
+        # interrupts at once (start-up may be waiting out a Gateway's retries).
+        signal.signal(signal.SIGTERM, lambda *_: runner.stop.set())
         runner.run()
     except KeyboardInterrupt:
         pass
