@@ -179,9 +179,10 @@ class _AnswerCutRequests:
     bare 500, so a client knows to send it again.  uvicorn cancels request tasks only
     at that moment (a client that hangs up does not cancel its request)."""
 
-    def __init__(self, app: Any, server: Callable[[], uvicorn.Server]) -> None:
+    def __init__(self, app: Any) -> None:
         self.app = app
-        self._server = server
+        #: The server it runs in, set once that exists (its ``should_exit`` says "stopping").
+        self.server: uvicorn.Server | None = None
 
     async def __call__(self, scope: Any, receive: Any, send: Any) -> None:
         if scope["type"] != "http":
@@ -197,7 +198,7 @@ class _AnswerCutRequests:
         try:
             await self.app(scope, receive, tracked)
         except asyncio.CancelledError:
-            if started or not self._server().should_exit:
+            if started or self.server is None or not self.server.should_exit:
                 raise
             body = ShuttingDown(_CUT_MESSAGE).body()
             headers = [(b"content-type", b"application/json"), (b"connection", b"close")]
@@ -246,10 +247,11 @@ def server(
             "refused": Counter(),
         },
     )
+    wrapped = _AnswerCutRequests(app)
     config = uvicorn.Config(
-        _AnswerCutRequests(app, lambda: running), host=host, port=port, log_level="warning", lifespan="off", http=protocol,
+        wrapped, host=host, port=port, log_level="warning", lifespan="off", http=protocol,
         timeout_keep_alive=KEEP_ALIVE_SECONDS,
         timeout_graceful_shutdown=http.shutdown_grace_seconds,  # type: ignore[arg-type]
     )  # fmt: skip
-    running = _Server(config, on_shutdown)
-    return running
+    wrapped.server = _Server(config, on_shutdown)
+    return wrapped.server
