@@ -19,7 +19,17 @@ import pytest
 
 from qmtl import devstack
 from qmtl.cli import main
-from qmtl.devstack.status import CLEAR, StatusView, fit, job_health, summarise_alerts
+from qmtl.devstack.status import (
+    CLEAR,
+    STATUS_QUERIES,
+    StatusView,
+    fit,
+    job_health,
+    summarise_alerts,
+)
+from qmtl.foundation.catalogue import PROMETHEUS_BUILTINS, metric_names
+from qmtl.monitoring.promql import referenced_metrics
+from tests.monitoring.test_rules import recording_rule_names
 
 
 def alive(pid: int) -> bool:
@@ -104,6 +114,8 @@ def test_up_runs_the_stack_and_ctrl_c_stops_every_process(tmp_path: Path) -> Non
         )  # fmt: skip
         assert ops.returncode == 0, ops.stdout + ops.stderr
         assert "dagmanager: 0 unresolved" in ops.stdout and "promotions allowed" in ops.stdout
+        # Every rate of the view becomes a number once Prometheus has two scrapes of it.
+        up.read_until(lambda line: "rates:" in line and "=-" not in line, timeout=120)
     finally:
         rest = up.stop()
     assert up.proc.returncode == 0, rest
@@ -198,6 +210,13 @@ def test_piped_status_view_prints_blocks(capsys: pytest.CaptureFixture[str]) -> 
     assert CLEAR not in out.getvalue() and out.getvalue().count("targets: a=up") == 2
     tty = StatusView(io.StringIO(), ["  Gateway http://x"], lambda: ["y" * 500], tty=True).render()
     assert tty.startswith(CLEAR) and "…" in tty
+
+
+def test_the_status_view_reads_only_series_that_exist() -> None:
+    """A renamed recording rule left the view at "diffs/min=-" for ever, silently."""
+    allowed = metric_names() | PROMETHEUS_BUILTINS | recording_rule_names()
+    for label, expr in STATUS_QUERIES.items():
+        assert referenced_metrics(expr) <= allowed, (label, referenced_metrics(expr) - allowed)
 
 
 def test_a_target_not_scraped_yet_is_starting_not_down() -> None:

@@ -25,10 +25,10 @@ __all__ = [
 ]
 
 STATUS_QUERIES = {
-    "diffs/min": "sum(job:diff_requests:rate5m) * 60",
+    "diffs/min": "sum(job_instance:diff_requests:rate5m) * 60",
     "diff p95 ms": "max(diff_duration_ms_p95)",
     "submit p95 ms": "max(gateway_e2e_latency_p95)",
-    "node exec/s": "sum(node_id:node_processed:rate5m)",
+    "node exec/s": "sum(job_instance_node_id:node_processed:rate5m)",
     "apply runs": 'count(world_apply_run_total{status="success"})',
 }
 CLEAR = "\x1b[H\x1b[2J"

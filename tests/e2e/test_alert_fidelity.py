@@ -76,7 +76,7 @@ def test_every_dashboard_panel_has_live_data(e2e: E2E) -> None:
     """On the healthy stack, each panel query returns data (or is documented as empty)."""
     empty = []
     # Rendered from the same source and FAST config as the rules (recording-rule names
-    # carry the window, e.g. job:diff_requests:rate20s).
+    # carry the window, e.g. job_instance:diff_requests:rate20s).
     for name, dashboard in sorted(render(FAST).dashboards.items()):
         path = Path(name)
         for panel in dashboard["panels"]:
