@@ -239,6 +239,13 @@ class WorldServiceConfig(_Section):
     #: URLs.  When ``prometheus_url`` is set it also asks Prometheus.
     cross_context_sources: list[str] = Field(default_factory=list)
     prometheus_url: str | None = None
+    #: The label matchers that pick QMTL's own series when the guard asks Prometheus:
+    #: one shared with other applications, or another QMTL, holds other series of the
+    #: same name.  The default matches the scrape jobs of the monitoring bundle and the
+    #: chart (which adds its namespace).
+    prometheus_selector: str = Field(
+        default='job=~"qmtl-dagmanager|qmtl-gateway|qmtl-worldservice|qmtl-sdk"', min_length=1
+    )
     #: The cross-context counter must stay at zero this long after the last hit is
     #: cleared before promotions resume.
     promotion_hold_seconds: float = Field(default=600.0, ge=0)

@@ -163,6 +163,10 @@ def test_production_example_runs_replicas_on_postgres_and_kafka(helm: str, tmp_p
     assert qmtl_yml["controlbus"]["backend"] == "kafka"
     assert qmtl_yml["dagmanager"]["queue_backend"] == "kafka"
     assert qmtl_yml["worldservice"]["prometheus_url"]
+    # The guard asks a Prometheus other releases share: only this namespace's QMTL jobs.
+    assert qmtl_yml["worldservice"]["prometheus_selector"] == (
+        'job=~"qmtl-dagmanager|qmtl-gateway|qmtl-worldservice|qmtl-sdk",namespace="trading"'
+    )
 
 
 def test_existing_secrets_are_used_and_none_is_created(helm: str, tmp_path: Path) -> None:

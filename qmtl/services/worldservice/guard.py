@@ -373,18 +373,22 @@ class PromotionGuard:
             self.store.raise_state(_hold_key(source.scope), registered.last_ok)
 
     def _ask_prometheus(self) -> list[dict[str, Any]] | str:
+        """QMTL's cross-context hits as Prometheus has them, or why it could not say: an
+        answer other than success (a refused query, say) is no answer, never "no hits"."""
         url = f"{(self.settings.prometheus_url or '').rstrip('/')}/api/v1/query"
+        query = f"cross_context_cache_hit_total{{{self.settings.prometheus_selector}}} > 0"
         try:
             answer = self._http_get(
-                url, params={"query": "cross_context_cache_hit_total > 0"},
-                timeout=READ_TIMEOUT_SECONDS,
-            ).json()  # fmt: skip
+                url, params={"query": query}, timeout=READ_TIMEOUT_SECONDS
+            ).json()
+            if answer.get("status") != "success":
+                return f"{answer.get('errorType', 'error')}: {answer.get('error', answer)}"
             return [
                 {"labels": r["metric"], "value": float(r["value"][1]), "source": "prometheus",
                  "scope": ALL_WORLDS}
-                for r in answer.get("data", {}).get("result", [])
+                for r in answer["data"]["result"]
             ]  # fmt: skip
-        except (httpx.HTTPError, ValueError, KeyError, TypeError) as exc:
+        except (httpx.HTTPError, ValueError, KeyError, TypeError, AttributeError) as exc:
             return type(exc).__name__
 
     def last(self) -> GuardView | None:

@@ -74,6 +74,8 @@ app.kubernetes.io/component: {{ .service }}
 -}}
 {{- if $v.worldservice.prometheusUrl -}}
 {{- $_ := set $config.worldservice "prometheus_url" $v.worldservice.prometheusUrl -}}
+{{- /* This release's series only: another release's jobs have the same names. */ -}}
+{{- $_ := set $config.worldservice "prometheus_selector" (printf "job=~\"qmtl-dagmanager|qmtl-gateway|qmtl-worldservice|qmtl-sdk\",namespace=\"%s\"" .Release.Namespace) -}}
 {{- end -}}
 {{- if $v.kafka.brokers -}}
 {{- $_ := set $config.dagmanager "queue_backend" "kafka" -}}
