@@ -22,9 +22,7 @@ pytestmark = pytest.mark.integration
 def exporter() -> tuple[Counter, int, Any]:
     """A process's cross-context counter on its own /metrics."""
     registry = CollectorRegistry()
-    hits = Counter(
-        "cross_context_cache_hit", "hits", ["node_id", "world_id"], registry=registry
-    )
+    hits = Counter("cross_context_cache_hit", "hits", ["node_id", "world_id"], registry=registry)
     port = devstack.free_port()
     server, _thread = start_http_server(port, addr="127.0.0.1", registry=registry)
     return hits, port, server
