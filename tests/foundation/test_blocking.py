@@ -9,7 +9,7 @@ import threading
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
-from qmtl.foundation.blocking import run_blocking
+from qmtl.foundation.blocking import InlineGate, run_blocking
 from qmtl.foundation.sqldb import SqlDatabase
 
 request_id: contextvars.ContextVar[str] = contextvars.ContextVar("request_id", default="-")
@@ -83,3 +83,48 @@ def test_without_inline_the_call_never_runs_on_the_loop(tmp_path: Path) -> None:
     ((thread, context),) = calls
     assert thread != "MainThread" and context == "r3"
     db.close()
+
+
+def test_with_a_gate_a_job_waits_for_the_one_in_a_thread_and_runs_inline(tmp_path: Path) -> None:
+    """Without the gate the second job finds the port busy (the first holds it in its
+    thread) and follows it into a thread: under overlapping calls most jobs did."""
+    assert "MainThread" in _two_overlapping_jobs(tmp_path, InlineGate())
+    assert "MainThread" not in _two_overlapping_jobs(tmp_path, None)
+
+
+def _two_overlapping_jobs(tmp_path: Path, gate: InlineGate | None) -> list[str]:
+    """Another user holds the port, so job 1 is refused on the loop and waits in a
+    thread; job 2 comes while job 1 is there.  The threads the two writes were made on."""
+    db = _db(tmp_path / ("gated" if gate else "ungated"))
+    attempts: list[str] = []
+    written: list[str] = []
+    holding, release = threading.Event(), threading.Event()
+
+    def job() -> None:
+        attempts.append(threading.current_thread().name)
+        with db.txn() as cur:
+            cur.execute("INSERT INTO t VALUES (1)")
+        written.append(threading.current_thread().name)
+
+    def hold() -> None:
+        with db.txn():
+            holding.set()
+            release.wait()
+
+    holder = threading.Thread(target=hold)
+    holder.start()
+    holding.wait()
+
+    async def main() -> None:
+        first = asyncio.create_task(run_blocking(job, inline=True, gate=gate))
+        while len(attempts) < 2:  # refused on the loop, then waiting in its thread
+            await asyncio.sleep(0.01)
+        second = asyncio.create_task(run_blocking(job, inline=True, gate=gate))
+        await asyncio.sleep(0.05)  # job 2 is refused too, or waits at the gate
+        release.set()
+        await asyncio.gather(first, second)
+
+    asyncio.run(main())
+    holder.join()
+    assert len(written) == 2
+    return written

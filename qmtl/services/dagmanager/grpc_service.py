@@ -31,7 +31,7 @@ import grpc
 from google.protobuf.message import DecodeError
 
 from qmtl.foundation.access import check_bearer
-from qmtl.foundation.blocking import run_blocking
+from qmtl.foundation.blocking import InlineGate, run_blocking
 from qmtl.foundation.contracts import DiffResult, SubmissionRequest
 from qmtl.foundation.errors import (
     InvalidRequest,
@@ -65,12 +65,15 @@ class DagManagerServicer(pb_grpc.DagManagerServicer):
         self.exposed = exposed
         #: Whether nothing a small diff touches can make the loop wait (see the module doc).
         self.inline = bool(service.store.local and service.queues.local)
+        self._gate = InlineGate()
 
     async def _diff(self, submission: SubmissionRequest) -> DiffResult:
         # Refused on the loop (the store was busy), the diff runs again in a thread: what
         # it did before the refusal (a lookup, idempotent topic creation) bears repeating.
         inline = self.inline and len(submission.dag_json) <= INLINE_DIFF_BYTES
-        return await run_blocking(self.service.engine.diff, submission, inline=inline)
+        return await run_blocking(
+            self.service.engine.diff, submission, inline=inline, gate=self._gate
+        )
 
     async def _fail(self, context: grpc.aio.ServicerContext, exc: QmtlError) -> NoReturn:
         """Abort the call (``abort`` raises) with the error's code in the trailer."""

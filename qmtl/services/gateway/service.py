@@ -30,7 +30,7 @@ from dataclasses import dataclass
 from typing import Any, Protocol, TypeVar
 
 from qmtl import __version__
-from qmtl.foundation.blocking import run_blocking
+from qmtl.foundation.blocking import InlineGate, run_blocking
 from qmtl.foundation.config import QmtlConfig
 from qmtl.foundation.contracts import DiffResult, SubmissionRequest
 from qmtl.foundation.dependencies import DependencyProbes, bounded
@@ -194,6 +194,7 @@ class GatewayService:
         # so a slow server never stalls the event loop, and one slow or hung call does
         # not hold up every other submission behind it.
         self._log_inline = bool(log_port.local)
+        self._log_gate = InlineGate()
         self._db_pool = ThreadPoolExecutor(
             max(1, int(log_port.concurrency)), thread_name_prefix="gateway-log"
         )
@@ -259,7 +260,9 @@ class GatewayService:
         Each log call is one transaction, or a second one read only after a first that
         wrote nothing, so a call refused on the loop is safe to run again."""
         inline = self._log_inline and small
-        return await run_blocking(fn, *args, inline=inline, executor=self._db_pool, **kwargs)
+        return await run_blocking(
+            fn, *args, inline=inline, executor=self._db_pool, gate=self._log_gate, **kwargs
+        )
 
     # -- submissions -------------------------------------------------------------------------
     async def submit(self, request: SubmissionRequest) -> Outcome:
