@@ -35,10 +35,10 @@ class InlineGate:
 
     A job refused on the loop runs in a thread and holds the port for its whole run;
     the jobs that arrive meanwhile would find the port busy too and follow it into
-    threads, one after another, each paying the hop and the GIL hand-offs -- under
-    eight overlapping calls three in four diffs ran in threads.  With a gate they wait
-    on the loop (without holding it) until no job of theirs is in a thread, then run
-    inline.  One gate per port, shared by the calls that use it; loop-bound.
+    threads, one after another, each paying the hop and the GIL hand-offs, so under
+    overlapping calls most jobs ended up in threads.  With a gate they wait on the
+    loop (without holding it) until no job of theirs is in a thread, then run inline.
+    One gate per port, shared by the calls that use it; loop-bound.
     """
 
     def __init__(self) -> None:
