@@ -232,7 +232,7 @@ class DemoRunner:
             stream: StreamInput = instance.nodes[0]  # type: ignore[assignment]
             self.warm_up(executor, stream)
             self.executors.append((executor, stream))
-        self._call_worldservice("refreshing allocations", "PUT", *self._allocations())
+        self.refresh_allocations()
         activate = {"activate": [strategy_id(s) for s in self.strategies]}
         applied = self._call_worldservice(
             "requesting the apply run", "POST", f"/worlds/{WORLD}/apply", activate, timeout=30
@@ -243,7 +243,7 @@ class DemoRunner:
     def _call_worldservice(
         self, what: str, method: str, path: str, body: Any, timeout: float = 10
     ) -> Any:
-        """One WorldService call of the start-up; its JSON answer, or None (logged) on failure."""
+        """One WorldService call; its JSON answer, or None (logged) on failure."""
         try:
             response = self.http.request(
                 method, f"{self.worldservice}{path}", json=body, timeout=timeout
@@ -270,14 +270,11 @@ class DemoRunner:
         for ts, payload in self.backfill.run(stream, now - 3600, now, history):
             executor.feed(stream, ts, payload)
 
-    def _allocations(self) -> tuple[str, dict[str, Any]]:
-        """Path and body of the allocation snapshot: equal weights."""
-        weights = {strategy_id(s): round(1 / len(self.strategies), 4) for s in self.strategies}
-        return f"/worlds/{WORLD}/allocations", {"allocations": weights}
-
     def refresh_allocations(self) -> None:
-        path, body = self._allocations()
-        self.http.put(f"{self.worldservice}{path}", json=body)
+        """Equal weights for every strategy (a failure is logged; the next refresh retries)."""
+        weights = {strategy_id(s): round(1 / len(self.strategies), 4) for s in self.strategies}
+        path = f"/worlds/{WORLD}/allocations"
+        self._call_worldservice("refreshing allocations", "PUT", path, {"allocations": weights})
 
     def canary(self) -> None:
         """Synthetic probe: re-diff one fixed DAG against the DAG Manager.
@@ -326,10 +323,7 @@ class DemoRunner:
             if now >= next_allocation:
                 next_allocation = now + self.allocation_seconds
                 if not self.faults.allocations_paused:
-                    try:
-                        self.refresh_allocations()
-                    except httpx.HTTPError as exc:
-                        log.warning("allocation refresh failed: %s", exc)
+                    self.refresh_allocations()
             self.stop.wait(max(0.0, 1 / self.rate - (time.monotonic() - started)))
 
 

@@ -78,21 +78,20 @@ async def run_blocking(
     ``gate``: the port's :class:`InlineGate`, so that an inline job first waits for the
     port's jobs that went to threads.
     """
+    if inline:
+        if gate is not None:
+            await gate.wait_idle()
+        try:
+            with without_waiting():
+                return fn(*args, **kwargs)
+        except WouldBlock:
+            pass  # busy: wait for it in a thread
     call = functools.partial(contextvars.copy_context().run, fn, *args, **kwargs)
-    loop = asyncio.get_running_loop()
-    if not inline:
-        return await loop.run_in_executor(executor, call)
-    if gate is not None:
-        await gate.wait_idle()
-    try:
-        with without_waiting():
-            return fn(*args, **kwargs)
-    except WouldBlock:
-        pass  # busy: wait for it in a thread
-    if gate is None:
-        return await loop.run_in_executor(executor, call)
+    threaded = asyncio.get_running_loop().run_in_executor(executor, call)
+    if not inline or gate is None:
+        return await threaded
     gate.enter()
     try:
-        return await loop.run_in_executor(executor, call)
+        return await threaded
     finally:
         gate.leave()
