@@ -226,9 +226,13 @@ class ManagedProcess:
         env: Mapping[str, str] | None = None,
         cwd: Path | None = None,
         user: str | None = None,
+        stop_signal: int = signal.SIGTERM,
     ) -> None:
         self.name = name
         self.argv = list(argv)
+        #: What :meth:`stop` sends first: the signal on which the program shuts down
+        #: cleanly without waiting for anyone else.
+        self.stop_signal = stop_signal
         self.log_path = log_path
         log_path.parent.mkdir(parents=True, exist_ok=True)
         self._log = open(log_path, "ab")  # noqa: SIM115 - closed in stop()
@@ -327,7 +331,8 @@ class ManagedProcess:
             self.popen.wait(timeout=10)
 
     def stop(self, timeout: float = 10.0, *, kill_wait: float = KILL_WAIT_SECONDS) -> int | None:
-        """SIGTERM the PID, SIGKILL it after ``timeout``; return the exit code.
+        """Send :attr:`stop_signal` (SIGTERM unless set), SIGKILL after ``timeout``; return
+        the exit code.
 
         Raises :class:`ProcessError` if it is still there ``kill_wait`` seconds after
         SIGKILL (it stays registered, so the exit handler tries once more).
@@ -335,7 +340,7 @@ class ManagedProcess:
         self.thaw()  # a stopped process group would never see the SIGTERM
         if self.alive():
             try:
-                os.kill(self.pid, signal.SIGTERM)
+                os.kill(self.pid, self.stop_signal)
                 self.popen.wait(timeout=timeout)
             except subprocess.TimeoutExpired:
                 os.kill(self.pid, signal.SIGKILL)
@@ -344,7 +349,7 @@ class ManagedProcess:
                 except subprocess.TimeoutExpired:
                     raise ProcessError(
                         f"{self.name} (pid {self.pid}) did not exit within {timeout:.0f} s of "
-                        f"SIGTERM and is still there {kill_wait:.0f} s after SIGKILL: it is "
+                        f"{signal.Signals(self.stop_signal).name} and is still there {kill_wait:.0f} s after SIGKILL: it is "
                         f"blocked in the kernel (see /proc/{self.pid}/stack and the disk's "
                         f"load); its log is {self.log_path}"
                     ) from None

@@ -68,6 +68,24 @@ def test_postgres_accepts_queries_and_stops() -> None:
     assert not server.datadir.exists()
 
 
+def test_postgres_stops_cleanly_with_a_client_still_connected() -> None:
+    """A test or stack that leaves a connection open must not hold the server's stop
+    (PostgreSQL's SIGTERM waits for every client) until it ends in SIGKILL."""
+    import psycopg
+
+    server = devstack.start_postgres()
+    conn = psycopg.connect(server.dsn, autocommit=True)
+    try:
+        assert conn.execute("select 1").fetchone() == (1,)
+        assert server.process.stop() == 0, server.process.log_tail()
+        with pytest.raises(psycopg.OperationalError):
+            conn.execute("select 1")
+    finally:
+        conn.close()
+        server.stop()
+    assert pid_gone(server.pid)
+
+
 def test_prometheus_scrapes_a_metrics_server(tmp_path: Path) -> None:
     """A real Prometheus scrapes our exporter and answers a PromQL query about it."""
     from prometheus_client import CollectorRegistry
