@@ -337,7 +337,7 @@ class ManagedProcess:
         Raises :class:`ProcessError` if it is still there ``kill_wait`` seconds after
         SIGKILL (it stays registered, so the exit handler tries once more).
         """
-        self.thaw()  # a stopped process group would never see the SIGTERM
+        self.thaw()  # a stopped process group would never see the stop signal
         if self.alive():
             try:
                 os.kill(self.pid, self.stop_signal)
@@ -349,9 +349,9 @@ class ManagedProcess:
                 except subprocess.TimeoutExpired:
                     raise ProcessError(
                         f"{self.name} (pid {self.pid}) did not exit within {timeout:.0f} s of "
-                        f"{signal.Signals(self.stop_signal).name} and is still there {kill_wait:.0f} s after SIGKILL: it is "
-                        f"blocked in the kernel (see /proc/{self.pid}/stack and the disk's "
-                        f"load); its log is {self.log_path}"
+                        f"{signal.Signals(self.stop_signal).name} and is still there "
+                        f"{kill_wait:.0f} s after SIGKILL: it is blocked in the kernel (see "
+                        f"/proc/{self.pid}/stack and the disk's load); its log is {self.log_path}"
                     ) from None
             except ProcessLookupError:
                 pass
